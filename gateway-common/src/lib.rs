@@ -1,0 +1,12 @@
+//! The contract between the control plane (userspace) and the data plane (eBPF).
+//!
+//! Everything here is `no_std` and `repr(C)`: the eBPF programs and the daemon read and write
+//! the same bytes. `maps` holds map value layouts, `wire` the WireGuard message layouts and
+//! protocol limits, `replay` the anti-replay window both sides update concurrently, and `aead`
+//! the word-oriented ChaCha20-Poly1305 the programs run.
+#![no_std]
+
+pub mod aead;
+pub mod maps;
+pub mod replay;
+pub mod wire;

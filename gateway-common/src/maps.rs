@@ -1,0 +1,201 @@
+//! Map layouts: the contract between the daemon (which owns sessions and peers) and the eBPF
+//! programs (which use them per packet).
+//!
+//! `SESSIONS` and `PEERS` are `BPF_F_MMAPABLE` arrays: the daemon maps them into its own
+//! address space and shares the counters in them with the programs through atomics, so that
+//! whichever path carries a packet, a send counter is used once, a received counter is
+//! accepted once, and the byte counts `wg show` prints are complete. Everything else is an
+//! ordinary map written with `bpf_map_update_elem`.
+//!
+//! Publication order: the daemon writes every other field of a slot before `state`, and
+//! clears `state` first when retiring it; the programs read `state` first.
+
+use core::sync::atomic::AtomicU64;
+
+use crate::replay::ReplayWindow;
+
+/// Map names, as the eBPF object defines them.
+pub const MAP_SESSIONS: &str = "SESSIONS";
+pub const MAP_PEERS: &str = "PEERS";
+pub const MAP_RX_INDEX: &str = "RX_INDEX";
+pub const MAP_ALLOWED_V4: &str = "ALLOWED_V4";
+pub const MAP_ALLOWED_V6: &str = "ALLOWED_V6";
+pub const MAP_CONFIG: &str = "CONFIG";
+pub const MAP_STATS: &str = "STATS";
+pub const MAP_REDIRECT_IFACES: &str = "REDIRECT_IFACES";
+pub const MAP_SCRATCH: &str = "SCRATCH";
+
+/// Default capacities; the loader may resize before loading.
+pub const DEFAULT_MAX_SESSIONS: u32 = 4096;
+pub const DEFAULT_MAX_PEERS: u32 = 16384;
+pub const DEFAULT_MAX_ALLOWED_IPS: u32 = 262_144;
+
+/// `Session::state` bits.
+pub const SESSION_RECV_VALID: u32 = 1 << 0;
+pub const SESSION_SEND_VALID: u32 = 1 << 1;
+/// This side sent the handshake initiation that created the session.
+pub const SESSION_INITIATOR: u32 = 1 << 2;
+
+/// One keypair (a WireGuard session): `SESSIONS[slot]`. `RX_INDEX` maps our receiver index to
+/// the slot; `Peer::tx_session` names the slot a peer sends with.
+#[repr(C, align(8))]
+pub struct Session {
+    /// `SESSION_*` bits; 0 when the slot is unused.
+    pub state: u32,
+    /// Index into `PEERS`.
+    pub peer: u32,
+    /// Our receiver index for this session, as it appears on the wire (little-endian value).
+    pub local_index: u32,
+    /// The peer's receiver index: goes into every transport packet we send.
+    pub remote_index: u32,
+    /// CLOCK_MONOTONIC time of the handshake that derived the keys (`bpf_ktime_get_ns`).
+    pub created_ns: u64,
+    /// ChaCha20-Poly1305 keys as little-endian words, the form `aead` works on.
+    pub send_key: [u32; 8],
+    pub recv_key: [u32; 8],
+    pub counters: SessionCounters,
+}
+
+/// The parts of a session both paths update per packet.
+#[repr(C, align(8))]
+pub struct SessionCounters {
+    /// The next nonce to send with; allocated with fetch-add.
+    pub send_nonce: AtomicU64,
+    pub replay: ReplayWindow,
+}
+
+/// `Endpoint::family` values (the kernel's address families).
+pub const AF_NONE: u16 = 0;
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// Where a peer's packets go, and which of our addresses they came to (the kernel's
+/// `endpoint.src`, used as the source of replies). Addresses are in network byte order; an
+/// IPv4 address takes the first 4 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct Endpoint {
+    pub family: u16,
+    /// Network byte order.
+    pub port: u16,
+    /// The underlay interface the peer was last heard on (0: unknown; let the FIB decide).
+    pub ifindex: u32,
+    pub addr: [u8; 16],
+    pub local: [u8; 16],
+}
+
+/// `Peer::state` bits.
+pub const PEER_ACTIVE: u32 = 1 << 0;
+
+/// One configured peer: `PEERS[slot]`; `ALLOWED_V4`/`ALLOWED_V6` map inner addresses to slots.
+#[repr(C, align(8))]
+pub struct Peer {
+    pub state: u32,
+    /// Slot + 1 of the session to send with (the current keypair); 0: none, so packets to this
+    /// peer go to the daemon, which queues them and starts a handshake.
+    pub tx_session: u32,
+    /// Bumped by the programs each time they roam the endpoint, so the daemon notices.
+    pub endpoint_generation: u32,
+    pub _pad: u32,
+    pub endpoint: Endpoint,
+    pub activity: PeerActivity,
+}
+
+/// Per-peer counters and timestamps kept by the programs (the daemon keeps its own for what
+/// it carries and adds the two). Byte counts are WireGuard message bytes (UDP payload), as
+/// the kernel counts them. Times are CLOCK_MONOTONIC nanoseconds, 0 for never.
+#[repr(C, align(8))]
+#[derive(Default)]
+pub struct PeerActivity {
+    pub rx_bytes: AtomicU64,
+    pub rx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub tx_packets: AtomicU64,
+    /// Any authenticated packet (data or keepalive).
+    pub last_rx_ns: AtomicU64,
+    pub last_tx_ns: AtomicU64,
+    /// Data packets only (a non-empty plaintext).
+    pub last_data_rx_ns: AtomicU64,
+    pub last_data_tx_ns: AtomicU64,
+}
+
+/// `Config::flags` bits.
+/// Decrypted packets for another peer are re-encrypted and sent on without the stack.
+pub const CONFIG_HUB_FORWARD: u32 = 1 << 0;
+/// Decrypted packets routed out of an interface in `REDIRECT_IFACES` are redirected there.
+pub const CONFIG_LAN_REDIRECT: u32 = 1 << 1;
+
+/// `CONFIG[0]`: the tunnel the programs serve.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Config {
+    /// The TUN interface: decrypted packets are delivered as if received on it.
+    pub tun_ifindex: u32,
+    pub tun_mtu: u32,
+    /// Our UDP listen port, network byte order.
+    pub listen_port: u16,
+    pub _pad: u16,
+    pub flags: u32,
+    /// Set on packets we send (the kernel's fwmark), 0 for none.
+    pub fwmark: u32,
+    pub _pad2: u32,
+}
+
+/// Handed from the XDP receive program to the TC ingress program in the frame's metadata
+/// area: "this frame is a decrypted inner packet from `peer`; deliver it on the tunnel".
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct XdpHandoff {
+    pub magic: u32,
+    pub peer: u32,
+}
+pub const XDP_HANDOFF_MAGIC: u32 = 0x5747_4457; // "WDGW"
+
+/// Indexes into the per-CPU `STATS` array: what the programs did with packets, so tests and
+/// `gateway status` can tell which path carried traffic.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// Decrypted and delivered to the stack as received on the tunnel interface.
+    RxDeliveredLocal = 0,
+    /// Decrypted and re-encrypted to another peer (hub forwarding).
+    RxHubForwarded,
+    /// Decrypted and redirected out of a LAN interface.
+    RxLanRedirected,
+    /// Authenticated keepalives (empty plaintext), consumed.
+    RxKeepalive,
+    RxDropAuth,
+    RxDropReplay,
+    /// The inner source address is not in the sending peer's AllowedIPs.
+    RxDropSource,
+    /// Not a well-formed IP packet inside, or otherwise unusable.
+    RxDropMalformed,
+    /// Session expired (REJECT_AFTER_TIME / REJECT_AFTER_MESSAGES) or not valid for receiving.
+    RxDropExpired,
+    /// Transport data the programs left to the daemon (unknown index, too large, ...).
+    RxPassToDaemon,
+    /// Handshakes and cookies, passed to the daemon.
+    RxPassHandshake,
+    /// Not ours: not UDP to our port, not WireGuard.
+    RxPassOther,
+    /// Encrypted and sent straight out of the underlay.
+    TxEncrypted,
+    /// No valid session, no endpoint, no route...: left to the daemon.
+    TxPassToDaemon,
+    /// Larger than the tunnel MTU: left to the stack (ICMP, fragmentation).
+    TxPassTooBig,
+    /// No peer has the destination in its AllowedIPs: left to the daemon (ICMP unreachable).
+    TxPassNoPeer,
+    /// A program hit an error it could not attribute (a helper failed).
+    Error,
+}
+pub const STAT_COUNT: u32 = Stat::Error as u32 + 1;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data repr(C) structs with explicit padding fields and no invalid
+    // bit patterns; the daemon writes them with bpf_map_update_elem.
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Endpoint {}
+    unsafe impl aya::Pod for super::XdpHandoff {}
+}

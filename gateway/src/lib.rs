@@ -1,0 +1,3 @@
+//! gatewayd: a WireGuard gateway whose data path runs in eBPF. See docs/ARCHITECTURE.md.
+
+pub mod wg;

@@ -1,0 +1,2 @@
+//! WireGuard as a sans-IO state machine: datagrams, TUN packets and time in; datagrams, TUN
+//! packets and events out. Nothing here touches a socket or reads a clock.
