@@ -1,2 +1,11 @@
 //! WireGuard as a sans-IO state machine: datagrams, TUN packets and time in; datagrams, TUN
 //! packets and events out. Nothing here touches a socket or reads a clock.
+
+pub mod index_table;
+pub mod keypair;
+pub mod session_memory;
+pub mod timers;
+
+/// A peer's handle: also its slot in the data plane's `PEERS` map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u32);
