@@ -415,7 +415,7 @@ mod tests {
         assert_eq!(gone(k.add(pair(4, false, now))), vec![2]);
         assert_eq!(indexes(&k), (Some(3), None, Some(4)));
         // data on a non-next keypair changes nothing
-        assert_eq!(k.received_with(3).0, false);
+        assert!(!k.received_with(3).0);
         // data on next promotes it
         let (promoted, displaced) = k.received_with(4);
         assert!(promoted);
