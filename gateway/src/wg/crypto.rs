@@ -332,6 +332,14 @@ impl RngCore for TestRng {
 #[cfg(test)]
 impl CryptoRng for TestRng {}
 
+/// A point of order 8 on Curve25519 (one of the small-order points X25519 implementations
+/// blacklist): DH with it yields all zeros whatever the private key.
+#[cfg(test)]
+pub(crate) const ORDER_8_POINT: [u8; 32] = [
+    0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4, 0x6a,
+    0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00,
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,14 +458,6 @@ mod tests {
         assert!(dh(&alice, &one).is_none(), "a point of order 1 in Montgomery form");
         assert!(dh(&alice, &ORDER_8_POINT).is_none(), "a point of order 8");
     }
-
-    /// A point of order 8 on Curve25519 (from the list of small-order points in the X25519
-    /// literature, e.g. the "cr.yp.to/ecdh.html" blacklist).
-    pub(crate) const ORDER_8_POINT: [u8; 32] = [
-        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4,
-        0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49,
-        0xb8, 0x00,
-    ];
 
     #[test]
     fn constant_time_eq_compares_contents_and_lengths() {

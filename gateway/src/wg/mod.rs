@@ -7,3 +7,6 @@ pub mod messages;
 pub mod noise;
 pub mod ratelimiter;
 pub mod tai64n;
+
+#[cfg(test)]
+mod interop_tests;
