@@ -359,6 +359,63 @@ mod tests {
         assert_eq!(hash(&[b"a", b"bc"]), hash(&[b"abc"]), "parts are concatenated");
     }
 
+    /// RFC 7693 Appendix E: the BLAKE2s-256 of 48 keyed and unkeyed hashes over Fibonacci-
+    /// generated inputs. Our `hash` (32-byte output) and `mac` (16-byte output, here with a
+    /// 16-byte key as for cookies) produce their share of them; the other output lengths come
+    /// from the `blake2` crate directly.
+    #[test]
+    fn blake2s_matches_rfc7693_appendix_e_self_test() {
+        use blake2::digest::{Update, VariableOutput};
+        use blake2::{Blake2sMac256, Blake2sVar};
+        use chacha20poly1305::aead::consts::{U20, U28};
+
+        fn sequence(len: usize, seed: u32) -> Vec<u8> {
+            let (mut a, mut b) = (0xDEAD_4BADu32.wrapping_mul(seed), 1u32);
+            (0..len)
+                .map(|_| {
+                    let t = a.wrapping_add(b);
+                    a = b;
+                    b = t;
+                    (t >> 24) as u8
+                })
+                .collect()
+        }
+        fn keyed<M: blake2::digest::Mac + KeyInit>(key: &[u8], input: &[u8]) -> Vec<u8> {
+            let mut mac = <M as KeyInit>::new_from_slice(key).unwrap();
+            blake2::digest::Mac::update(&mut mac, input);
+            mac.finalize().into_bytes().to_vec()
+        }
+
+        let mut grand = Blake2s256::new();
+        for output_len in [16usize, 20, 28, 32] {
+            for input_len in [0usize, 3, 64, 65, 255, 1024] {
+                let input = sequence(input_len, input_len as u32);
+                let unkeyed = if output_len == 32 {
+                    hash(&[&input]).to_vec()
+                } else {
+                    let mut hasher = Blake2sVar::new(output_len).unwrap();
+                    hasher.update(&input);
+                    let mut out = vec![0u8; output_len];
+                    hasher.finalize_variable(&mut out).unwrap();
+                    out
+                };
+                Digest::update(&mut grand, &unkeyed);
+                let key = sequence(output_len, output_len as u32);
+                let keyed = match output_len {
+                    16 => mac(&key, &[&input]).to_vec(),
+                    20 => keyed::<Blake2sMac<U20>>(&key, &input),
+                    28 => keyed::<Blake2sMac<U28>>(&key, &input),
+                    _ => keyed::<Blake2sMac256>(&key, &input),
+                };
+                Digest::update(&mut grand, &keyed);
+            }
+        }
+        assert_eq!(
+            hex(&grand.finalize()),
+            "6a411f08ce25adcdfb02aba641451cec53c598b24f4fc787fbdc88797f4c1dfe"
+        );
+    }
+
     #[test]
     fn hmac_matches_an_independent_hmac_blake2s() {
         let key = [0x42u8; 32];

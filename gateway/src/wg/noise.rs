@@ -288,7 +288,9 @@ pub struct Handshake {
     symmetric: SymmetricState,
     ephemeral_private: Option<StaticSecret>,
     remote_ephemeral: [u8; KEY_LEN],
-    local_index: u32,
+    /// The index last registered for this handshake, until it is cleared or becomes a
+    /// session's.
+    local_index: Option<u32>,
     remote_index: u32,
     latest_timestamp: Tai64n,
     last_initiation_consumption: Option<Instant>,
@@ -308,7 +310,7 @@ impl Handshake {
             symmetric: SymmetricState::zeroed(),
             ephemeral_private: None,
             remote_ephemeral: [0; KEY_LEN],
-            local_index: 0,
+            local_index: None,
             remote_index: 0,
             latest_timestamp: Tai64n::default(),
             last_initiation_consumption: None,
@@ -339,7 +341,7 @@ impl Handshake {
         self.symmetric = SymmetricState::zeroed();
         self.ephemeral_private = None;
         self.remote_ephemeral = [0; KEY_LEN];
-        self.local_index = 0;
+        self.local_index = None;
         self.remote_index = 0;
     }
 
@@ -355,14 +357,11 @@ impl Handshake {
         self.preshared_key.as_bytes()
     }
 
-    /// The index this handshake is registered under, while it is in flight and has one.
+    /// The index this handshake was last registered under, until it is cleared or handed to a
+    /// session. It survives an initiation consumed after our own initiation, as in the
+    /// kernel; the owner of the index table replaces it on the next create step.
     pub fn local_index(&self) -> Option<u32> {
-        match self.state {
-            HandshakeState::CreatedInitiation
-            | HandshakeState::CreatedResponse
-            | HandshakeState::ConsumedResponse => Some(self.local_index),
-            HandshakeState::Zeroed | HandshakeState::ConsumedInitiation => None,
-        }
+        self.local_index
     }
 
     pub fn remote_index(&self) -> u32 {
@@ -379,7 +378,7 @@ impl Handshake {
 
     /// Whether a response naming `receiver_index` belongs to this handshake.
     pub fn is_awaiting_response(&self, receiver_index: u32) -> bool {
-        self.state == HandshakeState::CreatedInitiation && self.local_index == receiver_index
+        self.state == HandshakeState::CreatedInitiation && self.local_index == Some(receiver_index)
     }
 
     /// Creates an initiation (MACs zeroed) registered under `local_index`. `None` when the
@@ -413,7 +412,7 @@ impl Handshake {
 
         self.symmetric = symmetric;
         self.ephemeral_private = Some(ephemeral_private);
-        self.local_index = local_index;
+        self.local_index = Some(local_index);
         self.state = HandshakeState::CreatedInitiation;
         Some(messages::build_initiation(
             local_index,
@@ -446,8 +445,10 @@ impl Handshake {
         if timestamp <= self.latest_timestamp {
             return Err(NoiseError::ReplayedTimestamp);
         }
-        if self.last_initiation_consumption.is_some_and(|last| now < last + MIN_INITIATION_INTERVAL)
-        {
+        let earliest_next = self
+            .last_initiation_consumption
+            .and_then(|last| last.checked_add(MIN_INITIATION_INTERVAL));
+        if earliest_next.is_some_and(|earliest_next| now < earliest_next) {
             return Err(NoiseError::InitiationFlood);
         }
 
@@ -487,7 +488,7 @@ impl Handshake {
 
         self.symmetric = symmetric;
         self.ephemeral_private = Some(ephemeral_private);
-        self.local_index = local_index;
+        self.local_index = Some(local_index);
         self.state = HandshakeState::CreatedResponse;
         Ok(messages::build_response(
             local_index,
@@ -509,9 +510,9 @@ impl Handshake {
         if self.state != HandshakeState::CreatedInitiation {
             return Err(NoiseError::UnexpectedState(self.state));
         }
-        if self.local_index != message.receiver_index() {
+        if self.local_index != Some(message.receiver_index()) {
             return Err(NoiseError::IndexMismatch {
-                local_index: self.local_index(),
+                local_index: self.local_index,
                 receiver_index: message.receiver_index(),
             });
         }
@@ -544,12 +545,13 @@ impl Handshake {
             HandshakeState::CreatedResponse => false,
             state => return Err(NoiseError::UnexpectedState(state)),
         };
+        let local_index = self.local_index.ok_or(NoiseError::UnexpectedState(self.state))?;
         let (first, second) = kdf2(self.symmetric.chaining_key.as_bytes(), &[]);
         let (sending, receiving) = if is_initiator { (first, second) } else { (second, first) };
         let keys = SessionKeys {
             sending: SecretKey(sending),
             receiving: SecretKey(receiving),
-            local_index: self.local_index,
+            local_index,
             remote_index: self.remote_index,
             is_initiator,
         };
@@ -569,7 +571,7 @@ impl std::fmt::Debug for Handshake {
         f.debug_struct("Handshake")
             .field("remote_static", &self.remote_static)
             .field("state", &self.state)
-            .field("local_index", &self.local_index())
+            .field("local_index", &self.local_index)
             .field("remote_index", &self.remote_index)
             .finish_non_exhaustive()
     }

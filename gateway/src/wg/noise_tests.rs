@@ -382,10 +382,13 @@ fn crossing_initiations_leave_the_later_one_in_charge() {
     pair.bob_consumes(&from_alice).unwrap();
     let response_to_alice = pair.bob_to_alice.create_response(3, &mut pair.rng).unwrap();
     assert!(!pair.alice_to_bob.is_awaiting_response(1));
+    assert_eq!(pair.alice_to_bob.local_index(), Some(1), "still registered until replaced");
     assert_eq!(
         pair.alice_to_bob.consume_response(&pair.alice, &response_of(&response_to_alice)),
         Err(NoiseError::UnexpectedState(HandshakeState::ConsumedInitiation))
     );
+    pair.alice_to_bob.create_response(4, &mut pair.rng).unwrap();
+    assert_eq!(pair.alice_to_bob.local_index(), Some(4));
 }
 
 #[test]
