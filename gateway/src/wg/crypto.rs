@@ -39,9 +39,17 @@ pub fn wipe(bytes: &mut [u8]) {
     std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
 }
 
-/// A 32-byte secret wiped when dropped.
-#[derive(Clone, PartialEq, Eq)]
+/// A 32-byte secret wiped when dropped, compared in constant time.
+#[derive(Clone)]
 pub struct SecretKey(pub [u8; KEY_LEN]);
+
+impl PartialEq for SecretKey {
+    fn eq(&self, other: &SecretKey) -> bool {
+        constant_time_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SecretKey {}
 
 impl SecretKey {
     pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
@@ -96,9 +104,9 @@ pub fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; MAC_LEN] {
     mac.finalize().into_bytes().into()
 }
 
-/// HMAC(key, input) with BLAKE2s-256 (RFC 2104 over a 64-byte block), as the whitepaper
-/// defines it; the `hmac` crate's generic HMAC is not used so nothing in this path needs a
-/// block-size-aware digest adapter.
+/// HMAC(key, input) with BLAKE2s-256 (RFC 2104 over BLAKE2s's 64-byte block), as the
+/// whitepaper defines it. Written out so the `hmac` crate stays a dev-only dependency: the tests
+/// check this against it.
 pub fn hmac(key: &[u8; HASH_LEN], input: &[&[u8]]) -> [u8; HASH_LEN] {
     let mut padded_key = [0u8; BLAKE2S_BLOCK_LEN];
     padded_key[..HASH_LEN].copy_from_slice(key);

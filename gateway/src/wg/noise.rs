@@ -10,7 +10,9 @@
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use gateway_common::wire::{INITIATIONS_PER_SECOND, NSEC_PER_SEC};
+use gateway_common::wire::{
+    HANDSHAKE_INITIATION_LEN, HANDSHAKE_RESPONSE_LEN, INITIATIONS_PER_SECOND, NSEC_PER_SEC,
+};
 use rand_core::{CryptoRng, RngCore};
 use x25519_dalek::StaticSecret;
 
@@ -23,7 +25,6 @@ use super::messages::{
     Response,
 };
 use super::tai64n::{TAI64N_LEN, Tai64n};
-use gateway_common::wire::{HANDSHAKE_INITIATION_LEN, HANDSHAKE_RESPONSE_LEN};
 
 pub const CONSTRUCTION: &[u8] = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
 pub const IDENTIFIER: &[u8] = b"WireGuard v1 zx2c4 Jason@zx2c4.com";
