@@ -209,7 +209,7 @@ fn respond(interop: &mut Interop, initiation: &[u8], local_index: u32) -> Sessio
 }
 
 #[test]
-fn we_initiate_deliver_to_boringtun() {
+fn we_initiate_to_boringtun() {
     we_initiate(None);
 }
 
