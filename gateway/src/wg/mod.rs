@@ -1,6 +1,7 @@
 //! WireGuard as a sans-IO state machine: datagrams, TUN packets and time in; datagrams, TUN
 //! packets and events out. Nothing here touches a socket or reads a clock.
 
+pub mod allowed_ips;
 pub mod cookie;
 pub mod crypto;
 pub mod device;
