@@ -102,8 +102,9 @@ impl Tun {
         for _ in 0..queues.max(1) {
             files.push(Self::open_queue(name)?);
         }
-        let ifindex = ifindex(name)
-            .ok_or_else(|| TunError::Io("interface vanished after creation", io::ErrorKind::NotFound.into()))?;
+        let ifindex = ifindex(name).ok_or_else(|| {
+            TunError::Io("interface vanished after creation", io::ErrorKind::NotFound.into())
+        })?;
         Ok(Tun { name: name.to_string(), queues: files, ifindex })
     }
 
@@ -149,11 +150,8 @@ impl Tun {
 
     pub fn set_mtu(&self, mtu: u32) -> io::Result<()> {
         let sock = control_socket()?;
-        let mut req = IfReqMtu {
-            name: ifname_bytes(&self.name),
-            mtu: mtu as libc::c_int,
-            _pad: [0; 20],
-        };
+        let mut req =
+            IfReqMtu { name: ifname_bytes(&self.name), mtu: mtu as libc::c_int, _pad: [0; 20] };
         // SAFETY: SIOCSIFMTU takes a struct ifreq with ifr_mtu, which IfReqMtu lays out.
         let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFMTU, &mut req) };
         if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }

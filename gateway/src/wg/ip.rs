@@ -79,7 +79,9 @@ fn may_answer(packet: &[u8], header: &Header) -> bool {
             }
             // ICMP errors (anything but echo/timestamp/info/address-mask requests and replies).
             !(packet[9] == 1
-                && packet.get(ihl).is_some_and(|&t| !matches!(t, 0 | 8 | 13 | 14 | 15 | 16 | 17 | 18)))
+                && packet
+                    .get(ihl)
+                    .is_some_and(|&t| !matches!(t, 0 | 8 | 13 | 14 | 15 | 16 | 17 | 18)))
         }
         IpAddr::V6(_) => {
             // ICMPv6 errors have types below 128.
@@ -191,8 +193,8 @@ mod tests {
     #[test]
     fn icmpv4_host_unreachable_is_well_formed() {
         let orig = v4_packet([10, 0, 0, 1], [10, 9, 9, 9], 17, &[7; 1000]);
-        let icmp = destination_unreachable(&orig, Some(Ipv4Addr::new(10, 0, 0, 254)), None)
-            .unwrap();
+        let icmp =
+            destination_unreachable(&orig, Some(Ipv4Addr::new(10, 0, 0, 254)), None).unwrap();
         assert_eq!(icmp.len(), 576);
         let h = parse(&icmp).unwrap();
         assert_eq!(h.src, IpAddr::from([10, 0, 0, 254]));

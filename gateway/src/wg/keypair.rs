@@ -11,24 +11,17 @@ use gateway_common::wire::{
     AEAD_TAG_LEN, DATA_HEADER_LEN, MESSAGE_DATA, REJECT_AFTER_MESSAGES, REKEY_AFTER_MESSAGES,
 };
 
+use super::crypto::SecretKey;
+use super::noise::SessionKeys;
 use super::session_memory::CounterCell;
-
-/// The keys and indexes a completed handshake yields.
-pub struct SessionKeys {
-    pub sending: [u8; 32],
-    pub receiving: [u8; 32],
-    pub local_index: u32,
-    pub remote_index: u32,
-    pub initiator: bool,
-}
 
 pub struct Keypair {
     pub local_index: u32,
     pub remote_index: u32,
     pub initiator: bool,
     pub birth: Instant,
-    send_key: [u8; 32],
-    recv_key: [u8; 32],
+    send_key: SecretKey,
+    recv_key: SecretKey,
     sender: ChaCha20Poly1305,
     receiver: ChaCha20Poly1305,
     sending_valid: bool,
@@ -57,10 +50,10 @@ impl Keypair {
         Keypair {
             local_index: keys.local_index,
             remote_index: keys.remote_index,
-            initiator: keys.initiator,
+            initiator: keys.is_initiator,
             birth,
-            sender: ChaCha20Poly1305::new(&keys.sending.into()),
-            receiver: ChaCha20Poly1305::new(&keys.receiving.into()),
+            sender: ChaCha20Poly1305::new(keys.sending.as_bytes().into()),
+            receiver: ChaCha20Poly1305::new(keys.receiving.as_bytes().into()),
             send_key: keys.sending,
             recv_key: keys.receiving,
             sending_valid: true,
@@ -70,11 +63,11 @@ impl Keypair {
     }
 
     pub fn send_key(&self) -> &[u8; 32] {
-        &self.send_key
+        self.send_key.as_bytes()
     }
 
     pub fn recv_key(&self) -> &[u8; 32] {
-        &self.recv_key
+        self.recv_key.as_bytes()
     }
 
     pub fn sending_valid(&self) -> bool {
@@ -178,15 +171,6 @@ impl Keypair {
     }
 }
 
-impl Drop for Keypair {
-    fn drop(&mut self) {
-        for b in self.send_key.iter_mut().chain(self.recv_key.iter_mut()) {
-            // SAFETY: a valid &mut u8; volatile so the wipe is not optimised away.
-            unsafe { std::ptr::write_volatile(b, 0) };
-        }
-    }
-}
-
 impl std::fmt::Debug for Keypair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keypair")
@@ -278,11 +262,11 @@ mod tests {
     fn pair(local: u32, initiator: bool, now: Instant) -> Keypair {
         Keypair::new(
             SessionKeys {
-                sending: [local as u8; 32],
-                receiving: [local as u8 ^ 0xff; 32],
+                sending: SecretKey([local as u8; 32]),
+                receiving: SecretKey([local as u8 ^ 0xff; 32]),
                 local_index: local,
                 remote_index: local + 1000,
-                initiator,
+                is_initiator: initiator,
             },
             now,
             CounterCell::on_heap(),
@@ -293,22 +277,22 @@ mod tests {
     fn linked(now: Instant) -> (Keypair, Keypair) {
         let a = Keypair::new(
             SessionKeys {
-                sending: [1; 32],
-                receiving: [2; 32],
+                sending: SecretKey([1; 32]),
+                receiving: SecretKey([2; 32]),
                 local_index: 10,
                 remote_index: 20,
-                initiator: true,
+                is_initiator: true,
             },
             now,
             CounterCell::on_heap(),
         );
         let b = Keypair::new(
             SessionKeys {
-                sending: [2; 32],
-                receiving: [1; 32],
+                sending: SecretKey([2; 32]),
+                receiving: SecretKey([1; 32]),
                 local_index: 20,
                 remote_index: 10,
-                initiator: false,
+                is_initiator: false,
             },
             now,
             CounterCell::on_heap(),

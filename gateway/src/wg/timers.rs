@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use gateway_common::wire::{
-    KEEPALIVE_TIMEOUT_SECS, MAX_TIMER_HANDSHAKES, REJECT_AFTER_TIME_SECS,
+    KEEPALIVE_TIMEOUT_SECS, MAX_TIMER_HANDSHAKES, REJECT_AFTER_TIME_SECS, REKEY_AFTER_TIME_SECS,
     REKEY_TIMEOUT_JITTER_MAX_MS, REKEY_TIMEOUT_SECS,
 };
 use rand_core::RngCore;
@@ -17,6 +17,7 @@ use rand_core::RngCore;
 pub const REKEY_TIMEOUT: Duration = Duration::from_secs(REKEY_TIMEOUT_SECS);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(KEEPALIVE_TIMEOUT_SECS);
 pub const REJECT_AFTER_TIME: Duration = Duration::from_secs(REJECT_AFTER_TIME_SECS);
+pub const REKEY_AFTER_TIME: Duration = Duration::from_secs(REKEY_AFTER_TIME_SECS);
 const ZERO_KEY_MATERIAL_AFTER: Duration = Duration::from_secs(REJECT_AFTER_TIME_SECS * 3);
 
 /// What fell due, in the order `expire` reports it.

@@ -56,10 +56,10 @@ impl Device {
         if identity.public_key() == self.identity.public_key() {
             return;
         }
-        if let Some(public) = identity.public_key() {
-            if let Some(id) = self.by_public_key.get(&public).copied() {
-                self.remove_peer(id);
-            }
+        if let Some(public) = identity.public_key()
+            && let Some(id) = self.by_public_key.get(&public).copied()
+        {
+            self.remove_peer(id);
         }
         self.identity = identity;
         self.cookie_checker.set_local_public(self.identity.public_key().as_ref());
@@ -193,17 +193,17 @@ impl Device {
         if !self.peers.contains_key(&id) {
             return;
         }
-        if let Some(previous) = self.allowed_ips.insert(net, id) {
-            if previous != id {
-                self.events.push_back(Event::AllowedIpsChanged(previous));
-            }
+        if let Some(previous) = self.allowed_ips.insert(net, id)
+            && previous != id
+        {
+            self.events.push_back(Event::AllowedIpsChanged(previous));
         }
         self.events.push_back(Event::AllowedIpsChanged(id));
     }
 
     /// Removes a prefix from a peer's AllowedIPs, if that peer holds it.
     pub fn remove_allowed_ip(&mut self, id: PeerId, net: IpNet) {
-        if self.allowed_ips.remove_if_value(net, &id) {
+        if self.allowed_ips.remove_if_owned_by(&net, &id) {
             self.events.push_back(Event::AllowedIpsChanged(id));
         }
     }

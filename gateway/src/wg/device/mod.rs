@@ -10,9 +10,11 @@ mod config;
 mod expiry;
 mod receive;
 mod send;
+#[cfg(test)]
+mod tests;
 
-use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

@@ -74,10 +74,10 @@ impl Device {
                 self.count(Drop::UnknownIndex);
                 return;
             };
-            if let Some(peer) = self.peers.get_mut(&id) {
-                if let Err(e) = peer.cookie.consume_reply(&reply, now) {
-                    tracing::debug!(peer = id.0, "ignoring cookie reply: {e}");
-                }
+            if let Some(peer) = self.peers.get_mut(&id)
+                && let Err(e) = peer.cookie.consume_reply(&reply, now)
+            {
+                tracing::debug!(peer = id.0, "ignoring cookie reply: {e}");
             }
             return;
         }
@@ -189,11 +189,11 @@ impl Device {
     /// The kernel's `wg_socket_set_peer_endpoint`: roam to where the authenticated packet
     /// came from.
     pub(super) fn set_endpoint_from_packet(&mut self, id: PeerId, from: Endpoint) {
-        if let Some(peer) = self.peers.get_mut(&id) {
-            if peer.endpoint != Some(from) {
-                peer.endpoint = Some(from);
-                self.events.push_back(Event::EndpointChanged(id));
-            }
+        if let Some(peer) = self.peers.get_mut(&id)
+            && peer.endpoint != Some(from)
+        {
+            peer.endpoint = Some(from);
+            self.events.push_back(Event::EndpointChanged(id));
         }
     }
 
@@ -212,21 +212,21 @@ impl Device {
             return Received::Nothing;
         };
         let message_len = datagram.len();
-        let plain_len = match keypair.open(now, reject_after, counter, &mut datagram[DATA_HEADER_LEN..])
-        {
-            Ok(n) => n,
-            Err(e) => {
-                self.count(match e {
-                    OpenError::Invalid => Drop::KeypairInvalid,
-                    OpenError::Forged => Drop::Forged,
-                    OpenError::Replayed => Drop::Replayed,
-                });
-                if e == OpenError::Invalid {
-                    self.events.push_back(Event::KeypairsChanged(id));
+        let plain_len =
+            match keypair.open(now, reject_after, counter, &mut datagram[DATA_HEADER_LEN..]) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.count(match e {
+                        OpenError::Invalid => Drop::KeypairInvalid,
+                        OpenError::Forged => Drop::Forged,
+                        OpenError::Replayed => Drop::Replayed,
+                    });
+                    if e == OpenError::Invalid {
+                        self.events.push_back(Event::KeypairsChanged(id));
+                    }
+                    return Received::Nothing;
                 }
-                return Received::Nothing;
-            }
-        };
+            };
         self.authenticated_data_received(id, receiver, from, now);
         let peer = self.peers.get_mut(&id).expect("still present");
         let plain = &datagram[DATA_HEADER_LEN..DATA_HEADER_LEN + plain_len];
@@ -259,7 +259,13 @@ impl Device {
 
     /// Bookkeeping shared by every authenticated transport message (the kernel's
     /// `wg_packet_consume_data_done` up to the keepalive check).
-    fn authenticated_data_received(&mut self, id: PeerId, receiver: u32, from: Endpoint, now: Instant) {
+    fn authenticated_data_received(
+        &mut self,
+        id: PeerId,
+        receiver: u32,
+        from: Endpoint,
+        now: Instant,
+    ) {
         self.set_endpoint_from_packet(id, from);
         let wall = self.wall_time(now);
         let Some(peer) = self.peers.get_mut(&id) else { return };
@@ -284,15 +290,18 @@ impl Device {
     /// The kernel's `keep_key_fresh` in receive.c: as initiator, rekey before the current
     /// keypair expires if nothing else has triggered it.
     pub(super) fn keep_key_fresh_after_receiving(&mut self, id: PeerId, now: Instant) {
-        let lastminute =
-            self.scaled(REJECT_AFTER_TIME) - self.scaled(KEEPALIVE_TIMEOUT) - self.scaled(REKEY_TIMEOUT);
+        let lastminute = self.scaled(REJECT_AFTER_TIME)
+            - self.scaled(KEEPALIVE_TIMEOUT)
+            - self.scaled(REKEY_TIMEOUT);
         let Some(peer) = self.peers.get_mut(&id) else { return };
         if peer.timers.sent_lastminute_handshake {
             return;
         }
-        let due = peer.keypairs.current.as_ref().is_some_and(|k| {
-            k.sending_valid() && k.initiator && k.age(now) >= lastminute
-        });
+        let due = peer
+            .keypairs
+            .current
+            .as_ref()
+            .is_some_and(|k| k.sending_valid() && k.initiator && k.age(now) >= lastminute);
         if due {
             peer.timers.sent_lastminute_handshake = true;
             self.queue_handshake_initiation(id, now, false);

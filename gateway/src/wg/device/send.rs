@@ -118,9 +118,11 @@ impl Device {
     /// The kernel's `keep_key_fresh` in send.c.
     pub(super) fn keep_key_fresh_after_sending(&mut self, id: PeerId, now: Instant) {
         let rekey_after = self.scaled(REKEY_AFTER_TIME);
-        let wants = self.peers.get(&id).and_then(|p| p.keypairs.current.as_ref()).is_some_and(|k| {
-            k.wants_rekey_for_sending(now, rekey_after)
-        });
+        let wants = self
+            .peers
+            .get(&id)
+            .and_then(|p| p.keypairs.current.as_ref())
+            .is_some_and(|k| k.wants_rekey_for_sending(now, rekey_after));
         if wants {
             self.queue_handshake_initiation(id, now, false);
         }

@@ -1,13 +1,14 @@
 //! Two devices on a virtual network, driven by a virtual clock: every timer, rekey,
 //! rotation, replay and cookie case of the protocol, without a socket or a sleep.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use rand_core::{CryptoRng, RngCore};
 
 use super::*;
 use crate::wg::peer::Endpoint;
+use gateway_common::wire::MAX_QUEUED_INCOMING_HANDSHAKES;
 
 /// xorshift: deterministic, and "crypto" only as far as these tests are concerned.
 struct TestRng(u64);
@@ -56,7 +57,16 @@ fn packet(src: [u8; 4], dst: [u8; 4], len: usize) -> Vec<u8> {
     let mut p = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 17, 0, 0];
     p.extend_from_slice(&src);
     p.extend_from_slice(&dst);
-    p.extend_from_slice(&[0x30, 0x39, 0x30, 0x39, (len as u16 + 8).to_be_bytes()[0], (len as u16 + 8).to_be_bytes()[1], 0, 0]);
+    p.extend_from_slice(&[
+        0x30,
+        0x39,
+        0x30,
+        0x39,
+        (len as u16 + 8).to_be_bytes()[0],
+        (len as u16 + 8).to_be_bytes()[1],
+        0,
+        0,
+    ]);
     p.extend((0..len).map(|i| i as u8));
     p
 }
@@ -97,8 +107,8 @@ impl Net {
         b.set_private_key(Some(key(2)));
         a.set_listen_port(51820);
         b.set_listen_port(51820);
-        let a_peer = a.upsert_peer(public(key(2))).unwrap().unwrap();
-        let b_peer = b.upsert_peer(public(key(1))).unwrap().unwrap();
+        let a_peer = a.upsert_peer(public(key(2)), false).unwrap().unwrap();
+        let b_peer = b.upsert_peer(public(key(1)), false).unwrap().unwrap();
         a.add_allowed_ip(a_peer, "10.0.0.2/32".parse().unwrap());
         b.add_allowed_ip(b_peer, "10.0.0.1/32".parse().unwrap());
         a.set_endpoint(a_peer, sa(B_ADDR));
@@ -167,7 +177,8 @@ impl Net {
     }
 
     fn deliver_to_a(&mut self, mut data: Vec<u8>) -> Received {
-        let r = self.a.handle_datagram(self.now, Endpoint::new(sa(B_ADDR)), &mut data, self.a_backlog);
+        let r =
+            self.a.handle_datagram(self.now, Endpoint::new(sa(B_ADDR)), &mut data, self.a_backlog);
         if let Received::Tun(range) = &r {
             self.a_tun.push(data[range.clone()].to_vec());
         }
@@ -449,7 +460,9 @@ fn roaming_follows_authenticated_packets_only() {
     // a forged packet from elsewhere does not move it
     n.b_sees_a_from = sa("203.0.113.9:1");
     let mut junk = vec![4, 0, 0, 0];
-    junk.extend_from_slice(&n.b.peer(n.b_peer).unwrap().keypairs.current.as_ref().unwrap().local_index.to_le_bytes());
+    junk.extend_from_slice(
+        &n.b.peer(n.b_peer).unwrap().keypairs.current.as_ref().unwrap().local_index.to_le_bytes(),
+    );
     junk.extend_from_slice(&[0u8; 40]);
     n.deliver_to_b(junk);
     assert_eq!(n.b.snapshot_peer(n.b_peer).unwrap().endpoint, Some(sa("198.51.100.7:40000")));
@@ -463,7 +476,7 @@ fn private_key_change_forces_a_new_handshake() {
     // b learns a's new public key; a switches keys
     n.b.remove_peer(n.b_peer);
     n.a.set_private_key(Some(key(9)));
-    let id = n.b.upsert_peer(public(key(9))).unwrap().unwrap();
+    let id = n.b.upsert_peer(public(key(9)), false).unwrap().unwrap();
     n.b.add_allowed_ip(id, "10.0.0.1/32".parse().unwrap());
     n.b_peer = id;
     n.a_sends(10);
@@ -474,21 +487,18 @@ fn private_key_change_forces_a_new_handshake() {
 #[test]
 fn peers_with_low_order_public_keys_are_never_sent_anything() {
     let mut n = Net::new();
-    let id = n.a.upsert_peer([0u8; 32]).unwrap().unwrap();
+    let id = n.a.upsert_peer([0u8; 32], false).unwrap().unwrap();
     n.a.add_allowed_ip(id, "10.5.0.0/16".parse().unwrap());
     n.a.set_endpoint(id, sa("192.0.2.50:51820"));
     n.a.handle_tun_packet(n.now, &packet(A_INNER, [10, 5, 0, 1], 10));
     n.advance(Duration::from_secs(30));
-    assert!(n.a.poll_transmit().is_none());
-    assert!(n.wire.iter().all(|(_, p)| p.len() != 148 || p[0] != 1 || n.wire.len() < 100));
-    let to_others = n.wire.len();
-    assert_eq!(to_others, 0, "nothing at all was sent");
+    assert!(n.wire.is_empty(), "nothing at all was sent");
 }
 
 #[test]
 fn our_own_public_key_is_ignored_as_a_peer() {
     let mut n = Net::new();
-    assert_eq!(n.a.upsert_peer(public(key(1))).unwrap(), None);
+    assert_eq!(n.a.upsert_peer(public(key(1)), false).unwrap(), None);
 }
 
 #[test]
@@ -497,7 +507,9 @@ fn downing_the_interface_clears_sessions_and_stops_timers() {
     n.a_sends(10);
     n.a.set_up(n.now, false);
     assert!(n.a_current().is_none());
-    assert_eq!(n.a.next_timeout().filter(|t| *t > n.now), None.or(n.a.next_timeout().filter(|t| *t > n.now)));
+    let before = n.types_on_wire(true).len();
+    n.advance(Duration::from_secs(600));
+    assert_eq!(n.types_on_wire(true).len(), before, "no timer of a fires while down");
     n.a.handle_tun_packet(n.now, &packet(A_INNER, B_INNER, 10));
     assert_eq!(n.a.drops()[&Drop::NotRunning], 1);
 }
@@ -547,5 +559,5 @@ fn garbage_never_panics() {
             n.b.handle_tun_packet(n.now, &t);
         }
     }
-    let _ = IpAddr::from([0, 0, 0, 0]);
+    assert_eq!(n.b_tun.len(), 1, "only the one genuine packet was ever delivered");
 }
