@@ -61,7 +61,7 @@ impl Device {
 
     /// The kernel's `wg_socket_clear_peer_endpoint_src`: forget which local address replies go
     /// from, in case it is the cause of trouble.
-    pub(super) fn clear_endpoint_source(&mut self, id: PeerId) {
+    pub fn clear_endpoint_source(&mut self, id: PeerId) {
         if let Some(endpoint) = self.peers.get_mut(&id).and_then(|p| p.endpoint.as_mut())
             && endpoint.local.take().is_some()
         {
