@@ -150,7 +150,9 @@ fn check_existing(path: &Path) -> Result<(), BindError> {
 ///
 /// The socket is bound under a temporary name, given its mode, then renamed over `path`: no
 /// moment exists where the socket is reachable with the wrong mode or where `path` is missing
-/// while a stale socket is replaced, and the process umask is left alone.
+/// while a stale socket is replaced, and the process umask is left alone. (Two daemons started
+/// for the same interface at the same instant could both pass the liveness check; the later
+/// rename wins. wireguard-go has the same window.)
 pub fn bind(path: &Path) -> Result<(UnixListener, SocketFile), BindError> {
     let directory = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let file_name = path.file_name().ok_or_else(|| BindError::InvalidInterfaceName {

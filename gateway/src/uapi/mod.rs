@@ -6,7 +6,7 @@
 
 pub mod error;
 pub mod key;
-pub mod listener;
+mod listener;
 pub mod protocol;
 pub mod server;
 mod values;

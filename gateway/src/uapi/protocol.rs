@@ -37,7 +37,9 @@ pub enum Request {
 }
 
 /// A validated `set` request. Apply it in this order: device fields (`replace_peers` removes
-/// every peer before the peers below are applied), then each peer update in turn.
+/// every peer before the peers below are applied), then each peer update in turn. As on the
+/// kernel and wireguard-go, a new private key also removes any peer whose public key is the
+/// device's new public key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceUpdate {
     /// Already clamped; the zero key means "remove the private key".

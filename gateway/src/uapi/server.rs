@@ -69,14 +69,17 @@ pub struct UapiServer<H> {
 }
 
 impl<H: UapiHandler> UapiServer<H> {
-    /// Binds the socket at `path` (see [`listener::socket_path`] for the usual one). Must be
-    /// called within a tokio runtime.
+    /// Binds the socket at `path` (see [`super::socket_path`] for the usual one). Must be
+    /// called within a tokio runtime with I/O enabled.
     pub fn bind(path: &Path, handler: Arc<H>) -> Result<Self, BindError> {
-        let (listener, socket) = listener::bind(path)?;
         let io = |action| {
             let path = path.to_owned();
             move |source| BindError::Io { path, action, source }
         };
+        // Checked first: tokio would panic when registering the listener without a runtime.
+        tokio::runtime::Handle::try_current()
+            .map_err(|e| io("serve (no tokio runtime)")(io::Error::other(e)))?;
+        let (listener, socket) = listener::bind(path)?;
         listener.set_nonblocking(true).map_err(io("make non-blocking"))?;
         let listener = UnixListener::from_std(listener).map_err(io("register with tokio"))?;
         Ok(UapiServer { listener, socket, handler })
@@ -285,4 +288,44 @@ async fn reply_and_close(
 ) -> io::Result<()> {
     writer.write_all(reply_error(error).as_bytes()).await?;
     writer.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Unused;
+
+    impl UapiHandler for Unused {
+        fn get(&self) -> DeviceSnapshot {
+            DeviceSnapshot::default()
+        }
+
+        fn set(&self, _: DeviceUpdate) -> Result<(), UapiError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn binding_outside_a_runtime_is_an_error_not_a_panic() {
+        let path =
+            std::env::temp_dir().join(format!("uapi-no-runtime-{}.sock", std::process::id()));
+        let result = UapiServer::bind(&path, Arc::new(Unused));
+        assert!(matches!(result, Err(BindError::Io { .. })));
+        assert!(!path.exists(), "nothing may be left behind");
+    }
+
+    #[tokio::test]
+    async fn read_line_limits_and_eof() {
+        let mut line = Vec::new();
+        let mut input: &[u8] = b"abc\n\nlong line\npartial";
+        let reader = &mut input;
+        assert!(matches!(read_line(reader, &mut line, 16).await.unwrap(), LineRead::Complete));
+        assert_eq!(line, b"abc");
+        assert!(matches!(read_line(reader, &mut line, 16).await.unwrap(), LineRead::Complete));
+        assert!(line.is_empty());
+        assert!(matches!(read_line(reader, &mut line, 4).await.unwrap(), LineRead::TooLong));
+        let mut input: &[u8] = b"partial";
+        assert!(matches!(read_line(&mut input, &mut line, 16).await.unwrap(), LineRead::Eof));
+    }
 }

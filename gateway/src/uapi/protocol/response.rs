@@ -103,9 +103,12 @@ pub fn format_set_request(update: &DeviceUpdate) -> String {
     out
 }
 
+/// The `key=value` lines of a reply, before its `errno` line.
+type ReplyLines<'a> = Vec<(&'a str, &'a str)>;
+
 /// Splits a reply into its `key=value` lines up to the blank line, and returns the value of
 /// its `errno` line (which must come last).
-fn reply_lines(reply: &str) -> Result<(Vec<(&str, &str)>, i32), UapiError> {
+fn reply_lines(reply: &str) -> Result<(ReplyLines<'_>, i32), UapiError> {
     let (body, _) = reply.split_once("\n\n").ok_or(UapiError::Incomplete)?;
     let mut lines = Vec::new();
     for text in body.split('\n') {
