@@ -201,7 +201,7 @@ struct TestDaemon {
     device: Arc<MemoryDevice>,
     runtime: tokio::runtime::Runtime,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    served: Option<tokio::task::JoinHandle<std::io::Result<ServeEnd>>>,
+    served: Option<tokio::task::JoinHandle<ServeEnd>>,
     temporary_files: Vec<RemoveOnDrop>,
     _socket_guard: RemoveOnDrop,
 }
@@ -285,7 +285,7 @@ impl TestDaemon {
             let _ = shutdown.send(());
         }
         let served = self.served.take()?;
-        Some(self.runtime.block_on(served).unwrap().unwrap())
+        Some(self.runtime.block_on(served).expect("the server task panicked"))
     }
 }
 

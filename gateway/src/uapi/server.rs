@@ -91,18 +91,18 @@ impl<H: UapiHandler> UapiServer<H> {
 
     /// Serves until `shutdown` completes or the socket file disappears. Open connections are
     /// dropped when it returns, and the socket file is removed (if it is still ours).
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> io::Result<ServeEnd> {
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> ServeEnd {
         let UapiServer { listener, socket, handler } = self;
         let mut connections = JoinSet::new();
         let mut socket_check = tokio::time::interval(SOCKET_CHECK_INTERVAL);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                () = &mut shutdown => return Ok(ServeEnd::Shutdown),
+                () = &mut shutdown => return ServeEnd::Shutdown,
                 _ = socket_check.tick() => {
                     if !socket.is_present() {
                         tracing::warn!(path = %socket.path().display(), "UAPI socket removed");
-                        return Ok(ServeEnd::SocketRemoved);
+                        return ServeEnd::SocketRemoved;
                     }
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
