@@ -2,4 +2,5 @@
 
 pub mod daemon;
 pub mod tun;
+pub mod uapi;
 pub mod wg;
