@@ -52,7 +52,8 @@ impl UapiHandler for Control {
     fn get(&self) -> DeviceSnapshot {
         let core = self.shared.lock();
         let device = &core.device;
-        let mut peers: Vec<_> = device.peer_ids().filter_map(|id| device.snapshot_peer(id)).collect();
+        let mut peers: Vec<_> =
+            device.peer_ids().filter_map(|id| device.snapshot_peer(id)).collect();
         peers.sort_by_key(|p| p.id);
         DeviceSnapshot {
             private_key: device.private_key().map(Key),

@@ -174,11 +174,11 @@ impl Shared {
         if self.stopping.load(Ordering::Acquire) {
             return;
         }
-        let _ = match wait {
-            Some(w) if w.is_zero() => return,
-            Some(w) => self.alarm.cv.wait_timeout(guard, w).map(|(g, _)| g),
-            None => self.alarm.cv.wait(guard),
-        };
+        match wait {
+            Some(w) if w.is_zero() => {}
+            Some(w) => drop(self.alarm.cv.wait_timeout(guard, w)),
+            None => drop(self.alarm.cv.wait(guard)),
+        }
     }
 
     pub fn stop(&self) {

@@ -107,7 +107,11 @@ pub fn start_udp_readers(
     Ok(handles)
 }
 
-fn udp_reader(shared: &Shared, sock: &std::net::UdpSocket, handshakes: &SyncSender<(Endpoint, Vec<u8>)>) {
+fn udp_reader(
+    shared: &Shared,
+    sock: &std::net::UdpSocket,
+    handshakes: &SyncSender<(Endpoint, Vec<u8>)>,
+) {
     let mut buf = vec![0u8; BUFFER];
     loop {
         let arrival = match udp::receive(sock, &mut buf) {
@@ -129,9 +133,8 @@ fn udp_reader(shared: &Shared, sock: &std::net::UdpSocket, handshakes: &SyncSend
             }
             continue;
         }
-        let received = shared.step(|core| {
-            core.device.handle_datagram(Instant::now(), arrival.from, datagram, 0)
-        });
+        let received = shared
+            .step(|core| core.device.handle_datagram(Instant::now(), arrival.from, datagram, 0));
         if let Received::Tun(range) = received
             && let Some(q) = shared.tun.queues().first()
             && let Err(e) = TunQueue(q).write_packet(&buf[range])

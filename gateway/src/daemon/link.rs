@@ -10,6 +10,7 @@ use std::os::fd::AsRawFd;
 use futures::StreamExt;
 use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::AsyncSocket;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkEvent {
@@ -107,8 +108,9 @@ pub fn addresses(name: &str) -> io::Result<(Option<Ipv4Addr>, Option<Ipv6Addr>)>
             libc::AF_INET6 => {
                 let sin6 = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in6) };
                 let a = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                if v6.is_none() || (v6.is_some_and(|o: Ipv6Addr| o.is_unicast_link_local())
-                    && !a.is_unicast_link_local())
+                if v6.is_none()
+                    || (v6.is_some_and(|o: Ipv6Addr| o.is_unicast_link_local())
+                        && !a.is_unicast_link_local())
                 {
                     v6 = Some(a);
                 }

@@ -122,8 +122,10 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
 async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
     let Setup { tun, sockets, uapi } = setup;
     let now = Instant::now();
-    let device_options =
-        DeviceOptions { timer_scale: TimerScale { divisor: options.timer_divisor.max(1) }, ..Default::default() };
+    let device_options = DeviceOptions {
+        timer_scale: TimerScale { divisor: options.timer_divisor.max(1) },
+        ..Default::default()
+    };
     let mut device = Device::new(now, SystemTime::now(), Box::new(OsRng), device_options);
     device.set_listen_port(sockets.port);
     device.set_mtu(tun.mtu().unwrap_or(tun::DEFAULT_MTU) as usize);
@@ -147,8 +149,7 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
     io::start_timer(&shared).map_err(|e| DaemonError::Io("start a thread", e))?;
 
     let control = Arc::new(Control { shared: Arc::clone(&shared), rebind: Box::new(start_udp) });
-    let server = UapiServer::from_listener(uapi.0, uapi.1, control)
-        .map_err(DaemonError::Uapi)?;
+    let server = UapiServer::from_listener(uapi.0, uapi.1, control).map_err(DaemonError::Uapi)?;
 
     let link_shared = Arc::clone(&shared);
     let name = options.interface.clone();
@@ -199,10 +200,8 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
             _ = stop_polling => {}
         }
     };
-    match server.serve(shutdown).await {
-        Ok(ServeEnd::SocketRemoved) => tracing::info!("UAPI socket removed: shutting down"),
-        Ok(ServeEnd::Shutdown) => {}
-        Err(e) => tracing::error!("UAPI server failed: {e}"),
+    if server.serve(shutdown).await == ServeEnd::SocketRemoved {
+        tracing::info!("UAPI socket removed: shutting down");
     }
     watcher.abort();
     shared.stop();

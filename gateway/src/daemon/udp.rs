@@ -133,7 +133,7 @@ impl Sockets {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "no socket for that family"));
         };
         match send_from(sock, to, data) {
-            Err(e) if to.local.is_some() && e.raw_os_error() == Some(libc::EINVAL) => {
+            Err(e) if to.local.is_some() && source_refused(&e) => {
                 send_from(sock, &Endpoint::new(to.addr), data)?;
                 Ok(true)
             }
@@ -148,6 +148,14 @@ impl Sockets {
             unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_RDWR) };
         }
     }
+}
+
+/// The errors a send fails with when its fixed source address is no longer usable.
+fn source_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EADDRNOTAVAIL | libc::ENETUNREACH | libc::EHOSTUNREACH)
+    )
 }
 
 fn sockaddr_from(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
@@ -225,7 +233,8 @@ fn send_from(sock: &UdpSocket, to: &Endpoint, data: &[u8]) -> io::Result<usize> 
         unsafe {
             match local.ip {
                 IpAddr::V4(src) => {
-                    msg.msg_controllen = libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) as _;
+                    msg.msg_controllen =
+                        libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) as _;
                     let cmsg = libc::CMSG_FIRSTHDR(&msg);
                     (*cmsg).cmsg_level = libc::IPPROTO_IP;
                     (*cmsg).cmsg_type = libc::IP_PKTINFO;
@@ -244,7 +253,8 @@ fn send_from(sock: &UdpSocket, to: &Endpoint, data: &[u8]) -> io::Result<usize> 
                     (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as _;
                     let info = libc::CMSG_DATA(cmsg) as *mut libc::in6_pktinfo;
                     (*info).ipi6_addr.s6_addr = src.octets();
-                    (*info).ipi6_ifindex = if src.is_unicast_link_local() { local.ifindex } else { 0 };
+                    (*info).ipi6_ifindex =
+                        if src.is_unicast_link_local() { local.ifindex } else { 0 };
                 }
             }
         }

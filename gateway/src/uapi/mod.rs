@@ -13,7 +13,7 @@ mod values;
 
 pub use error::{Section, UapiError, errno};
 pub use key::{Key, KeyParseError};
-pub use listener::{BindError, SOCKET_DIRECTORY, socket_path};
+pub use listener::{BindError, SOCKET_DIRECTORY, SocketFile, bind as bind_listener, socket_path};
 pub use protocol::{
     AllowedIpChange, DeviceSnapshot, DeviceUpdate, PeerSnapshot, PeerUpdate, Request,
 };

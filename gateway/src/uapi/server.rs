@@ -72,14 +72,27 @@ impl<H: UapiHandler> UapiServer<H> {
     /// Binds the socket at `path` (see [`super::socket_path`] for the usual one). Must be
     /// called within a tokio runtime with I/O enabled.
     pub fn bind(path: &Path, handler: Arc<H>) -> Result<Self, BindError> {
+        // Checked first: tokio would panic when registering the listener without a runtime.
+        tokio::runtime::Handle::try_current().map_err(|e| BindError::Io {
+            path: path.to_owned(),
+            action: "serve (no tokio runtime)",
+            source: io::Error::other(e),
+        })?;
+        let (listener, socket) = listener::bind(path)?;
+        Self::from_listener(listener, socket, handler)
+    }
+
+    /// Serves a socket bound earlier with [`super::bind_listener`] (a daemon binds before it
+    /// detaches, to report a taken name at once). Must be called within a tokio runtime.
+    pub fn from_listener(
+        listener: std::os::unix::net::UnixListener,
+        socket: SocketFile,
+        handler: Arc<H>,
+    ) -> Result<Self, BindError> {
         let io = |action| {
-            let path = path.to_owned();
+            let path = socket.path().to_owned();
             move |source| BindError::Io { path, action, source }
         };
-        // Checked first: tokio would panic when registering the listener without a runtime.
-        tokio::runtime::Handle::try_current()
-            .map_err(|e| io("serve (no tokio runtime)")(io::Error::other(e)))?;
-        let (listener, socket) = listener::bind(path)?;
         listener.set_nonblocking(true).map_err(io("make non-blocking"))?;
         let listener = UnixListener::from_std(listener).map_err(io("register with tokio"))?;
         Ok(UapiServer { listener, socket, handler })

@@ -30,6 +30,11 @@ impl Device {
         datagram: &mut [u8],
         handshake_backlog: usize,
     ) -> Received {
+        if !self.up {
+            // The kernel closes its socket while the interface is down.
+            self.count(Drop::NotRunning);
+            return Received::Nothing;
+        }
         let kind = match messages::parse(datagram) {
             Ok(Packet::Data(_)) => None,
             Ok(_) => Some(()),

@@ -510,8 +510,10 @@ fn downing_the_interface_clears_sessions_and_stops_timers() {
     let before = n.types_on_wire(true).len();
     n.advance(Duration::from_secs(600));
     assert_eq!(n.types_on_wire(true).len(), before, "no timer of a fires while down");
+    let refused = n.a.drops().get(&Drop::NotRunning).copied().unwrap_or(0);
     n.a.handle_tun_packet(n.now, &packet(A_INNER, B_INNER, 10));
-    assert_eq!(n.a.drops()[&Drop::NotRunning], 1);
+    assert_eq!(n.a.drops()[&Drop::NotRunning], refused + 1);
+    assert!(n.a.poll_transmit().is_none());
 }
 
 #[test]
