@@ -14,8 +14,8 @@ use netlink_sys::AsyncSocket;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkEvent {
-    /// Flags changed; carries whether the interface is administratively up.
-    Up(bool),
+    /// The link changed: whether it is administratively up, and its MTU.
+    Changed { up: bool, mtu: Option<u32> },
     Deleted,
     AddressesChanged,
 }
@@ -35,8 +35,13 @@ pub async fn watch(ifindex: u32, mut on_event: impl FnMut(LinkEvent)) -> io::Res
         let NetlinkPayload::InnerMessage(message) = message.payload else { continue };
         match message {
             RouteNetlinkMessage::NewLink(link) if link.header.index == ifindex => {
-                let up = link.header.flags.contains(&netlink_packet_route::link::LinkFlag::Up);
-                on_event(LinkEvent::Up(up));
+                use netlink_packet_route::link::{LinkAttribute, LinkFlag};
+                let up = link.header.flags.contains(&LinkFlag::Up);
+                let mtu = link.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::Mtu(m) => Some(*m),
+                    _ => None,
+                });
+                on_event(LinkEvent::Changed { up, mtu });
             }
             RouteNetlinkMessage::DelLink(link) if link.header.index == ifindex => {
                 on_event(LinkEvent::Deleted);

@@ -41,6 +41,7 @@ pub enum DaemonError {
     Tun(tun::TunError),
     Udp(udp::BindError),
     Uapi(uapi::BindError),
+    Privileges,
     Io(&'static str, std::io::Error),
 }
 
@@ -50,6 +51,9 @@ impl std::fmt::Display for DaemonError {
             DaemonError::Tun(e) => e.fmt(f),
             DaemonError::Udp(e) => e.fmt(f),
             DaemonError::Uapi(e) => e.fmt(f),
+            DaemonError::Privileges => {
+                f.write_str("missing privileges: gatewayd needs CAP_NET_ADMIN (run it as root)")
+            }
             DaemonError::Io(what, e) => write!(f, "{what}: {e}"),
         }
     }
@@ -64,8 +68,23 @@ struct Setup {
     uapi: (std::os::unix::net::UnixListener, uapi::SocketFile),
 }
 
+/// CAP_NET_ADMIN, from the effective capability set in /proc/self/status.
+fn has_net_admin() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+            u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+}
+
 fn acquire(options: &Options) -> Result<Setup, DaemonError> {
     tun::validate_name(&options.interface).map_err(DaemonError::Tun)?;
+    if !has_net_admin() {
+        return Err(DaemonError::Privileges);
+    }
     let socket_path = uapi::socket_path(&options.interface).map_err(DaemonError::Uapi)?;
     // The socket first: if another daemon owns the name, say so rather than "interface exists".
     let uapi = uapi::bind_listener(&socket_path).map_err(DaemonError::Uapi)?;
@@ -155,7 +174,12 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
     let name = options.interface.clone();
     let watcher = tokio::spawn(async move {
         let apply = |shared: &Shared, event: link::LinkEvent| match event {
-            link::LinkEvent::Up(up) => shared.step(|c| c.device.set_up(Instant::now(), up)),
+            link::LinkEvent::Changed { up, mtu } => shared.step(|c| {
+                if let Some(mtu) = mtu {
+                    c.device.set_mtu(mtu as usize);
+                }
+                c.device.set_up(Instant::now(), up);
+            }),
             link::LinkEvent::Deleted => shared.stop(),
             link::LinkEvent::AddressesChanged => {
                 if let Ok((v4, v6)) = link::addresses(&name) {
