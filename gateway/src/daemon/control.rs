@@ -62,15 +62,15 @@ impl UapiHandler for Control {
             peers: peers
                 .into_iter()
                 .map(|p| {
-                    let (rx, tx) =
-                        core.sink.as_ref().map(|s| s.extra_transfer(p.id)).unwrap_or((0, 0));
+                    let extra =
+                        core.sink.as_ref().map(|s| s.path_counters(p.id)).unwrap_or_default();
                     PeerSnapshot {
                         public_key: Key(p.public_key),
                         preshared_key: p.preshared_key.map(Key),
                         endpoint: p.endpoint,
                         last_handshake: p.last_handshake,
-                        rx_bytes: p.rx_bytes + rx,
-                        tx_bytes: p.tx_bytes + tx,
+                        rx_bytes: p.rx_bytes + extra.rx_bytes,
+                        tx_bytes: p.tx_bytes + extra.tx_bytes,
                         persistent_keepalive_interval: p.persistent_keepalive,
                         allowed_ips: p.allowed_ips,
                     }

@@ -19,8 +19,12 @@ pub trait EventSink: Send {
     /// Called on the timer thread's tick while the sink wants ticks (see [`EventSink::tick_every`]).
     fn tick(&mut self, device: &mut Device, now: Instant);
     fn tick_every(&self) -> Option<Duration>;
-    /// Counters the sink holds for a peer beyond the device's own: (rx, tx) bytes.
-    fn extra_transfer(&self, peer: PeerId) -> (u64, u64);
+    /// What the sink's path carried for a peer, beyond the device's own counts.
+    fn path_counters(&self, peer: PeerId) -> super::status::PathCounters;
+    /// Where its programs are attached, one line each.
+    fn attachments(&self) -> Vec<String>;
+    /// What its programs did with packets, by reason.
+    fn stats(&self) -> std::collections::BTreeMap<String, u64>;
 }
 
 pub struct Core {

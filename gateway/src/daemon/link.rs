@@ -15,7 +15,10 @@ use netlink_sys::AsyncSocket;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkEvent {
     /// The link changed: whether it is administratively up, and its MTU.
-    Changed { up: bool, mtu: Option<u32> },
+    Changed {
+        up: bool,
+        mtu: Option<u32>,
+    },
     Deleted,
     AddressesChanged,
 }

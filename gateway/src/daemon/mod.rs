@@ -10,6 +10,7 @@ pub mod control;
 pub mod core;
 pub mod io;
 pub mod link;
+pub mod status;
 pub mod udp;
 
 use std::sync::Arc;
@@ -169,6 +170,10 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
 
     let control = Arc::new(Control { shared: Arc::clone(&shared), rebind: Box::new(start_udp) });
     let server = UapiServer::from_listener(uapi.0, uapi.1, control).map_err(DaemonError::Uapi)?;
+
+    let (status_listener, _status_guard) = status::bind(&options.interface)
+        .map_err(|e| DaemonError::Io("bind the status socket", e))?;
+    tokio::spawn(status::serve(status_listener, Arc::clone(&shared), options.interface.clone()));
 
     let link_shared = Arc::clone(&shared);
     let name = options.interface.clone();

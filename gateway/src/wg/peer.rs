@@ -53,6 +53,8 @@ pub struct Peer {
     pub last_handshake: Option<SystemTime>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
     /// The earliest deadline filed in the device's timer heap for this peer.
     pub scheduled_deadline: Option<Instant>,
 }
@@ -80,6 +82,8 @@ impl Peer {
             last_handshake: None,
             rx_bytes: 0,
             tx_bytes: 0,
+            rx_packets: 0,
+            tx_packets: 0,
             scheduled_deadline: None,
         }
     }

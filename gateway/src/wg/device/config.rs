@@ -40,6 +40,8 @@ pub struct PeerSnapshot {
     pub last_handshake: Option<SystemTime>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
     pub allowed_ips: Vec<IpNet>,
 }
 
@@ -257,6 +259,8 @@ impl Device {
             last_handshake: peer.last_handshake,
             rx_bytes: peer.rx_bytes,
             tx_bytes: peer.tx_bytes,
+            rx_packets: peer.rx_packets,
+            tx_packets: peer.tx_packets,
             allowed_ips: self.allowed_ips.prefixes_of(&id).collect(),
         })
     }

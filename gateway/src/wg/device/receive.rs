@@ -185,6 +185,7 @@ impl Device {
         };
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.rx_bytes += datagram.len() as u64;
+            peer.rx_packets += 1;
             peer.timers.on_any_authenticated_packet_received();
             peer.timers.on_any_authenticated_packet_traversal(now);
         }
@@ -237,6 +238,7 @@ impl Device {
         let plain = &datagram[DATA_HEADER_LEN..DATA_HEADER_LEN + plain_len];
         if plain.is_empty() {
             peer.rx_bytes += DATA_MIN_LEN as u64;
+            peer.rx_packets += 1;
             self.schedule(id);
             return Received::Nothing;
         }
@@ -257,6 +259,7 @@ impl Device {
         }
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.rx_bytes += (DATA_MIN_LEN + plain_len) as u64;
+            peer.rx_packets += 1;
         }
         debug_assert_eq!(message_len, DATA_MIN_LEN + plain_len);
         Received::Tun(DATA_HEADER_LEN..DATA_HEADER_LEN + header.claimed_len)

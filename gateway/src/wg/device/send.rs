@@ -100,6 +100,7 @@ impl Device {
             peer.timers.on_any_authenticated_packet_sent();
             for data in sealed {
                 peer.tx_bytes += data.len() as u64;
+                peer.tx_packets += 1;
                 self.transmits.push_back(Transmit { to: endpoint, data });
             }
             if data_sent {
@@ -175,6 +176,7 @@ impl Device {
         peer.timers.on_any_authenticated_packet_sent();
         peer.last_sent_handshake = Some(now);
         peer.tx_bytes += message.len() as u64;
+        peer.tx_packets += 1;
         peer.timers.on_handshake_initiated(now, &mut *self.rng);
         tracing::debug!(peer = id.0, to = %endpoint.addr, "sending handshake initiation");
         self.transmits.push_back(Transmit { to: endpoint, data: message.to_vec() });
@@ -210,6 +212,7 @@ impl Device {
         peer.timers.on_any_authenticated_packet_sent();
         peer.last_sent_handshake = Some(now);
         peer.tx_bytes += message.len() as u64;
+        peer.tx_packets += 1;
         tracing::debug!(peer = id.0, to = %endpoint.addr, "sending handshake response");
         self.transmits.push_back(Transmit { to: endpoint, data: message.to_vec() });
         self.schedule(id);

@@ -1,0 +1,124 @@
+//! The status socket: `/var/run/gatewayd/<ifname>.sock` answers every connection with one JSON
+//! document — which data path is active, what each path carried per peer, and what the eBPF
+//! programs did with packets. `gateway status` reads it; so do the tests and the demo.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixListener;
+
+use super::core::Shared;
+
+pub const STATUS_DIRECTORY: &str = "/var/run/gatewayd";
+
+pub fn socket_path(interface: &str) -> PathBuf {
+    Path::new(STATUS_DIRECTORY).join(format!("{interface}.sock"))
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    pub interface: String,
+    pub listen_port: u16,
+    /// "ebpf" or "userspace".
+    pub data_path: String,
+    /// Where the programs are attached, e.g. "eth0: xdp (native)".
+    pub attachments: Vec<String>,
+    pub peers: Vec<PeerStatus>,
+    /// What the eBPF programs did with packets, by reason (empty without eBPF).
+    pub ebpf_stats: BTreeMap<String, u64>,
+    /// Packets the userspace path dropped, by reason.
+    pub userspace_drops: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub public_key: String,
+    pub endpoint: Option<String>,
+    pub userspace: PathCounters,
+    pub ebpf: PathCounters,
+}
+
+/// Message bytes (UDP payload) and packets one path carried for a peer.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PathCounters {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+}
+
+/// Binds the status socket, replacing a stale one. The returned guard removes it on drop.
+pub fn bind(interface: &str) -> std::io::Result<(UnixListener, SocketGuard)> {
+    std::fs::create_dir_all(STATUS_DIRECTORY)?;
+    let path = socket_path(interface);
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path)?;
+    listener.set_nonblocking(true)?;
+    Ok((UnixListener::from_std(listener)?, SocketGuard(path)))
+}
+
+pub struct SocketGuard(PathBuf);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+pub async fn serve(listener: UnixListener, shared: Arc<Shared>, interface: String) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let shared = Arc::clone(&shared);
+        let interface = interface.clone();
+        tokio::spawn(async move {
+            let status = tokio::task::spawn_blocking(move || collect(&shared, interface)).await;
+            if let Ok(status) = status
+                && let Ok(json) = serde_json::to_vec_pretty(&status)
+            {
+                let _ = stream.write_all(&json).await;
+                let _ = stream.shutdown().await;
+            }
+        });
+    }
+}
+
+fn collect(shared: &Shared, interface: String) -> Status {
+    let core = shared.lock();
+    let device = &core.device;
+    let mut ids: Vec<_> = device.peer_ids().collect();
+    ids.sort();
+    let peers = ids
+        .into_iter()
+        .filter_map(|id| {
+            let p = device.snapshot_peer(id)?;
+            let ebpf = core.sink.as_ref().map(|s| s.path_counters(id)).unwrap_or_default();
+            Some(PeerStatus {
+                public_key: crate::uapi::Key(p.public_key).to_base64(),
+                endpoint: p.endpoint.map(|e| e.to_string()),
+                userspace: PathCounters {
+                    rx_bytes: p.rx_bytes,
+                    tx_bytes: p.tx_bytes,
+                    rx_packets: p.rx_packets,
+                    tx_packets: p.tx_packets,
+                },
+                ebpf,
+            })
+        })
+        .collect();
+    let (data_path, attachments, ebpf_stats) = match core.sink.as_ref() {
+        Some(sink) => ("ebpf".to_string(), sink.attachments(), sink.stats()),
+        None => ("userspace".to_string(), Vec::new(), BTreeMap::new()),
+    };
+    Status {
+        interface,
+        listen_port: device.listen_port(),
+        data_path,
+        attachments,
+        peers,
+        ebpf_stats,
+        userspace_drops: device.drops().iter().map(|(k, v)| (format!("{k:?}"), *v)).collect(),
+    }
+}
