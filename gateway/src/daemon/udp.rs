@@ -38,6 +38,8 @@ impl std::fmt::Display for BindError {
 
 impl std::error::Error for BindError {}
 
+const SOCKET_BUFFER_BYTES: i32 = 7 << 20;
+
 fn setsockopt<T>(fd: i32, level: i32, name: i32, value: T) -> io::Result<()> {
     // SAFETY: passes a pointer to a live T and its size, as setsockopt expects.
     let rc = unsafe {
@@ -68,6 +70,16 @@ fn bind_one(addr: SocketAddr, fwmark: u32) -> io::Result<UdpSocket> {
     }
     if fwmark != 0 {
         setsockopt(fd, libc::SOL_SOCKET, libc::SO_MARK, fwmark)?;
+    }
+    // Bursts at line rate overflow the default buffers long before the CPU is the limit;
+    // wireguard-go asks for the same. The FORCE variants pass rmem_max as root; otherwise the
+    // plain ones get what the sysctl allows.
+    for (forced, plain) in
+        [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)]
+    {
+        if setsockopt(fd, libc::SOL_SOCKET, forced, SOCKET_BUFFER_BYTES).is_err() {
+            let _ = setsockopt(fd, libc::SOL_SOCKET, plain, SOCKET_BUFFER_BYTES);
+        }
     }
     let (storage, len) = sockaddr_from(&addr);
     // SAFETY: storage holds a valid sockaddr of length len.
