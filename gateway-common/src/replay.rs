@@ -18,7 +18,9 @@
 //! that contains this counter) can have been written to its slot or be about to be: the slot
 //! holds an older block, whose counters have all left the window.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
+
+use crate::atomic::SharedU64;
 
 use crate::wire::{REJECT_AFTER_MESSAGES, REPLAY_WINDOW};
 
@@ -31,8 +33,8 @@ const CAS_RETRIES: u32 = 8;
 #[repr(C)]
 pub struct ReplayWindow {
     /// One more than the highest counter accepted so far; 0 when none was.
-    next: AtomicU64,
-    slots: [AtomicU64; SLOT_COUNT],
+    next: SharedU64,
+    slots: [SharedU64; SLOT_COUNT],
 }
 
 /// What [`ReplayWindow::accept`] decided, so that callers can count the reasons.
