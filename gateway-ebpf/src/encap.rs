@@ -101,9 +101,10 @@ pub unsafe fn plan(
         AF_INET6 => L3::V6,
         _ => return Err(Stat::TxPassToDaemon),
     };
+    // IP + UDP + WireGuard header, padded plaintext, tag.
     let outer_len = header_len(family) - ETH_HEADER_LEN as u32
         + padded_len(plaintext_len, cfg.tun_mtu)
-        + DATA_MIN_LEN as u32;
+        + AEAD_TAG_LEN as u32;
     let rc = unsafe {
         route::to_endpoint(
             ctx,

@@ -42,11 +42,15 @@ fn checksum_verification(head: &[u32; 16], inner: &Inner) -> Option<Verify> {
     match inner.family {
         L3::V4 => {
             let header_len = ((byte(head, 0) & 0x0f) as u32) * 4;
-            if inner.proto == IPPROTO_UDP && header_len == IPV4_HEADER_LEN as u32 {
-                // The UDP checksum field: bytes 26..28.
-                if be16(head, 26) == 0 {
-                    return None;
-                }
+            // An IPv4 UDP checksum of zero means none (bytes 26..28 when there are no
+            // options; with options the field is not at hand, and a zero there fails the
+            // check below, leaving the packet to the daemon).
+            if inner.proto == IPPROTO_UDP
+                && header_len == IPV4_HEADER_LEN as u32
+                && inner.len >= (IPV4_HEADER_LEN + 8) as u32
+                && be16(head, 26) == 0
+            {
+                return None;
             }
             // A valid IPv4 header sums to zero, so the packet's sum is its transport
             // segment's; add the pseudo-header.
@@ -162,7 +166,8 @@ pub unsafe fn from_tun(ctx: *mut c_void, s: &mut Scratch) -> i32 {
     }
 }
 
-/// Loads the inner IP header at `off` into `s.crypt.head` and validates it against the
+/// Loads the inner IP header at `off` into `s.crypt.head` (40 bytes when there are that
+/// many: an IPv4 header and the start of its transport header) and validates it against the
 /// `available` bytes from there.
 #[inline(always)]
 unsafe fn load_inner<P: Packet>(
@@ -172,16 +177,16 @@ unsafe fn load_inner<P: Packet>(
     available: u32,
 ) -> Option<Inner> {
     let head = s.crypt.head.as_mut_ptr() as *mut u8;
-    let v4 = IPV4_HEADER_LEN as u32;
-    // SAFETY: head is 64 bytes.
-    if available < v4 || !unsafe { P::load(ctx, off, head, v4) } {
+    let len = if available >= IPV6_HEADER_LEN as u32 {
+        IPV6_HEADER_LEN as u32
+    } else if available >= IPV4_HEADER_LEN as u32 {
+        IPV4_HEADER_LEN as u32
+    } else {
         return None;
-    }
-    if byte(&s.crypt.head, 0) >> 4 == 6 {
-        let v6 = IPV6_HEADER_LEN as u32;
-        if available < v6 || !unsafe { P::load(ctx, off + v4, head.add(v4 as usize), v6 - v4) } {
-            return None;
-        }
+    };
+    // SAFETY: head is 64 bytes.
+    if !unsafe { P::load(ctx, off, head, len) } {
+        return None;
     }
     parse::inner(&s.crypt.head, available)
 }

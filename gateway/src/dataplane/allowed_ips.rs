@@ -58,7 +58,7 @@ impl Dataplane {
                 self.allowed_v6.insert(&Key::new(n.prefix_len() as u32, n.addr().octets()), peer, 0)
             }
         };
-        r.map_err(|e| DataplaneError::kernel(format!("adding allowed IP {net}"), e))
+        r.map_err(|e| DataplaneError::kernel_chain(format!("adding allowed IP {net}"), &e))
     }
 
     fn trie_remove(&mut self, net: IpNet) -> Result<()> {
@@ -70,7 +70,7 @@ impl Dataplane {
                 self.allowed_v6.remove(&Key::new(n.prefix_len() as u32, n.addr().octets()))
             }
         };
-        r.map_err(|e| DataplaneError::kernel(format!("removing allowed IP {net}"), e))
+        r.map_err(|e| DataplaneError::kernel_chain(format!("removing allowed IP {net}"), &e))
     }
 
     /// Adds prefixes to a peer's AllowedIPs (host bits are ignored); returns how many were

@@ -122,12 +122,12 @@ pub struct Attachments {
 impl Dataplane {
     fn attach_xdp(&mut self, program: Program, ifindex: u32, mode: XdpMode) -> Result<()> {
         let p = self.xdp_program_mut(program)?;
-        let id = p
-            .attach_to_if_index(ifindex, mode)
-            .map_err(|e| DataplaneError::kernel(format!("attaching {}", program.name()), e))?;
-        let link = p
-            .take_link(id)
-            .map_err(|e| DataplaneError::kernel(format!("attaching {}", program.name()), e))?;
+        let id = p.attach_to_if_index(ifindex, mode).map_err(|e| {
+            DataplaneError::kernel_chain(format!("attaching {}", program.name()), &e)
+        })?;
+        let link = p.take_link(id).map_err(|e| {
+            DataplaneError::kernel_chain(format!("attaching {}", program.name()), &e)
+        })?;
         self.attachments.links.push(Attached { ifindex, program, link: AttachedLink::Xdp(link) });
         Ok(())
     }
@@ -143,8 +143,8 @@ impl Dataplane {
         let what = || format!("attaching {} to {name} (TCX)", program.name());
         let id = p
             .attach_with_options(name, ty, TcAttachOptions::TcxOrder(LinkOrder::default()))
-            .map_err(|e| DataplaneError::kernel(what(), e))?;
-        let link = p.take_link(id).map_err(|e| DataplaneError::kernel(what(), e))?;
+            .map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
+        let link = p.take_link(id).map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
         self.attachments.links.push(Attached { ifindex, program, link: AttachedLink::Tc(link) });
         Ok(())
     }
@@ -222,7 +222,10 @@ impl Dataplane {
         };
         if let Err(e) = self.redirect_ifaces.insert(ifindex, ifindex, None, 0) {
             self.detach_interface(ifindex)?;
-            return Err(DataplaneError::kernel(format!("adding {name} to REDIRECT_IFACES"), e));
+            return Err(DataplaneError::kernel_chain(
+                format!("adding {name} to REDIRECT_IFACES"),
+                &e,
+            ));
         }
         self.attachments.lan.push(ifindex);
         info!("data plane: LAN interface {name} with {mode}");
@@ -258,8 +261,10 @@ impl Dataplane {
         if let Some(pos) = self.attachments.lan.iter().position(|&i| i == ifindex) {
             self.attachments.lan.remove(pos);
             if let Err(e) = self.redirect_ifaces.remove(ifindex) {
-                first_error
-                    .get_or_insert(DataplaneError::kernel("removing from REDIRECT_IFACES", e));
+                first_error.get_or_insert(DataplaneError::kernel_chain(
+                    "removing from REDIRECT_IFACES",
+                    &e,
+                ));
             }
         }
         first_error.map_or(Ok(()), Err)

@@ -41,11 +41,16 @@ impl Dataplane {
             fwmark: c.fwmark,
             _pad2: 0,
         };
-        self.config.set(0, value, 0).map_err(|e| DataplaneError::kernel("updating CONFIG", e))
+        self.config
+            .set(0, value, 0)
+            .map_err(|e| DataplaneError::kernel_chain("updating CONFIG", &e))
     }
 
     pub fn config(&self) -> Result<TunnelConfig> {
-        let c = self.config.get(&0, 0).map_err(|e| DataplaneError::kernel("reading CONFIG", e))?;
+        let c = self
+            .config
+            .get(&0, 0)
+            .map_err(|e| DataplaneError::kernel_chain("reading CONFIG", &e))?;
         Ok(TunnelConfig {
             tun_ifindex: c.tun_ifindex,
             tun_mtu: c.tun_mtu,

@@ -44,8 +44,20 @@ impl fmt::Display for DataplaneError {
 impl std::error::Error for DataplaneError {}
 
 impl DataplaneError {
+    /// A failed operation, with the error's whole chain of causes on one line.
     pub(crate) fn kernel(what: impl Into<String>, error: impl fmt::Display) -> Self {
         DataplaneError::Kernel { what: what.into(), error: error.to_string() }
+    }
+
+    pub(crate) fn kernel_chain(what: impl Into<String>, error: &dyn std::error::Error) -> Self {
+        let mut text = error.to_string();
+        let mut cause = error.source();
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        DataplaneError::Kernel { what: what.into(), error: text }
     }
 }
 

@@ -153,7 +153,8 @@ fn mapped<T>(ebpf: &mut Ebpf, name: &str) -> Result<MappedArray<T>> {
     let Map::Array(data) = take(ebpf, name)? else {
         return Err(DataplaneError::Object(format!("{name} is not an array")));
     };
-    let info = data.info().map_err(|e| DataplaneError::kernel(format!("map info of {name}"), e))?;
+    let info =
+        data.info().map_err(|e| DataplaneError::kernel_chain(format!("map info of {name}"), &e))?;
     use std::os::fd::AsFd as _;
     let array = MappedArray::new(data.fd().as_fd(), info.max_entries(), info.value_size())?;
     // The mapping holds its own reference to the map: the fd may close.
@@ -188,7 +189,7 @@ fn program_error(name: &str, e: ProgramError) -> DataplaneError {
             let tail = lines[lines.len().saturating_sub(VERIFIER_LOG_TAIL_LINES)..].join("\n");
             DataplaneError::Verifier { program: name.to_string(), error: io_error, log_tail: tail }
         }
-        other => DataplaneError::kernel(format!("loading {name}"), other),
+        other => DataplaneError::kernel_chain(format!("loading {name}"), &other),
     }
 }
 

@@ -112,7 +112,7 @@ impl Dataplane {
         if let Err(e) = self.rx_index.insert(p.local_index, slot.0, 0) {
             state.store(0, Ordering::Release);
             self.session_slots.release(slot.0, "session")?;
-            return Err(DataplaneError::kernel("inserting into RX_INDEX", e));
+            return Err(DataplaneError::kernel_chain("inserting into RX_INDEX", &e));
         }
         Ok(slot)
     }
@@ -144,7 +144,7 @@ impl Dataplane {
         if self.rx_index.get(&local_index, 0).ok() == Some(slot.0) {
             self.rx_index
                 .remove(&local_index)
-                .map_err(|e| DataplaneError::kernel("removing from RX_INDEX", e))?;
+                .map_err(|e| DataplaneError::kernel_chain("removing from RX_INDEX", &e))?;
         }
         self.session_slots.release(slot.0, "session")
     }

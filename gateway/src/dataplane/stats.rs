@@ -83,8 +83,10 @@ impl Dataplane {
     pub fn stats(&self) -> Result<Stats> {
         let mut s = Stats::default();
         for i in 0..STAT_COUNT {
-            let per_cpu =
-                self.stats.get(&i, 0).map_err(|e| DataplaneError::kernel("reading STATS", e))?;
+            let per_cpu = self
+                .stats
+                .get(&i, 0)
+                .map_err(|e| DataplaneError::kernel_chain("reading STATS", &e))?;
             s.set(i, per_cpu.iter().sum());
         }
         Ok(s)

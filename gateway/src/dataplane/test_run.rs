@@ -20,8 +20,10 @@ struct XdpMd {
     egress_ifindex: u32,
 }
 
-/// The leading part of `struct __sk_buff` a TC test run may set (through `ifindex`).
-const SKB_CTX_LEN: usize = 44;
+/// `sizeof(struct __sk_buff)`: the kernel copies the whole context back and fails with
+/// ENOSPC into a smaller buffer. Only `ifindex` is set going in, `mark` read coming out.
+const SKB_CTX_LEN: usize = 192;
+const SKB_MARK_OFFSET: usize = 8;
 const SKB_IFINDEX_OFFSET: usize = 40;
 
 /// One test run's input.
@@ -44,6 +46,8 @@ pub struct TestRunOutput {
     pub data: Vec<u8>,
     /// XDP: the metadata area in front of the packet.
     pub meta: Vec<u8>,
+    /// TC: the skb's mark afterwards.
+    pub mark: u32,
     /// Mean time per run, as the kernel measured it.
     pub duration: Duration,
 }
@@ -72,30 +76,40 @@ impl Dataplane {
                         repeat,
                         ..TestRunOptions::default()
                     })
-                    .map_err(|e| DataplaneError::kernel(what(), e))?;
+                    .map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
                 out.truncate(r.data_size_out as usize);
                 let meta_len = (ctx_out.data as usize).min(out.len());
                 let data = out.split_off(meta_len);
-                Ok(TestRunOutput { verdict: r.return_value, data, meta: out, duration: r.duration })
+                Ok(TestRunOutput {
+                    verdict: r.return_value,
+                    data,
+                    meta: out,
+                    mark: 0,
+                    duration: r.duration,
+                })
             }
             AyaProgram::SchedClassifier(p) => {
                 let mut ctx = [0u8; SKB_CTX_LEN];
                 ctx[SKB_IFINDEX_OFFSET..SKB_IFINDEX_OFFSET + 4]
                     .copy_from_slice(&input.ifindex.to_ne_bytes());
+                let mut ctx_out = [0u8; SKB_CTX_LEN];
                 let r = p
                     .test_run(TestRunOptions {
                         data_in: Some(input.data),
                         data_out: Some(&mut out),
-                        ctx_in: (input.ifindex != 0).then_some(&ctx[..]),
+                        ctx_in: Some(&ctx[..]),
+                        ctx_out: Some(&mut ctx_out[..]),
                         repeat,
                         ..TestRunOptions::default()
                     })
-                    .map_err(|e| DataplaneError::kernel(what(), e))?;
+                    .map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
                 out.truncate(r.data_size_out as usize);
+                let mark = &ctx_out[SKB_MARK_OFFSET..SKB_MARK_OFFSET + 4];
                 Ok(TestRunOutput {
                     verdict: r.return_value,
                     data: out,
                     meta: Vec::new(),
+                    mark: u32::from_ne_bytes(mark.try_into().unwrap_or_default()),
                     duration: r.duration,
                 })
             }

@@ -34,16 +34,19 @@ pub fn route_interface(dst: IpAddr) -> Result<u32> {
     let mut buf = vec![0u8; req.buffer_len()];
     req.serialize(&mut buf);
 
-    let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| DataplaneError::kernel(what(), e))?;
-    socket.bind_auto().map_err(|e| DataplaneError::kernel(what(), e))?;
-    socket.connect(&SocketAddr::new(0, 0)).map_err(|e| DataplaneError::kernel(what(), e))?;
-    socket.send(&buf, 0).map_err(|e| DataplaneError::kernel(what(), e))?;
+    let mut socket =
+        Socket::new(NETLINK_ROUTE).map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
+    socket.bind_auto().map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
+    socket.connect(&SocketAddr::new(0, 0)).map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
+    socket.send(&buf, 0).map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
     let mut reply = vec![0u8; 16384];
-    let n = socket.recv(&mut &mut reply[..], 0).map_err(|e| DataplaneError::kernel(what(), e))?;
+    let n = socket
+        .recv(&mut &mut reply[..], 0)
+        .map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
     let mut offset = 0;
     while offset < n {
         let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply[offset..n])
-            .map_err(|e| DataplaneError::kernel(what(), e))?;
+            .map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
         let len = msg.header.length as usize;
         match msg.payload {
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route)) => {

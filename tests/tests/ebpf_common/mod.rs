@@ -2,7 +2,9 @@
 //! WireGuard AEAD from the `chacha20poly1305` crate, network namespaces.
 #![allow(dead_code)]
 
+pub mod capture;
 pub mod frames;
+pub mod lab;
 pub mod netns;
 
 use std::time::Instant;
