@@ -32,7 +32,7 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use gateway_common::maps::{XDP_HANDOFF_MAGIC, XdpHandoff};
+use gateway_common::maps::XdpHandoff;
 
 use crate::maps::{SCRATCH_TC_EGRESS, SCRATCH_TC_INGRESS, SCRATCH_XDP, config, scratch};
 use crate::packet::{TcL2, Xdp};
@@ -56,17 +56,18 @@ pub fn wg_rx_xdp(ctx: XdpContext) -> u32 {
 /// Frames `wg_rx_xdp` decrypted for local delivery arrive here with an `XdpHandoff` in their
 /// metadata: redirecting them to the TUN's ingress makes the stack see them as received on
 /// the tunnel interface. Everything else passes untouched.
+///
+/// The signal is the metadata's length, not its content: with generic XDP the stack places
+/// the metadata relative to the network header where native XDP places it relative to the
+/// Ethernet header, so the content is only where the program wrote it in native mode. The
+/// length is as trustworthy: only an XDP program on this interface can set metadata, and
+/// `wg_rx_xdp` passes a frame with `XdpHandoff`-sized metadata only for local delivery.
 #[classifier]
 pub fn wg_rx_handoff(ctx: TcContext) -> i32 {
     let skb = ctx.skb.skb;
-    // SAFETY: direct packet access, bounds-checked against `data`.
-    let marked = unsafe {
-        let meta = (*skb).data_meta as usize;
-        let data = (*skb).data as usize;
-        meta + size_of::<XdpHandoff>() <= data
-            && (*(meta as *const XdpHandoff)).magic == XDP_HANDOFF_MAGIC
-    };
-    if !marked {
+    // SAFETY: fields of the program's own context.
+    let meta_len = unsafe { (*skb).data.wrapping_sub((*skb).data_meta) };
+    if meta_len != size_of::<XdpHandoff>() as u32 {
         return TC_ACT_OK;
     }
     match config() {

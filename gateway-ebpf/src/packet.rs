@@ -39,6 +39,14 @@ pub trait Packet {
     /// the old payload (a tunnel header is being added) rather than uncovering it.
     unsafe fn resize_front(ctx: *mut c_void, delta: i32, from: L3, to: L3, encap: bool) -> bool;
 
+    /// Cuts the frame to `new_len` bytes before it goes up the stack. Bytes past the IP
+    /// packet's own length may be left in place when cutting them is unsafe (the stack trims
+    /// to the IP length anyway).
+    #[inline(always)]
+    unsafe fn trim_for_stack(ctx: *mut c_void, new_len: u32) -> bool {
+        unsafe { Self::set_len(ctx, new_len) }
+    }
+
     /// Reserves what local delivery will need, before the frame is changed; false if the
     /// frame cannot be delivered locally (it is then left to the stack unchanged).
     #[inline(always)]
@@ -77,6 +85,20 @@ impl Packet for Xdp {
     #[inline(always)]
     unsafe fn resize_front(ctx: *mut c_void, delta: i32, _: L3, _: L3, _: bool) -> bool {
         delta == 0 || unsafe { h::bpf_xdp_adjust_head(ctx as *mut xdp_md, -delta) == 0 }
+    }
+
+    /// Shrinking a multi-buffer frame's fragments before XDP_PASS leaves the skb that veth
+    /// and generic XDP build from it with a stale length (they update `data_len` from the
+    /// fragments but `len` only for the linear part), and the stack then drops the packet.
+    /// So the tail is cut only when the frame is linear.
+    #[inline(always)]
+    unsafe fn trim_for_stack(ctx: *mut c_void, new_len: u32) -> bool {
+        let xdp = ctx as *mut xdp_md;
+        // SAFETY: fields of the program's own context, and a helper.
+        let (linear, total) = unsafe {
+            (((*xdp).data_end - (*xdp).data) as u32, h::bpf_xdp_get_buff_len(xdp) as u32)
+        };
+        total > linear || unsafe { Self::set_len(ctx, new_len) }
     }
 
     /// XDP hands frames to the TC ingress program through the metadata area in front of the

@@ -242,15 +242,25 @@ fn ethertype(family: L3) -> u16 {
     }
 }
 
-/// Cuts the frame down to Ethernet + inner packet (the Ethernet header to be rewritten).
+/// Cuts the frame down to Ethernet + inner packet (the Ethernet header to be rewritten);
+/// `for_stack`: the frame goes up the stack (which trims what the IP length excludes).
 #[inline(always)]
-unsafe fn strip_to_inner<P: Packet>(ctx: *mut c_void, o: &Outer, inner: &Inner) -> bool {
+unsafe fn strip_to_inner<P: Packet>(
+    ctx: *mut c_void,
+    o: &Outer,
+    inner: &Inner,
+    for_stack: bool,
+) -> bool {
     let eth = ETH_HEADER_LEN as u32;
     // Shrink the front first: TC checks the remaining length against the outer protocol's
     // minimum header, so the tail (padding, tag) stays until after.
     unsafe {
         P::resize_front(ctx, eth as i32 - o.payload_off() as i32, o.family, inner.family, false)
-            && P::set_len(ctx, eth + inner.len)
+            && if for_stack {
+                P::trim_for_stack(ctx, eth + inner.len)
+            } else {
+                P::set_len(ctx, eth + inner.len)
+            }
     }
 }
 
@@ -266,7 +276,7 @@ unsafe fn lan<P: Packet>(
     let payload = o.payload_off();
     if unsafe { rewrite::decrement_ttl::<P>(ctx, &mut s.crypt.head, inner.family, payload) }
         .is_err()
-        || !unsafe { strip_to_inner::<P>(ctx, o, inner) }
+        || !unsafe { strip_to_inner::<P>(ctx, o, inner, false) }
     {
         return drop(Stat::Error);
     }
@@ -296,7 +306,7 @@ unsafe fn local<P: Packet>(
     inner: &Inner,
     peer_slot: u32,
 ) -> RxAction {
-    if !unsafe { strip_to_inner::<P>(ctx, o, inner) } {
+    if !unsafe { strip_to_inner::<P>(ctx, o, inner, true) } {
         return drop(Stat::Error);
     }
     set_be16(&mut s.rx, HDR_ETH + 12, ethertype(inner.family));

@@ -75,7 +75,7 @@ struct Ran {
 
 impl Fwd {
     /// A frame from peer 1 (over IPv4 or IPv6) carrying `inner`.
-    fn from_p1(&self, outer_v6: bool, counter: u64, inner: &[u8]) -> Vec<u8> {
+    fn sealed_by_p1(&self, outer_v6: bool, counter: u64, inner: &[u8]) -> Vec<u8> {
         let k = self.p1.keys;
         let message =
             frames::wg_data(&k.gateway_recv, k.gateway_index, counter, &frames::padded(inner, MTU));
@@ -126,7 +126,7 @@ fn hub_reencrypts_for_the_other_peer_across_families() {
         for len in [40usize, 64, 65, 200, 1000, MTU] {
             let inner = packet(src, dst, 64, len, &mut rng);
             let what = format!("outer v6 {outer_v6}, {src} -> {dst}, {len}");
-            let ran = f.run(Program::RxXdp, &f.from_p1(outer_v6, counter, &inner));
+            let ran = f.run(Program::RxXdp, &f.sealed_by_p1(outer_v6, counter, &inner));
             assert_eq!(ran.stats.nonzero(), vec![(Stat::RxHubForwarded, 1)], "{what}");
             assert_eq!(ran.verdict, XDP_TX, "{what}: back out of the interface it came in on");
             let o = frames::parse_outer(&ran.data).unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -151,7 +151,7 @@ fn hub_reencrypts_for_the_other_peer_across_families() {
 fn hub_forwarding_in_tc_too() {
     let f = setup(true, false);
     let inner = packet("10.9.0.2", "10.9.0.3", 64, 300, &mut Rng(32));
-    let ran = f.run(Program::RxTc, &f.from_p1(false, 0, &inner));
+    let ran = f.run(Program::RxTc, &f.sealed_by_p1(false, 0, &inner));
     assert_eq!(ran.stats.nonzero(), vec![(Stat::RxHubForwarded, 1)]);
     assert_eq!(ran.verdict, TC_ACT_REDIRECT);
     let o = frames::parse_outer(&ran.data).unwrap();
@@ -172,24 +172,24 @@ fn hub_falls_back_to_the_stack() {
     };
     // TTL about to expire: the stack answers with time exceeded.
     let inner = packet("10.9.0.2", "10.9.0.3", 1, 100, &mut rng);
-    local(&f, &f.from_p1(false, 0, &inner), &inner, "TTL 1");
+    local(&f, &f.sealed_by_p1(false, 0, &inner), &inner, "TTL 1");
     // Peer 2 has no session to send with: the stack routes it into the TUN (the daemon).
     f.dp.set_peer_tx_session(f.p2.slot, None).unwrap();
     let inner = packet("10.9.0.2", "10.9.0.3", 64, 100, &mut rng);
-    local(&f, &f.from_p1(false, 1, &inner), &inner, "no session");
+    local(&f, &f.sealed_by_p1(false, 1, &inner), &inner, "no session");
     f.dp.set_peer_tx_session(f.p2.slot, Some(f.p2.session)).unwrap();
     // Nobody has the destination.
     let inner = packet("10.9.0.2", "10.9.0.99", 64, 100, &mut rng);
-    local(&f, &f.from_p1(false, 2, &inner), &inner, "no peer");
+    local(&f, &f.sealed_by_p1(false, 2, &inner), &inner, "no peer");
     // For this host.
     let inner = packet("10.9.0.2", "10.9.0.1", 64, 100, &mut rng);
-    local(&f, &f.from_p1(false, 3, &inner), &inner, "local");
+    local(&f, &f.sealed_by_p1(false, 3, &inner), &inner, "local");
     // Hub forwarding off.
     let mut c = config(f.lab.tun_ifindex, MTU as u32);
     c.hub_forward = false;
     f.dp.set_config(&c).unwrap();
     let inner = packet("10.9.0.2", "10.9.0.3", 64, 100, &mut rng);
-    local(&f, &f.from_p1(false, 4, &inner), &inner, "hub off");
+    local(&f, &f.sealed_by_p1(false, 4, &inner), &inner, "hub off");
     assert_eq!(f.dp.peer_activity(f.p2.slot).unwrap().tx_packets, 0);
 }
 
@@ -209,7 +209,7 @@ fn lan_redirect_sends_straight_out_of_the_lan_port() {
     {
         let inner = packet("10.9.0.2", "10.8.0.5", 64, len, &mut rng);
         let what = format!("{program:?} outer v6 {outer_v6} {len}");
-        let ran = f.run(program, &f.from_p1(outer_v6, counter as u64, &inner));
+        let ran = f.run(program, &f.sealed_by_p1(outer_v6, counter as u64, &inner));
         assert_eq!(ran.stats.nonzero(), vec![(Stat::RxLanRedirected, 1)], "{what}");
         assert_eq!(ran.verdict, verdict, "{what}");
         let expected = frames::ethernet(LAN_HOST_MAC, f.lab.lan_mac, 0x0800, &forwarded(&inner));
@@ -222,6 +222,6 @@ fn lan_redirect_sends_straight_out_of_the_lan_port() {
     }
     // TTL 1: the stack answers.
     let inner = packet("10.9.0.2", "10.8.0.5", 1, 100, &mut rng);
-    let ran = f.run(Program::RxXdp, &f.from_p1(false, 100, &inner));
+    let ran = f.run(Program::RxXdp, &f.sealed_by_p1(false, 100, &inner));
     assert_eq!(ran.stats.nonzero(), vec![(Stat::RxDeliveredLocal, 1)]);
 }

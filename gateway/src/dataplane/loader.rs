@@ -181,7 +181,8 @@ fn map_object(e: ProgramError) -> DataplaneError {
 fn program_error(name: &str, e: ProgramError) -> DataplaneError {
     match e {
         ProgramError::LoadError { io_error, verifier_log } => {
-            if io_error.kind() == io::ErrorKind::PermissionDenied {
+            // EPERM is a missing capability; the verifier's own refusals are EACCES/EINVAL.
+            if io_error.raw_os_error() == Some(libc::EPERM) {
                 return permission();
             }
             let log = verifier_log.to_string();
@@ -199,12 +200,12 @@ fn permission() -> DataplaneError {
     )
 }
 
-/// Whether an error chain bottoms out in EPERM/EACCES.
+/// Whether an error chain bottoms out in EPERM (a missing capability).
 fn is_permission(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<io::Error>()
-            && io.kind() == io::ErrorKind::PermissionDenied
+            && io.raw_os_error() == Some(libc::EPERM)
         {
             return true;
         }

@@ -162,10 +162,23 @@ pub fn padded(plaintext: &[u8], mtu: usize) -> Vec<u8> {
 
 /// A whole frame from a peer at `src`:`sport` to the gateway at `dst`:`dport`.
 pub fn outer_frame(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, message: &[u8]) -> Vec<u8> {
+    outer_frame_between(GATEWAY_MAC, PEER_MAC, src, dst, sport, dport, message)
+}
+
+/// `outer_frame` with the given MAC addresses.
+pub fn outer_frame_between(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    message: &[u8],
+) -> Vec<u8> {
     let datagram = udp(src, dst, sport, dport, message);
     let ip = ip_packet(src, dst, 17, 64, 0, &datagram);
     let ethertype = if src.is_ipv4() { 0x0800 } else { 0x86dd };
-    ethernet(GATEWAY_MAC, PEER_MAC, ethertype, &ip)
+    ethernet(dst_mac, src_mac, ethertype, &ip)
 }
 
 /// An outer frame taken apart and checked: every length and checksum must be right.
