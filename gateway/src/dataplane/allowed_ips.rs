@@ -4,8 +4,9 @@
 //! removed without walking the tries.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 
-use aya::maps::lpm_trie::Key;
+use aya::maps::{MapError, lpm_trie::Key};
 use ipnet::IpNet;
 
 use super::error::{DataplaneError, Result};
@@ -130,6 +131,20 @@ impl Dataplane {
     /// A peer's AllowedIPs, sorted.
     pub fn allowed_ips(&self, peer: PeerSlot) -> Vec<IpNet> {
         self.allowed.of(peer.0)
+    }
+
+    /// The peer the programs map `addr` to (longest-prefix match in the kernel's trie, as
+    /// the programs look it up), for diagnostics.
+    pub fn allowed_ip_owner(&self, addr: IpAddr) -> Result<Option<PeerSlot>> {
+        let r = match addr {
+            IpAddr::V4(a) => self.allowed_v4.get(&Key::new(32, a.octets()), 0),
+            IpAddr::V6(a) => self.allowed_v6.get(&Key::new(128, a.octets()), 0),
+        };
+        match r {
+            Ok(slot) => Ok(Some(PeerSlot(slot))),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(DataplaneError::kernel_chain("looking up an allowed IP", &e)),
+        }
     }
 }
 
