@@ -68,8 +68,7 @@ fn chunk<P: Packet, const MODE: u32>(index: u64, c: *mut c_void) -> i64 {
     let len = bounded_chunk(st.len - done);
     let off = st.off + done;
     // Sealing treats bytes past data_len as zeros (padding): they are not loaded.
-    let avail =
-        if MODE == SEAL { if done >= st.data_len { 0 } else { st.data_len - done } } else { len };
+    let avail = if MODE == SEAL { st.data_len.saturating_sub(done) } else { len };
     let load_len = if avail < len { avail } else { len };
     if load_len < 64 {
         zero(&mut st.buf);

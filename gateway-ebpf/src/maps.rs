@@ -81,7 +81,7 @@ pub fn peer(slot: u32) -> Option<&'static Peer> {
 #[inline(always)]
 pub fn rx_session_slot(receiver: u32) -> Option<u32> {
     // SAFETY: the value is a plain u32 copied out at once.
-    unsafe { RX_INDEX.get(&receiver).copied() }
+    unsafe { RX_INDEX.get(receiver).copied() }
 }
 
 /// The peer slot whose AllowedIPs hold `addr` (network order, as loaded from the packet).

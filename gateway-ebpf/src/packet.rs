@@ -95,9 +95,8 @@ impl Packet for Xdp {
     unsafe fn trim_for_stack(ctx: *mut c_void, new_len: u32) -> bool {
         let xdp = ctx as *mut xdp_md;
         // SAFETY: fields of the program's own context, and a helper.
-        let (linear, total) = unsafe {
-            (((*xdp).data_end - (*xdp).data) as u32, h::bpf_xdp_get_buff_len(xdp) as u32)
-        };
+        let (linear, total) =
+            unsafe { ((*xdp).data_end - (*xdp).data, h::bpf_xdp_get_buff_len(xdp) as u32) };
         total > linear || unsafe { Self::set_len(ctx, new_len) }
     }
 

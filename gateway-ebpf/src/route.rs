@@ -42,6 +42,7 @@ unsafe fn lookup(ctx: *mut c_void, fib: &mut FibParams, flags: u32) -> i64 {
 /// Routes a packet as if it had been received on `ifindex` (the forwarding decision the
 /// stack would make). `tot_len` enables the MTU check.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn forward(
     ctx: *mut c_void,
     fib: &mut FibParams,
