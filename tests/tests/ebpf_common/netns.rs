@@ -35,6 +35,7 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(prefix: &str) -> Netns {
+        super::require_root();
         let name = unique(prefix);
         sh(&["ip", "netns", "add", &name]);
         let ns = Netns { name };
