@@ -5,6 +5,7 @@
 //! protocol limits, `replay` the anti-replay window both sides update concurrently, and `aead`
 //! the word-oriented ChaCha20-Poly1305 the programs run.
 #![no_std]
+// BPF only: the atomic read-modify-write intrinsics behind `atomic::SharedU64`.
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 

@@ -10,8 +10,7 @@
 //! Publication order: the daemon writes every other field of a slot before `state`, and
 //! clears `state` first when retiring it; the programs read `state` first.
 
-use core::sync::atomic::AtomicU64;
-
+use crate::atomic::SharedU64;
 use crate::replay::ReplayWindow;
 
 /// Map names, as the eBPF object defines them.
@@ -60,7 +59,7 @@ pub struct Session {
 #[repr(C, align(8))]
 pub struct SessionCounters {
     /// The next nonce to send with; allocated with fetch-add.
-    pub send_nonce: AtomicU64,
+    pub send_nonce: SharedU64,
     pub replay: ReplayWindow,
 }
 
@@ -94,9 +93,10 @@ pub struct Peer {
     /// Slot + 1 of the session to send with (the current keypair); 0: none, so packets to this
     /// peer go to the daemon, which queues them and starts a handshake.
     pub tx_session: u32,
-    /// Bumped by the programs each time they roam the endpoint, so the daemon notices.
-    pub endpoint_generation: u32,
-    pub _pad: u32,
+    /// Bumped (fetch-add, after the new endpoint is written) by the programs each time they
+    /// roam the endpoint, so the daemon notices. Read it before and after reading `endpoint`
+    /// and retry if it moved: the endpoint is several words and is not written atomically.
+    pub endpoint_generation: SharedU64,
     pub endpoint: Endpoint,
     pub activity: PeerActivity,
 }
@@ -107,16 +107,16 @@ pub struct Peer {
 #[repr(C, align(8))]
 #[derive(Default)]
 pub struct PeerActivity {
-    pub rx_bytes: AtomicU64,
-    pub rx_packets: AtomicU64,
-    pub tx_bytes: AtomicU64,
-    pub tx_packets: AtomicU64,
+    pub rx_bytes: SharedU64,
+    pub rx_packets: SharedU64,
+    pub tx_bytes: SharedU64,
+    pub tx_packets: SharedU64,
     /// Any authenticated packet (data or keepalive).
-    pub last_rx_ns: AtomicU64,
-    pub last_tx_ns: AtomicU64,
+    pub last_rx_ns: SharedU64,
+    pub last_tx_ns: SharedU64,
     /// Data packets only (a non-empty plaintext).
-    pub last_data_rx_ns: AtomicU64,
-    pub last_data_tx_ns: AtomicU64,
+    pub last_data_rx_ns: SharedU64,
+    pub last_data_tx_ns: SharedU64,
 }
 
 /// `Config::flags` bits.
@@ -152,7 +152,8 @@ pub struct XdpHandoff {
 pub const XDP_HANDOFF_MAGIC: u32 = 0x5747_4457; // "WDGW"
 
 /// Indexes into the per-CPU `STATS` array: what the programs did with packets, so tests and
-/// `gateway status` can tell which path carried traffic.
+/// `gateway status` can tell which path carried traffic. Every packet a program sees is
+/// counted exactly once (the TC handoff program counts nothing: XDP counted the packet).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stat {
@@ -172,7 +173,8 @@ pub enum Stat {
     RxDropMalformed,
     /// Session expired (REJECT_AFTER_TIME / REJECT_AFTER_MESSAGES) or not valid for receiving.
     RxDropExpired,
-    /// Transport data the programs left to the daemon (unknown index, too large, ...).
+    /// Transport data the programs left to the daemon (session not valid for receiving, too
+    /// large, no metadata support in the driver, ...).
     RxPassToDaemon,
     /// Handshakes and cookies, passed to the daemon.
     RxPassHandshake,
@@ -180,12 +182,28 @@ pub enum Stat {
     RxPassOther,
     /// Encrypted and sent straight out of the underlay.
     TxEncrypted,
-    /// No valid session, no endpoint, no route...: left to the daemon.
+    /// No valid session, no endpoint, nonce exhausted...: left to the daemon.
     TxPassToDaemon,
     /// Larger than the tunnel MTU: left to the stack (ICMP, fragmentation).
     TxPassTooBig,
     /// No peer has the destination in its AllowedIPs: left to the daemon (ICMP unreachable).
     TxPassNoPeer,
+    /// A transport-data message shorter than header + tag: dropped, as the kernel does.
+    RxDropTruncated,
+    /// IPv4 fragments and IPv6 packets with extension headers on the underlay: passed
+    /// untouched (the stack reassembles; the daemon's socket gets the datagram).
+    RxPassFragment,
+    /// A transport-data message whose receiver index is not (or no longer) ours.
+    RxPassUnknownIndex,
+    /// The outer route to the peer's endpoint is not usable from a program (no neighbour
+    /// entry yet, forwarding disabled, needs fragmentation, ...): left to the daemon.
+    TxPassNoRoute,
+    /// GSO packets and packets whose checksum the stack has yet to complete
+    /// (CHECKSUM_PARTIAL): left to the daemon, which gets them complete through the TUN fd.
+    TxPassOffload,
+    /// LAN XDP: left to the stack: not routed into the tunnel (ordinary forwarding, local
+    /// traffic), TTL about to expire, not IP.
+    TxPassToStack,
     /// A program hit an error it could not attribute (a helper failed).
     Error,
 }

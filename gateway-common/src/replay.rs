@@ -18,9 +18,10 @@
 //! that contains this counter) can have been written to its slot or be about to be: the slot
 //! holds an older block, whose counters have all left the window.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
-use crate::atomic;
+use crate::atomic::SharedU64;
+
 use crate::wire::{REJECT_AFTER_MESSAGES, REPLAY_WINDOW};
 
 const SLOT_COUNT: usize = 256;
@@ -32,8 +33,8 @@ const CAS_RETRIES: u32 = 8;
 #[repr(C)]
 pub struct ReplayWindow {
     /// One more than the highest counter accepted so far; 0 when none was.
-    next: AtomicU64,
-    slots: [AtomicU64; SLOT_COUNT],
+    next: SharedU64,
+    slots: [SharedU64; SLOT_COUNT],
 }
 
 /// What [`ReplayWindow::accept`] decided, so that callers can count the reasons.
@@ -134,7 +135,7 @@ impl ReplayWindow {
             } else {
                 (block_tag(counter) << 32) | bit(counter)
             };
-            match atomic::compare_exchange(slot, word, new) {
+            match slot.compare_exchange(word, new, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Verdict::Accepted,
                 Err(current) => word = current,
             }
@@ -152,7 +153,7 @@ impl ReplayWindow {
             if next >= candidate {
                 return true;
             }
-            match atomic::compare_exchange(&self.next, next, candidate) {
+            match self.next.compare_exchange(next, candidate, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return true,
                 Err(current) => next = current,
             }

@@ -1,13 +1,131 @@
+//! The data-plane programs. See docs/ARCHITECTURE.md, "Packet paths".
+//!
+//! | program | hook | does |
+//! |---|---|---|
+//! | `wg_rx_xdp` | XDP (frags) on the underlay | receive: decrypt, deliver/forward |
+//! | `wg_rx_handoff` | TC ingress on an underlay with `wg_rx_xdp` | hand marked frames to the TUN |
+//! | `wg_rx_tc` | TC ingress on an underlay without XDP | receive, on skbs |
+//! | `wg_tx_tun` | TC egress on the TUN | send what the stack routes into the tunnel |
+//! | `wg_tx_lan` | XDP (frags) on LAN interfaces | send forwarded LAN traffic before the stack |
+//! | `xdp_pass` | XDP | nothing (veth peers need a program to receive XDP frames) |
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+mod activity;
+mod crypto;
+mod csum;
+mod encap;
+mod maps;
+mod packet;
+mod parse;
+mod rewrite;
+mod route;
+mod rx;
+mod scratch;
+mod tx;
+mod words;
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{BPF_F_INGRESS, TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    helpers::generated::bpf_redirect,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use gateway_common::maps::XdpHandoff;
+
+use crate::maps::{SCRATCH_TC_EGRESS, SCRATCH_TC_INGRESS, SCRATCH_XDP, config, scratch};
+use crate::packet::{TcL2, Xdp};
+use crate::rx::RxAction;
 
 #[xdp(frags)]
-pub fn wg_rx(_ctx: XdpContext) -> u32 {
+pub fn wg_rx_xdp(ctx: XdpContext) -> u32 {
+    let Some(s) = scratch(SCRATCH_XDP) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: the program's own context.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    match unsafe { rx::receive::<Xdp>(ctx.as_ptr(), s, ingress) } {
+        RxAction::Pass | RxAction::Local => xdp_action::XDP_PASS,
+        RxAction::Drop => xdp_action::XDP_DROP,
+        RxAction::Transmit(ifindex) => tx::transmit(ifindex, ingress),
+        RxAction::Lan(ifindex) => maps::redirect_to_iface(ifindex).unwrap_or(xdp_action::XDP_DROP),
+    }
+}
+
+/// Frames `wg_rx_xdp` decrypted for local delivery arrive here with an `XdpHandoff` in their
+/// metadata: redirecting them to the TUN's ingress makes the stack see them as received on
+/// the tunnel interface. Everything else passes untouched.
+///
+/// The signal is the metadata's length, not its content: with generic XDP the stack places
+/// the metadata relative to the network header where native XDP places it relative to the
+/// Ethernet header, so the content is only where the program wrote it in native mode. The
+/// length is as trustworthy: only an XDP program on this interface can set metadata, and
+/// `wg_rx_xdp` passes a frame with `XdpHandoff`-sized metadata only for local delivery.
+#[classifier]
+pub fn wg_rx_handoff(ctx: TcContext) -> i32 {
+    let skb = ctx.skb.skb;
+    // SAFETY: fields of the program's own context.
+    let meta_len = unsafe { (*skb).data.wrapping_sub((*skb).data_meta) };
+    if meta_len != size_of::<XdpHandoff>() as u32 {
+        return TC_ACT_OK;
+    }
+    match config() {
+        // SAFETY: a helper taking plain values.
+        Some(cfg) => unsafe { bpf_redirect(cfg.tun_ifindex, BPF_F_INGRESS as u64) as i32 },
+        None => TC_ACT_SHOT,
+    }
+}
+
+/// The receive path on skbs, for underlays where XDP cannot attach.
+#[classifier]
+pub fn wg_rx_tc(ctx: TcContext) -> i32 {
+    let Some(s) = scratch(SCRATCH_TC_INGRESS) else {
+        return TC_ACT_OK;
+    };
+    let skb = ctx.skb.skb;
+    // SAFETY: the program's own context.
+    let ingress = unsafe { (*skb).ifindex };
+    let action = unsafe { rx::receive::<TcL2>(ctx.as_ptr(), s, ingress) };
+    // SAFETY: bpf_redirect takes plain values.
+    unsafe {
+        match action {
+            RxAction::Pass => TC_ACT_OK,
+            RxAction::Drop => TC_ACT_SHOT,
+            RxAction::Local => match config() {
+                Some(cfg) => bpf_redirect(cfg.tun_ifindex, BPF_F_INGRESS as u64) as i32,
+                None => TC_ACT_SHOT,
+            },
+            RxAction::Transmit(ifindex) | RxAction::Lan(ifindex) => bpf_redirect(ifindex, 0) as i32,
+        }
+    }
+}
+
+#[classifier]
+pub fn wg_tx_tun(ctx: TcContext) -> i32 {
+    let Some(s) = scratch(SCRATCH_TC_EGRESS) else {
+        return TC_ACT_OK;
+    };
+    unsafe { tx::from_tun(ctx.as_ptr(), s) }
+}
+
+#[xdp(frags)]
+pub fn wg_tx_lan(ctx: XdpContext) -> u32 {
+    let Some(s) = scratch(SCRATCH_XDP) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: the program's own context.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    unsafe { tx::from_lan(ctx.as_ptr(), s, ingress) }
+}
+
+#[xdp(frags)]
+pub fn xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Any panic path left in the object would show up to the verifier as this infinite loop,
+/// so a program that could panic fails to load rather than misbehaving.
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

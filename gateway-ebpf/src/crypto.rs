@@ -1,0 +1,191 @@
+//! ChaCha20-Poly1305 over packet bytes, one `bpf_loop` iteration per 64-byte chunk (the
+//! verifier then checks the callback once, whatever the packet size). Iteration 0 derives the
+//! Poly1305 key from ChaCha20 block 0; iteration i ≥ 1 handles chunk i - 1 with block i.
+//! WireGuard's nonce is 32 zero bits then the 64-bit little-endian counter, with no
+//! associated data.
+
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::generated::bpf_loop;
+use gateway_common::aead::{chacha20_xor, mask_tail, poly_chunk};
+
+use crate::packet::Packet;
+use crate::scratch::{Crypt, SUM_CIPHER, SUM_PLAIN};
+use crate::words::{copy, sum16, zero};
+
+/// The largest plaintext the programs handle (jumbo frames); larger goes to the daemon.
+pub const MAX_PLAINTEXT: u32 = 9216;
+
+const OPEN: u32 = 0;
+const SEAL: u32 = 1;
+/// Keystream only: undoes a seal (the daemon then gets the packet back unchanged).
+const UNSEAL: u32 = 2;
+
+/// `bpf_loop` passes this (on the caller's stack) to every iteration.
+#[repr(C)]
+struct LoopCtx {
+    ctx: *mut c_void,
+    st: *mut Crypt,
+}
+
+/// `min(len, 64)` for `len` ≥ 1, in a form the verifier can see is in [1, 64].
+#[inline(always)]
+fn bounded_chunk(len: u32) -> u32 {
+    let len = if len > 64 { 64 } else { len };
+    (len.wrapping_sub(1) & 63) + 1
+}
+
+/// One ChaCha20 block XORed into `st.buf`: a subprogram of its own so that its spills get
+/// their own stack frame.
+#[inline(never)]
+fn chacha_block(st: &mut Crypt, counter: u32) {
+    chacha20_xor(&st.key, counter, &st.nonce, &mut st.buf);
+}
+
+#[inline(never)]
+fn poly_block(st: &mut Crypt, len: u32) {
+    poly_chunk(&mut st.poly, &st.buf, len);
+}
+
+#[inline(always)]
+fn chunk<P: Packet, const MODE: u32>(index: u64, c: *mut c_void) -> i64 {
+    // SAFETY: `run` passes a live LoopCtx whose `st` points into the per-CPU scratch map.
+    let c = unsafe { &mut *(c as *mut LoopCtx) };
+    let st = unsafe { &mut *c.st };
+    let i = (index as u32) & 0x3ff;
+    if i == 0 {
+        if MODE != UNSEAL {
+            zero(&mut st.buf);
+            chacha_block(st, 0);
+            st.poly.init(&st.buf[..8]);
+        }
+        return 0;
+    }
+    let done = (i - 1) * 64;
+    if done >= st.len {
+        return 1;
+    }
+    let len = bounded_chunk(st.len - done);
+    let off = st.off + done;
+    // Sealing treats bytes past data_len as zeros (padding): they are not loaded.
+    let avail = if MODE == SEAL { st.data_len.saturating_sub(done) } else { len };
+    let load_len = if avail < len { avail } else { len };
+    if load_len < 64 {
+        zero(&mut st.buf);
+    }
+    if load_len > 0 {
+        let n = bounded_chunk(load_len);
+        // SAFETY: buf is 64 bytes and n ≤ 64.
+        if !unsafe { P::load(c.ctx, off, st.buf.as_mut_ptr() as *mut u8, n) } {
+            st.err = 1;
+            return 1;
+        }
+    }
+    if MODE == OPEN {
+        poly_block(st, len);
+    }
+    if MODE == SEAL && st.sums & SUM_PLAIN != 0 {
+        st.sum_plain += sum16(&st.buf);
+    }
+    chacha_block(st, i);
+    if MODE == OPEN && i == 1 {
+        copy(&mut st.head, &st.buf);
+    }
+    // SAFETY: as for the load.
+    if !unsafe { P::store(c.ctx, off, st.buf.as_ptr() as *const u8, len) } {
+        st.err = 1;
+        return 1;
+    }
+    if MODE == SEAL {
+        if len < 64 {
+            mask_tail(&mut st.buf, len);
+        }
+        poly_block(st, len);
+        if st.sums & SUM_CIPHER != 0 {
+            st.sum_cipher += sum16(&st.buf);
+        }
+    }
+    0
+}
+
+extern "C" fn open_cb<P: Packet>(index: u64, c: *mut c_void) -> i64 {
+    chunk::<P, OPEN>(index, c)
+}
+extern "C" fn seal_cb<P: Packet>(index: u64, c: *mut c_void) -> i64 {
+    chunk::<P, SEAL>(index, c)
+}
+extern "C" fn unseal_cb<P: Packet>(index: u64, c: *mut c_void) -> i64 {
+    chunk::<P, UNSEAL>(index, c)
+}
+
+/// Prepares `st` for one message: key, counter, where the bytes are.
+#[inline(always)]
+pub fn begin(st: &mut Crypt, key: &[u32; 8], counter: u64, off: u32, len: u32, data_len: u32) {
+    copy(&mut st.key, key);
+    st.nonce = [0, counter as u32, (counter >> 32) as u32];
+    st.off = off;
+    st.len = len;
+    st.data_len = data_len;
+    st.err = 0;
+    st.sums = 0;
+    // Volatile: two adjacent zero stores would be merged into a memset call.
+    // SAFETY: fields of a live &mut.
+    unsafe {
+        core::ptr::write_volatile(&mut st.sum_plain, 0);
+        core::ptr::write_volatile(&mut st.sum_cipher, 0);
+    }
+}
+
+#[inline(always)]
+unsafe fn run(ctx: *mut c_void, st: &mut Crypt, callback: *const ()) -> bool {
+    let iterations = st.len.div_ceil(64) + 1;
+    let mut c = LoopCtx { ctx, st: st as *mut Crypt };
+    // SAFETY: the callback matches bpf_loop's contract; LoopCtx outlives the call.
+    unsafe {
+        bpf_loop(iterations, callback as *mut c_void, &mut c as *mut LoopCtx as *mut c_void, 0);
+    }
+    st.err == 0
+}
+
+/// Authenticates and decrypts `st.len` bytes in place; the tag follows them. Ok(false): the
+/// tag did not match (the bytes are then garbage: the caller drops the packet).
+#[inline(always)]
+pub unsafe fn open<P: Packet>(ctx: *mut c_void, st: &mut Crypt) -> Result<bool, ()> {
+    if st.len > MAX_PLAINTEXT || !unsafe { run(ctx, st, open_cb::<P> as *const ()) } {
+        return Err(());
+    }
+    st.poly.block(0, 0, st.len, 0);
+    let computed = st.poly.finish();
+    // SAFETY: tag is 16 bytes.
+    if !unsafe { P::load(ctx, st.off + st.len, st.tag.as_mut_ptr() as *mut u8, 16) } {
+        return Err(());
+    }
+    let diff = (computed[0] ^ st.tag[0])
+        | (computed[1] ^ st.tag[1])
+        | (computed[2] ^ st.tag[2])
+        | (computed[3] ^ st.tag[3]);
+    Ok(diff == 0)
+}
+
+/// Encrypts `st.len` bytes in place (`[data_len, len)` as zeros) and writes the tag after
+/// them; the tag counts into `sum_cipher`.
+#[inline(always)]
+pub unsafe fn seal<P: Packet>(ctx: *mut c_void, st: &mut Crypt) -> bool {
+    if st.len > MAX_PLAINTEXT || !unsafe { run(ctx, st, seal_cb::<P> as *const ()) } {
+        return false;
+    }
+    st.poly.block(0, 0, st.len, 0);
+    st.tag = st.poly.finish();
+    if st.sums & SUM_CIPHER != 0 {
+        st.sum_cipher += st.tag[0] as u64 + st.tag[1] as u64 + st.tag[2] as u64 + st.tag[3] as u64;
+    }
+    // SAFETY: tag is 16 bytes.
+    unsafe { P::store(ctx, st.off + st.len, st.tag.as_ptr() as *const u8, 16) }
+}
+
+/// Undoes `seal` on the first `data_len` bytes (same key and counter still in `st`).
+#[inline(always)]
+pub unsafe fn unseal<P: Packet>(ctx: *mut c_void, st: &mut Crypt) -> bool {
+    st.len = st.data_len;
+    st.len <= MAX_PLAINTEXT && unsafe { run(ctx, st, unseal_cb::<P> as *const ()) }
+}

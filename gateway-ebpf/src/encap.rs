@@ -1,0 +1,296 @@
+//! Sending to a peer: checking that a program may (valid session, endpoint, route), then
+//! padding, sealing and putting outer Ethernet + IP + UDP + WireGuard headers around a packet
+//! already in the frame. Shared by TUN egress, LAN XDP and hub forwarding.
+
+use core::{ffi::c_void, sync::atomic::Ordering};
+
+use aya_ebpf::helpers::generated::bpf_get_prandom_u32;
+use gateway_common::{
+    maps::{AF_INET, AF_INET6, Config, Peer, SESSION_SEND_VALID, Session, Stat},
+    wire::{
+        AEAD_TAG_LEN, DATA_MIN_LEN, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, MESSAGE_DATA,
+        MESSAGE_PADDING_MULTIPLE, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME_NS, UDP_HEADER_LEN,
+    },
+};
+
+use crate::crypto::{self, MAX_PLAINTEXT};
+use crate::csum;
+use crate::maps::{peer, session};
+use crate::packet::{L3, Packet};
+use crate::parse::{ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP};
+use crate::route::{self, FIB_SUCCESS};
+use crate::scratch::{HDR_ETH, HDR_IP, SUM_CIPHER, SUM_PLAIN, Scratch};
+use crate::words::set_be16;
+
+/// A peer a program can send to now: its session and the outer route (the route's MAC
+/// addresses and source address stay in `Scratch::fib`).
+#[derive(Clone, Copy)]
+pub struct Plan {
+    pub peer: &'static Peer,
+    pub session: &'static Session,
+    pub family: L3,
+    pub ifindex: u32,
+}
+
+impl Plan {
+    /// Bytes in front of the ciphertext: Ethernet + IP + UDP + WireGuard header.
+    #[inline(always)]
+    pub fn header_len(&self) -> u32 {
+        header_len(self.family)
+    }
+}
+
+#[inline(always)]
+pub fn header_len(family: L3) -> u32 {
+    let ip = match family {
+        L3::V4 => IPV4_HEADER_LEN,
+        L3::V6 => IPV6_HEADER_LEN,
+    };
+    (ETH_HEADER_LEN + ip + UDP_HEADER_LEN + 16) as u32
+}
+
+/// The plaintext length after padding (the kernel's `calculate_skb_padding`): a multiple of
+/// 16, but never past the tunnel MTU.
+#[inline(always)]
+pub fn padded_len(len: u32, mtu: u32) -> u32 {
+    let m = MESSAGE_PADDING_MULTIPLE as u32;
+    if mtu == 0 {
+        return (len + m - 1) & !(m - 1);
+    }
+    let last = if len > mtu { len % mtu } else { len };
+    let mut padded = (last + m - 1) & !(m - 1);
+    if padded > mtu {
+        padded = mtu;
+    }
+    len + (padded - last)
+}
+
+/// Whether `peer` has what sending needs: a current session valid for sending and not
+/// expired, an endpoint, and a route to it a program can use (resolved neighbour, forwarding
+/// allowed, no fragmentation needed). Touches nothing but the FIB scratch.
+#[inline(always)]
+pub unsafe fn plan(
+    ctx: *mut c_void,
+    s: &mut Scratch,
+    peer_slot: u32,
+    cfg: &Config,
+    plaintext_len: u32,
+    now: u64,
+    fallback_ifindex: u32,
+) -> Result<Plan, Stat> {
+    let peer = peer(peer_slot).ok_or(Stat::Error)?;
+    // SAFETY: aligned fields of a live map value the daemon updates concurrently.
+    let tx = unsafe { core::ptr::read_volatile(&peer.tx_session) };
+    if tx == 0 {
+        return Err(Stat::TxPassToDaemon);
+    }
+    let session = session(tx - 1).ok_or(Stat::TxPassToDaemon)?;
+    let state = unsafe { core::ptr::read_volatile(&session.state) };
+    if state & SESSION_SEND_VALID == 0 {
+        return Err(Stat::TxPassToDaemon);
+    }
+    let created = session.created_ns;
+    if now > created && now - created >= REJECT_AFTER_TIME_NS {
+        return Err(Stat::TxPassToDaemon);
+    }
+    if session.counters.send_nonce.load(Ordering::Relaxed) >= REJECT_AFTER_MESSAGES {
+        return Err(Stat::TxPassToDaemon);
+    }
+    let family = match unsafe { core::ptr::read_volatile(&peer.endpoint.family) } {
+        AF_INET => L3::V4,
+        AF_INET6 => L3::V6,
+        _ => return Err(Stat::TxPassToDaemon),
+    };
+    // IP + UDP + WireGuard header, padded plaintext, tag.
+    let outer_len = header_len(family) - ETH_HEADER_LEN as u32
+        + padded_len(plaintext_len, cfg.tun_mtu)
+        + AEAD_TAG_LEN as u32;
+    let rc = unsafe {
+        route::to_endpoint(
+            ctx,
+            &mut s.fib,
+            &peer.endpoint,
+            cfg.listen_port,
+            outer_len,
+            cfg.fwmark,
+            fallback_ifindex,
+        )
+    };
+    if rc != FIB_SUCCESS {
+        return Err(Stat::TxPassNoRoute);
+    }
+    Ok(Plan { peer, session, family, ifindex: s.fib.ifindex })
+}
+
+/// Takes the next send nonce; None once the session is used up.
+#[inline(always)]
+pub fn next_nonce(session: &Session) -> Option<u64> {
+    let n = session.counters.send_nonce.fetch_add(1, Ordering::Relaxed);
+    if n < REJECT_AFTER_MESSAGES { Some(n) } else { None }
+}
+
+/// How the plaintext's own transport checksum is checked before it leaves (see
+/// `encapsulate`).
+#[derive(Clone, Copy)]
+pub struct Verify {
+    /// The checksum the plaintext's words must add up to (pseudo-header and corrections),
+    /// in the little-endian domain of `csum`.
+    pub base: u64,
+}
+
+pub enum EncapError {
+    /// The inner checksum did not verify: the packet was restored, untouched.
+    Checksum,
+    /// A helper failed part-way: the frame is unusable.
+    Broken,
+    /// A helper failed before anything was changed.
+    Untouched,
+}
+
+/// Pads, seals and encapsulates the `data_len`-byte packet at `payload_off` (which ends the
+/// frame's meaningful bytes) for `plan`, using nonce `counter`. The frame afterwards is
+/// Ethernet + outer IP + UDP + WireGuard header + ciphertext + tag, ready to transmit.
+/// `current` is the network protocol the frame carries now (the inner packet's, or the old
+/// outer header's when re-encrypting). Returns the WireGuard message length.
+///
+/// With `verify`, the plaintext's transport checksum is summed while sealing; if it does
+/// not verify (a CHECKSUM_PARTIAL packet the stack would complete later, over what would then
+/// be ciphertext), the seal is undone, the frame restored to `restore_len`, and
+/// `EncapError::Checksum` returned.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn encapsulate<P: Packet>(
+    ctx: *mut c_void,
+    s: &mut Scratch,
+    plan: &Plan,
+    cfg: &Config,
+    counter: u64,
+    payload_off: u32,
+    data_len: u32,
+    current: L3,
+    inner_dsfield: u8,
+    verify: Option<Verify>,
+    restore_len: u32,
+) -> Result<u32, EncapError> {
+    let padded = padded_len(data_len, cfg.tun_mtu);
+    if padded > MAX_PLAINTEXT {
+        return Err(EncapError::Untouched);
+    }
+    if !unsafe { P::set_len(ctx, payload_off + padded + AEAD_TAG_LEN as u32) } {
+        return Err(EncapError::Untouched);
+    }
+    let st = &mut s.crypt;
+    crypto::begin(st, &plan.session.send_key, counter, payload_off, padded, data_len);
+    st.sums = SUM_CIPHER | if verify.is_some() { SUM_PLAIN } else { 0 };
+    if !unsafe { crypto::seal::<P>(ctx, st) } {
+        return Err(EncapError::Broken);
+    }
+    if let Some(v) = verify
+        && !csum::verifies(st.sum_plain + v.base)
+    {
+        if unsafe { crypto::unseal::<P>(ctx, st) && P::set_len(ctx, restore_len) } {
+            return Err(EncapError::Checksum);
+        }
+        return Err(EncapError::Broken);
+    }
+    let header = plan.header_len();
+    let delta = header as i32 - payload_off as i32;
+    if !unsafe { P::resize_front(ctx, delta, current, plan.family, true) } {
+        return Err(EncapError::Broken);
+    }
+    let msg_len = padded + DATA_MIN_LEN as u32;
+    let sum_cipher = st.sum_cipher;
+    write_headers(s, plan, cfg, counter, msg_len, inner_dsfield, sum_cipher);
+    // SAFETY: the header buffer holds `header` bytes from HDR_ETH (at most 78 of 96).
+    let ok = unsafe { P::store(ctx, 0, (s.tx.as_ptr() as *const u8).add(HDR_ETH), header & 0x7f) };
+    if ok { Ok(msg_len) } else { Err(EncapError::Broken) }
+}
+
+/// Builds Ethernet + IP + UDP + WireGuard headers in `s.tx`, with both checksums.
+#[inline(always)]
+fn write_headers(
+    s: &mut Scratch,
+    plan: &Plan,
+    cfg: &Config,
+    counter: u64,
+    msg_len: u32,
+    inner_dsfield: u8,
+    sum_cipher: u64,
+) {
+    let t = &mut s.tx;
+    let macs = s.fib.macs;
+    // Ethernet at byte 2: destination MAC (fib bytes 6..12), source MAC (fib bytes 0..6).
+    // Words 0..4 of the buffer are bytes 0..16: [pad pad d0 d1][d2 d3 d4 d5][s0 s1 s2 s3]
+    // [s4 s5 type type].
+    t[0] = macs[1] & 0xffff_0000;
+    t[1] = macs[2];
+    t[2] = macs[0];
+    t[3] = macs[1] & 0xffff;
+    // The FIB lookup replaces its destination with the next hop: the header takes the
+    // endpoint's address.
+    let dst = plan.peer.endpoint.addr.as_ptr() as *const u32;
+    let ecn = inner_dsfield & 3;
+    let outer_ecn = if ecn == 3 { 2 } else { ecn };
+    let udp_len = msg_len + UDP_HEADER_LEN as u32;
+    let (udp, src_dst_sum) = match plan.family {
+        L3::V4 => {
+            set_be16(t, HDR_ETH + 12, ETH_P_IP);
+            let total = udp_len + IPV4_HEADER_LEN as u32;
+            // SAFETY: a helper without arguments.
+            let id = unsafe { bpf_get_prandom_u32() } & 0xffff;
+            let w = HDR_IP / 4;
+            // [ver/ihl tos len_hi len_lo] [id_hi id_lo frag frag] [ttl proto csum csum]
+            t[w] = 0x45 | (outer_ecn as u32) << 8 | ((total as u16).to_be() as u32) << 16;
+            t[w + 1] = id;
+            t[w + 2] = 64 | (IPPROTO_UDP as u32) << 8;
+            t[w + 3] = s.fib.src[0];
+            // SAFETY: `addr` is 16 bytes at a 4-byte aligned offset of Endpoint.
+            t[w + 4] = unsafe { *dst };
+            let check = csum::finish(csum::sum_range(t, w, w + 5));
+            t[w + 2] |= (check as u32) << 16;
+            (w + 5, t[w + 3] as u64 + t[w + 4] as u64)
+        }
+        L3::V6 => {
+            set_be16(t, HDR_ETH + 12, ETH_P_IPV6);
+            let w = HDR_IP / 4;
+            // [6 | tc | flow label] [payload len, next header, hop limit]
+            let vtf = (6u32 << 28) | (outer_ecn as u32) << 20;
+            t[w] = vtf.to_be();
+            t[w + 1] = ((udp_len as u16).to_be() as u32) | (IPPROTO_UDP as u32) << 16 | 64 << 24;
+            let mut sum = 0u64;
+            let mut i = 0;
+            while i < 4 {
+                t[w + 2 + i] = s.fib.src[i];
+                // SAFETY: i < 4 words of the 16-byte address.
+                t[w + 6 + i] = unsafe { *dst.add(i) };
+                sum += t[w + 2 + i] as u64 + t[w + 6 + i] as u64;
+                i += 1;
+            }
+            (w + 10, sum)
+        }
+    };
+    let sport = cfg.listen_port as u32;
+    let dport = plan.peer.endpoint.port as u32;
+    t[udp] = sport | dport << 16;
+    t[udp + 1] = (udp_len as u16).to_be() as u32;
+    let receiver = plan.session.remote_index;
+    t[udp + 2] = MESSAGE_DATA;
+    t[udp + 3] = receiver;
+    t[udp + 4] = counter as u32;
+    t[udp + 5] = (counter >> 32) as u32;
+    let sum = src_dst_sum
+        + csum::net16(IPPROTO_UDP as u16)
+        + csum::net16(udp_len as u16)
+        + t[udp] as u64
+        + t[udp + 1] as u64
+        + MESSAGE_DATA as u64
+        + receiver as u64
+        + (counter as u32) as u64
+        + (counter >> 32)
+        + sum_cipher;
+    let mut check = csum::finish(sum);
+    if check == 0 {
+        check = 0xffff;
+    }
+    t[udp + 1] |= (check as u32) << 16;
+}

@@ -1,0 +1,118 @@
+//! The maps (layouts and names in `gateway_common::maps`, the contract with the daemon) and
+//! typed accessors for them.
+
+use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
+    macros::map,
+    maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+};
+use gateway_common::maps::{
+    Config, DEFAULT_MAX_ALLOWED_IPS, DEFAULT_MAX_PEERS, DEFAULT_MAX_SESSIONS, Peer, STAT_COUNT,
+    Session, Stat,
+};
+
+use crate::scratch::Scratch;
+
+#[map]
+static SESSIONS: Array<Session> = Array::with_max_entries(DEFAULT_MAX_SESSIONS, BPF_F_MMAPABLE);
+
+#[map]
+static PEERS: Array<Peer> = Array::with_max_entries(DEFAULT_MAX_PEERS, BPF_F_MMAPABLE);
+
+/// Our receiver index (as a native little-endian load from the packet) → session slot.
+#[map]
+static RX_INDEX: HashMap<u32, u32> = HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
+
+/// Inner address prefix → peer slot (cryptokey routing).
+#[map]
+static ALLOWED_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(DEFAULT_MAX_ALLOWED_IPS, 0);
+
+#[map]
+static ALLOWED_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(DEFAULT_MAX_ALLOWED_IPS, 0);
+
+#[map]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// LAN interfaces decrypted packets may be redirected to (key and value: the ifindex).
+#[map]
+static REDIRECT_IFACES: DevMapHash = DevMapHash::with_max_entries(64, 0);
+
+#[map]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+/// Per-packet working memory, one entry per program kind so that programs that could run on
+/// the same CPU (TC egress from process context with a softirq arriving) never share one.
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(3, 0);
+
+pub const SCRATCH_XDP: u32 = 0;
+pub const SCRATCH_TC_INGRESS: u32 = 1;
+pub const SCRATCH_TC_EGRESS: u32 = 2;
+
+#[inline(always)]
+pub fn count(stat: Stat) {
+    if let Some(p) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: a per-CPU slot: no other writer while this program runs on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn config() -> Option<&'static Config> {
+    CONFIG.get(0)
+}
+
+#[inline(always)]
+pub fn scratch(slot: u32) -> Option<&'static mut Scratch> {
+    // SAFETY: per-CPU memory owned by the running program for the duration of the packet.
+    SCRATCH.get_ptr_mut(slot).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+pub fn session(slot: u32) -> Option<&'static Session> {
+    SESSIONS.get(slot)
+}
+
+#[inline(always)]
+pub fn peer(slot: u32) -> Option<&'static Peer> {
+    PEERS.get(slot)
+}
+
+#[inline(always)]
+pub fn rx_session_slot(receiver: u32) -> Option<u32> {
+    // SAFETY: the value is a plain u32 copied out at once.
+    unsafe { RX_INDEX.get(receiver).copied() }
+}
+
+/// The peer slot whose AllowedIPs hold `addr` (network order, as loaded from the packet).
+#[inline(always)]
+pub fn allowed_v4(addr: u32) -> Option<u32> {
+    let key = Key::new(32, addr.to_ne_bytes());
+    ALLOWED_V4.get(&key).copied()
+}
+
+#[inline(always)]
+pub fn allowed_v6(addr: &[u32; 4]) -> Option<u32> {
+    let mut data = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let b = addr[i].to_ne_bytes();
+        data[4 * i] = b[0];
+        data[4 * i + 1] = b[1];
+        data[4 * i + 2] = b[2];
+        data[4 * i + 3] = b[3];
+        i += 1;
+    }
+    let key = Key::new(128, data);
+    ALLOWED_V6.get(&key).copied()
+}
+
+#[inline(always)]
+pub fn redirect_iface(ifindex: u32) -> bool {
+    REDIRECT_IFACES.get(ifindex).is_some()
+}
+
+#[inline(always)]
+pub fn redirect_to_iface(ifindex: u32) -> Option<u32> {
+    REDIRECT_IFACES.redirect(ifindex, 0).ok()
+}

@@ -1,0 +1,73 @@
+//! Per-CPU working memory for one packet. The BPF stack is 512 bytes for all frames
+//! together, so everything larger than a few words lives here (`maps::SCRATCH`).
+
+use gateway_common::aead::Poly1305;
+
+/// The AEAD loop's state (see `crypto`).
+#[repr(C)]
+pub struct Crypt {
+    pub key: [u32; 8],
+    pub nonce: [u32; 3],
+    /// Packet offset of the first byte of plaintext/ciphertext.
+    pub off: u32,
+    /// Bytes to process.
+    pub len: u32,
+    /// Sealing: bytes of real plaintext; `[data_len, len)` is sealed as zeros (padding).
+    pub data_len: u32,
+    /// Set by the loop when a helper failed.
+    pub err: u32,
+    /// `SUM_*` bits: which running checksums to keep.
+    pub sums: u32,
+    pub poly: Poly1305,
+    pub buf: [u32; 16],
+    pub tag: [u32; 4],
+    /// Ones' complement running sums (see `csum`) of the plaintext and of the ciphertext.
+    pub sum_plain: u64,
+    pub sum_cipher: u64,
+    /// The first 64 bytes of plaintext: captured while opening (the inner headers, without a
+    /// second load), loaded before sealing.
+    pub head: [u32; 16],
+}
+
+/// Keep `Crypt::sum_plain`.
+pub const SUM_PLAIN: u32 = 1;
+/// Keep `Crypt::sum_cipher`.
+pub const SUM_CIPHER: u32 = 2;
+
+/// The kernel's `struct bpf_fib_lookup` (64 bytes; aya's binding predates the `mark` field
+/// that shares its place with the MAC addresses).
+#[repr(C)]
+pub struct FibParams {
+    pub family: u8,
+    pub l4_protocol: u8,
+    pub sport: u16,
+    pub dport: u16,
+    /// In: the packet's L3 length for the MTU check (0: none). Out: the MTU when too big.
+    pub tot_len: u16,
+    pub ifindex: u32,
+    /// IPv4: TOS in the first byte; IPv6: flow info.
+    pub tos: u32,
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub tbid: u32,
+    /// In: the mark in word 0. Out: source MAC (bytes 0..6) and destination MAC (6..12).
+    pub macs: [u32; 3],
+}
+
+/// Headers as loaded from the packet or being built for it. Byte 2 of the buffer is the
+/// first byte of the Ethernet header, so that the IP header starts word-aligned at byte 16.
+pub const HDR_ETH: usize = 2;
+pub const HDR_IP: usize = 16;
+pub const HDR_WORDS: usize = 24;
+
+#[repr(C)]
+pub struct Scratch {
+    pub crypt: Crypt,
+    /// The frame's headers as received (Ethernet at `HDR_ETH`, IP at `HDR_IP`).
+    pub rx: [u32; HDR_WORDS],
+    /// The outer UDP header and the WireGuard message header of the received frame.
+    pub l4: [u32; 6],
+    /// Headers of the frame being sent, laid out like `rx`.
+    pub tx: [u32; HDR_WORDS],
+    pub fib: FibParams,
+}

@@ -1,0 +1,306 @@
+//! Sending packets into the tunnel from a program: TC egress on the TUN (what the stack
+//! routes into the tunnel) and XDP on LAN interfaces (forwarded traffic, before the stack).
+//! Whatever a program cannot send goes on unchanged to the daemon (through the TUN fd) or to
+//! the stack, which behave as the kernel's WireGuard does.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    helpers::generated::{bpf_ktime_get_ns, bpf_redirect},
+};
+use gateway_common::{
+    maps::Stat,
+    wire::{ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN},
+};
+
+use crate::csum;
+use crate::encap::{self, EncapError, Verify};
+use crate::maps::{allowed_v4, allowed_v6, config, count};
+use crate::packet::{L3, Packet, TcL3, Xdp};
+use crate::parse::{self, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, Inner};
+use crate::rewrite;
+use crate::route::{self, FIB_FRAG_NEEDED, FIB_NO_NEIGH, FIB_SUCCESS};
+use crate::scratch::{HDR_ETH, Scratch};
+use crate::words::{be16, byte};
+
+#[inline(always)]
+fn allowed(family: L3, addr: &[u32; 4]) -> Option<u32> {
+    match family {
+        L3::V4 => allowed_v4(addr[0]),
+        L3::V6 => allowed_v6(addr),
+    }
+}
+
+/// How to check the inner TCP/UDP checksum while sealing (see `encap::encapsulate`), or None
+/// when there is none to check: not TCP/UDP, a fragment, IPv4 UDP without a checksum.
+#[inline(always)]
+fn checksum_verification(head: &[u32; 16], inner: &Inner) -> Option<Verify> {
+    if inner.fragment || (inner.proto != IPPROTO_TCP && inner.proto != IPPROTO_UDP) {
+        return None;
+    }
+    match inner.family {
+        L3::V4 => {
+            let header_len = ((byte(head, 0) & 0x0f) as u32) * 4;
+            // An IPv4 UDP checksum of zero means none (bytes 26..28 when there are no
+            // options; with options the field is not at hand, and a zero there fails the
+            // check below, leaving the packet to the daemon).
+            if inner.proto == IPPROTO_UDP
+                && header_len == IPV4_HEADER_LEN as u32
+                && inner.len >= (IPV4_HEADER_LEN + 8) as u32
+                && be16(head, 26) == 0
+            {
+                return None;
+            }
+            // A valid IPv4 header sums to zero, so the packet's sum is its transport
+            // segment's; add the pseudo-header.
+            let l4_len = inner.len.wrapping_sub(header_len) as u16;
+            Some(Verify {
+                base: head[3] as u64
+                    + head[4] as u64
+                    + csum::net16(inner.proto as u16)
+                    + csum::net16(l4_len),
+            })
+        }
+        L3::V6 => {
+            // The packet's sum minus the header words that are not in the pseudo-header
+            // (the addresses are in both), plus its length and next-header fields.
+            let not_pseudo = !csum::fold(head[0] as u64 + head[1] as u64) as u64;
+            let l4_len = (inner.len - IPV6_HEADER_LEN as u32) as u16;
+            Some(Verify {
+                base: not_pseudo + csum::net16(inner.proto as u16) + csum::net16(l4_len),
+            })
+        }
+    }
+}
+
+/// TC egress on the TUN: the skb starts at the inner IP header.
+#[inline(always)]
+pub unsafe fn from_tun(ctx: *mut c_void, s: &mut Scratch) -> i32 {
+    let ok = TC_ACT_OK;
+    let Some(cfg) = config() else {
+        count(Stat::Error);
+        return ok;
+    };
+    let skb = ctx as *mut __sk_buff;
+    // SAFETY: fields of the program's own context.
+    let (len, gso, local) =
+        unsafe { ((*skb).len, (*skb).gso_size, !(*skb).__bindgen_anon_2.sk.is_null()) };
+    if gso != 0 {
+        // One skb, many packets: the kernel segments it on its way to the daemon.
+        count(Stat::TxPassOffload);
+        return ok;
+    }
+    let Some(inner) = (unsafe { load_inner::<TcL3>(ctx, s, 0, len) }) else {
+        count(Stat::TxPassToDaemon);
+        return ok;
+    };
+    let (_, dst) = parse::inner_addrs(&s.crypt.head, inner.family);
+    let Some(peer_slot) = allowed(inner.family, &dst) else {
+        count(Stat::TxPassNoPeer);
+        return ok;
+    };
+    if cfg.tun_mtu != 0 && len > cfg.tun_mtu {
+        count(Stat::TxPassTooBig);
+        return ok;
+    }
+    if local && inner.proto == IPPROTO_TCP && !inner.fragment {
+        // Local TCP always leaves its checksum to the device (CHECKSUM_PARTIAL): it would be
+        // completed over the ciphertext after this program. The daemon gets it completed.
+        count(Stat::TxPassOffload);
+        return ok;
+    }
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let plan = match unsafe { encap::plan(ctx, s, peer_slot, cfg, len, now, cfg.tun_ifindex) } {
+        Ok(plan) => plan,
+        Err(stat) => {
+            count(stat);
+            return ok;
+        }
+    };
+    let Some(counter) = encap::next_nonce(plan.session) else {
+        count(Stat::TxPassToDaemon);
+        return ok;
+    };
+    let verify = checksum_verification(&s.crypt.head, &inner);
+    let ds = parse::inner_dsfield(&s.crypt.head, inner.family);
+    let sent = unsafe {
+        encap::encapsulate::<TcL3>(
+            ctx,
+            s,
+            &plan,
+            cfg,
+            counter,
+            0,
+            len,
+            inner.family,
+            ds,
+            verify,
+            len,
+        )
+    };
+    match sent {
+        Ok(msg_len) => {
+            if cfg.fwmark != 0 {
+                // SAFETY: `mark` is writable from TC programs.
+                unsafe { (*skb).mark = cfg.fwmark };
+            }
+            crate::activity::sent_data(plan.peer, msg_len, now);
+            count(Stat::TxEncrypted);
+            // SAFETY: a helper taking plain values.
+            unsafe { bpf_redirect(plan.ifindex, 0) as i32 }
+        }
+        Err(EncapError::Checksum) => {
+            count(Stat::TxPassOffload);
+            ok
+        }
+        Err(EncapError::Untouched) => {
+            count(Stat::Error);
+            ok
+        }
+        Err(EncapError::Broken) => {
+            count(Stat::Error);
+            TC_ACT_SHOT
+        }
+    }
+}
+
+/// Loads the inner IP header at `off` into `s.crypt.head` (40 bytes when there are that
+/// many: an IPv4 header and the start of its transport header) and validates it against the
+/// `available` bytes from there.
+#[inline(always)]
+unsafe fn load_inner<P: Packet>(
+    ctx: *mut c_void,
+    s: &mut Scratch,
+    off: u32,
+    available: u32,
+) -> Option<Inner> {
+    let head = s.crypt.head.as_mut_ptr() as *mut u8;
+    let len = if available >= IPV6_HEADER_LEN as u32 {
+        IPV6_HEADER_LEN as u32
+    } else if available >= IPV4_HEADER_LEN as u32 {
+        IPV4_HEADER_LEN as u32
+    } else {
+        return None;
+    };
+    // SAFETY: head is 64 bytes.
+    if !unsafe { P::load(ctx, off, head, len) } {
+        return None;
+    }
+    parse::inner(&s.crypt.head, available)
+}
+
+/// XDP on a LAN interface: frames the stack would forward into the tunnel are encrypted and
+/// sent here instead; everything else passes.
+#[inline(always)]
+pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
+    let pass = xdp_action::XDP_PASS;
+    let Some(cfg) = config() else {
+        count(Stat::Error);
+        return pass;
+    };
+    let len = unsafe { Xdp::len(ctx) };
+    let eth = ETH_HEADER_LEN as u32;
+    let rx = s.rx.as_mut_ptr() as *mut u8;
+    // SAFETY: 14 bytes from byte 2 of the 96-byte buffer.
+    if len < eth || !unsafe { Xdp::load(ctx, 0, rx.add(HDR_ETH), eth) } {
+        count(Stat::TxPassToStack);
+        return pass;
+    }
+    let ethertype = be16(&s.rx, HDR_ETH + 12);
+    if ethertype != ETH_P_IP && ethertype != ETH_P_IPV6 {
+        count(Stat::TxPassToStack);
+        return pass;
+    }
+    let Some(inner) = (unsafe { load_inner::<Xdp>(ctx, s, eth, len - eth) }) else {
+        count(Stat::TxPassToStack);
+        return pass;
+    };
+    let (src, dst) = parse::inner_addrs(&s.crypt.head, inner.family);
+    let ds = parse::inner_dsfield(&s.crypt.head, inner.family);
+    let rc = unsafe {
+        route::forward(ctx, &mut s.fib, inner.family, &src, &dst, ds, inner.len, ingress)
+    };
+    if rc == FIB_FRAG_NEEDED {
+        count(Stat::TxPassTooBig);
+        return pass;
+    }
+    if !((rc == FIB_SUCCESS || rc == FIB_NO_NEIGH) && s.fib.ifindex == cfg.tun_ifindex)
+        || !rewrite::ttl_allows_forwarding(&s.crypt.head, inner.family)
+    {
+        count(Stat::TxPassToStack);
+        return pass;
+    }
+    if cfg.tun_mtu != 0 && inner.len > cfg.tun_mtu {
+        count(Stat::TxPassTooBig);
+        return pass;
+    }
+    let Some(peer_slot) = allowed(inner.family, &dst) else {
+        count(Stat::TxPassNoPeer);
+        return pass;
+    };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let plan = match unsafe { encap::plan(ctx, s, peer_slot, cfg, inner.len, now, ingress) } {
+        Ok(plan) => plan,
+        Err(stat) => {
+            count(stat);
+            return pass;
+        }
+    };
+    let Some(counter) = encap::next_nonce(plan.session) else {
+        count(Stat::TxPassToDaemon);
+        return pass;
+    };
+    let verify = checksum_verification(&s.crypt.head, &inner);
+    let Ok(saved) =
+        (unsafe { rewrite::decrement_ttl::<Xdp>(ctx, &mut s.crypt.head, inner.family, eth) })
+    else {
+        count(Stat::Error);
+        return xdp_action::XDP_DROP;
+    };
+    let sent = unsafe {
+        encap::encapsulate::<Xdp>(
+            ctx,
+            s,
+            &plan,
+            cfg,
+            counter,
+            eth,
+            inner.len,
+            inner.family,
+            ds,
+            verify,
+            len,
+        )
+    };
+    match sent {
+        Ok(msg_len) => {
+            crate::activity::sent_data(plan.peer, msg_len, now);
+            count(Stat::TxEncrypted);
+            transmit(plan.ifindex, ingress)
+        }
+        Err(EncapError::Checksum) | Err(EncapError::Untouched) => {
+            let restored =
+                unsafe { rewrite::restore_word::<Xdp>(ctx, &mut s.crypt.head, saved, eth) };
+            count(if restored { Stat::TxPassOffload } else { Stat::Error });
+            if restored { pass } else { xdp_action::XDP_DROP }
+        }
+        Err(EncapError::Broken) => {
+            count(Stat::Error);
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+/// XDP_TX back out of the interface the frame came in on, else a redirect.
+#[inline(always)]
+pub fn transmit(ifindex: u32, ingress: u32) -> u32 {
+    if ifindex == ingress {
+        xdp_action::XDP_TX
+    } else {
+        // SAFETY: a helper taking plain values.
+        unsafe { bpf_redirect(ifindex, 0) as u32 }
+    }
+}

@@ -1,0 +1,292 @@
+//! Attaching the programs to interfaces, and detaching them. XDP attaches through bpf_link
+//! (driver mode first, then generic), TC through TCX links (Linux ≥ 6.6, older than what
+//! the data plane needs anyway): no clsact qdisc is created, and dropping a link detaches
+//! its program, so dropping the `Dataplane` leaves nothing attached and nothing pinned.
+
+use std::ffi::CString;
+use std::fmt;
+
+use aya::programs::{
+    Link as _, LinkOrder, TcAttachType, XdpMode,
+    tc::{SchedClassifierLink, TcAttachOptions},
+    xdp::XdpLink,
+};
+use tracing::info;
+
+use super::error::{DataplaneError, Result};
+use super::loader::Dataplane;
+use super::programs::Program;
+
+/// An interface by name or index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Interface {
+    Name(String),
+    Index(u32),
+}
+
+impl From<&str> for Interface {
+    fn from(s: &str) -> Self {
+        Interface::Name(s.to_string())
+    }
+}
+
+impl From<String> for Interface {
+    fn from(s: String) -> Self {
+        Interface::Name(s)
+    }
+}
+
+impl From<u32> for Interface {
+    fn from(i: u32) -> Self {
+        Interface::Index(i)
+    }
+}
+
+impl Interface {
+    /// (index, name) of an existing interface.
+    pub fn resolve(&self) -> Result<(u32, String)> {
+        match self {
+            Interface::Name(name) => {
+                let c = CString::new(name.as_str())
+                    .map_err(|_| DataplaneError::UnknownInterface(name.clone()))?;
+                // SAFETY: a valid C string.
+                let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+                if index == 0 {
+                    return Err(DataplaneError::UnknownInterface(name.clone()));
+                }
+                Ok((index, name.clone()))
+            }
+            Interface::Index(index) => {
+                let mut buf = [0u8; libc::IF_NAMESIZE];
+                // SAFETY: buf holds IF_NAMESIZE bytes as if_indextoname requires.
+                let p = unsafe { libc::if_indextoname(*index, buf.as_mut_ptr() as *mut _) };
+                if p.is_null() {
+                    return Err(DataplaneError::UnknownInterface(format!("index {index}")));
+                }
+                let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+                Ok((*index, String::from_utf8_lossy(&buf[..end]).into_owned()))
+            }
+        }
+    }
+}
+
+/// Where to start when attaching the receive path to an underlay; each mode falls back to
+/// the next (native XDP → generic XDP → TC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AttachPreference {
+    #[default]
+    Native,
+    Generic,
+    Tc,
+}
+
+/// How the receive path ended up attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// XDP in the driver (plus the TC handoff program).
+    NativeXdp,
+    /// XDP on skbs, for drivers without XDP support (plus the TC handoff program).
+    GenericXdp,
+    /// The TC ingress receive program only.
+    Tc,
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachMode::NativeXdp => "native XDP",
+            AttachMode::GenericXdp => "generic XDP",
+            AttachMode::Tc => "TC ingress",
+        })
+    }
+}
+
+enum AttachedLink {
+    Xdp(XdpLink),
+    Tc(SchedClassifierLink),
+}
+
+struct Attached {
+    ifindex: u32,
+    program: Program,
+    link: AttachedLink,
+}
+
+/// What is attached where, and the LAN interfaces entered in `REDIRECT_IFACES`.
+#[derive(Default)]
+pub struct Attachments {
+    links: Vec<Attached>,
+    lan: Vec<u32>,
+}
+
+impl Dataplane {
+    fn attach_xdp(&mut self, program: Program, ifindex: u32, mode: XdpMode) -> Result<()> {
+        let p = self.xdp_program_mut(program)?;
+        let id = p.attach_to_if_index(ifindex, mode).map_err(|e| {
+            DataplaneError::kernel_chain(format!("attaching {}", program.name()), &e)
+        })?;
+        let link = p.take_link(id).map_err(|e| {
+            DataplaneError::kernel_chain(format!("attaching {}", program.name()), &e)
+        })?;
+        self.attachments.links.push(Attached { ifindex, program, link: AttachedLink::Xdp(link) });
+        Ok(())
+    }
+
+    fn attach_tc(
+        &mut self,
+        program: Program,
+        name: &str,
+        ifindex: u32,
+        ty: TcAttachType,
+    ) -> Result<()> {
+        let p = self.tc_program_mut(program)?;
+        let what = || format!("attaching {} to {name} (TCX)", program.name());
+        let id = p
+            .attach_with_options(name, ty, TcAttachOptions::TcxOrder(LinkOrder::default()))
+            .map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
+        let link = p.take_link(id).map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
+        self.attachments.links.push(Attached { ifindex, program, link: AttachedLink::Tc(link) });
+        Ok(())
+    }
+
+    /// Attaches the receive path to an underlay interface: XDP in the driver, else generic
+    /// XDP, else the TC receive program, starting at `prefer`. With XDP, the TC handoff
+    /// program goes on the interface's ingress too. Logs one line naming the mode.
+    pub fn attach_underlay(
+        &mut self,
+        iface: impl Into<Interface>,
+        prefer: AttachPreference,
+    ) -> Result<AttachMode> {
+        let (ifindex, name) = iface.into().resolve()?;
+        let mut failures = Vec::new();
+        let tries: &[(AttachMode, XdpMode)] = match prefer {
+            AttachPreference::Native => {
+                &[(AttachMode::NativeXdp, XdpMode::Driver), (AttachMode::GenericXdp, XdpMode::Skb)]
+            }
+            AttachPreference::Generic => &[(AttachMode::GenericXdp, XdpMode::Skb)],
+            AttachPreference::Tc => &[],
+        };
+        for &(mode, xdp_mode) in tries {
+            match self.attach_xdp(Program::RxXdp, ifindex, xdp_mode) {
+                Ok(()) => {
+                    if let Err(e) =
+                        self.attach_tc(Program::RxHandoff, &name, ifindex, TcAttachType::Ingress)
+                    {
+                        self.detach_interface(ifindex)?;
+                        return Err(e);
+                    }
+                    info!("data plane: receiving on {name} with {mode}");
+                    return Ok(mode);
+                }
+                Err(e) => failures.push(format!("{mode}: {e}")),
+            }
+        }
+        match self.attach_tc(Program::RxTc, &name, ifindex, TcAttachType::Ingress) {
+            Ok(()) => {
+                let why = if failures.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", failures.join("; "))
+                };
+                info!("data plane: receiving on {name} with TC ingress{why}");
+                Ok(AttachMode::Tc)
+            }
+            Err(e) => {
+                failures.push(format!("TC ingress: {e}"));
+                Err(DataplaneError::kernel(
+                    format!("attaching to underlay {name}"),
+                    failures.join("; "),
+                ))
+            }
+        }
+    }
+
+    /// Puts the send program on the TUN's egress.
+    pub fn attach_tunnel(&mut self, iface: impl Into<Interface>) -> Result<()> {
+        let (ifindex, name) = iface.into().resolve()?;
+        self.attach_tc(Program::TxTun, &name, ifindex, TcAttachType::Egress)?;
+        info!("data plane: sending from {name} with TC egress");
+        Ok(())
+    }
+
+    /// Puts the LAN send program on a LAN interface (driver XDP, else generic) and lets the
+    /// receive path redirect decrypted packets out of it.
+    pub fn attach_lan(&mut self, iface: impl Into<Interface>) -> Result<AttachMode> {
+        let (ifindex, name) = iface.into().resolve()?;
+        let mode = match self.attach_xdp(Program::TxLan, ifindex, XdpMode::Driver) {
+            Ok(()) => AttachMode::NativeXdp,
+            Err(_) => {
+                self.attach_xdp(Program::TxLan, ifindex, XdpMode::Skb)?;
+                AttachMode::GenericXdp
+            }
+        };
+        if let Err(e) = self.redirect_ifaces.insert(ifindex, ifindex, None, 0) {
+            self.detach_interface(ifindex)?;
+            return Err(DataplaneError::kernel_chain(
+                format!("adding {name} to REDIRECT_IFACES"),
+                &e,
+            ));
+        }
+        self.attachments.lan.push(ifindex);
+        info!("data plane: LAN interface {name} with {mode}");
+        Ok(mode)
+    }
+
+    /// Attaches the do-nothing XDP program (native mode), e.g. to the far end of a veth pair,
+    /// which only accepts XDP_TX/redirected frames while it runs an XDP program.
+    pub fn attach_xdp_pass(&mut self, iface: impl Into<Interface>) -> Result<()> {
+        let (ifindex, _) = iface.into().resolve()?;
+        self.attach_xdp(Program::XdpPass, ifindex, XdpMode::Driver)
+    }
+
+    /// Detaches every program from one interface (and forgets it as a LAN interface).
+    pub fn detach_interface(&mut self, ifindex: u32) -> Result<()> {
+        let mut first_error = None;
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.attachments.links)
+            .into_iter()
+            .partition(|a| a.ifindex == ifindex);
+        self.attachments.links = kept;
+        for a in gone {
+            let r = match a.link {
+                AttachedLink::Xdp(l) => l.detach(),
+                AttachedLink::Tc(l) => l.detach(),
+            };
+            if let Err(e) = r {
+                first_error.get_or_insert(DataplaneError::kernel(
+                    format!("detaching {}", a.program.name()),
+                    e,
+                ));
+            }
+        }
+        if let Some(pos) = self.attachments.lan.iter().position(|&i| i == ifindex) {
+            self.attachments.lan.remove(pos);
+            if let Err(e) = self.redirect_ifaces.remove(ifindex) {
+                first_error.get_or_insert(DataplaneError::kernel_chain(
+                    "removing from REDIRECT_IFACES",
+                    &e,
+                ));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Detaches everything this data plane attached.
+    pub fn detach_all(&mut self) -> Result<()> {
+        let mut ifaces: Vec<u32> = self.attachments.links.iter().map(|a| a.ifindex).collect();
+        ifaces.extend(self.attachments.lan.iter().copied());
+        ifaces.sort_unstable();
+        ifaces.dedup();
+        let mut first_error = None;
+        for i in ifaces {
+            if let Err(e) = self.detach_interface(i) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// (interface index, program) pairs currently attached.
+    pub fn attached(&self) -> Vec<(u32, Program)> {
+        self.attachments.links.iter().map(|a| (a.ifindex, a.program)).collect()
+    }
+}

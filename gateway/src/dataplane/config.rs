@@ -1,0 +1,63 @@
+//! `CONFIG[0]`: what the programs need to know about the tunnel.
+
+use gateway_common::maps::{CONFIG_HUB_FORWARD, CONFIG_LAN_REDIRECT, Config};
+
+use super::error::{DataplaneError, Result};
+use super::loader::Dataplane;
+
+/// The tunnel the programs serve, in host terms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TunnelConfig {
+    /// The TUN interface: decrypted packets are delivered as if received on it.
+    pub tun_ifindex: u32,
+    /// Its MTU (padding is capped at it; larger packets go to the stack).
+    pub tun_mtu: u32,
+    /// Our UDP listen port (host order).
+    pub listen_port: u16,
+    /// Re-encrypt and send on packets from one peer to another without the stack.
+    pub hub_forward: bool,
+    /// Redirect decrypted packets routed out of an attached LAN interface straight there.
+    pub lan_redirect: bool,
+    /// The kernel's fwmark for packets we send (0: none).
+    pub fwmark: u32,
+}
+
+impl Dataplane {
+    /// Sets `CONFIG[0]`. Until it is set (listen port 0), the programs pass everything.
+    pub fn set_config(&mut self, c: &TunnelConfig) -> Result<()> {
+        let mut flags = 0;
+        if c.hub_forward {
+            flags |= CONFIG_HUB_FORWARD;
+        }
+        if c.lan_redirect {
+            flags |= CONFIG_LAN_REDIRECT;
+        }
+        let value = Config {
+            tun_ifindex: c.tun_ifindex,
+            tun_mtu: c.tun_mtu,
+            listen_port: c.listen_port.to_be(),
+            _pad: 0,
+            flags,
+            fwmark: c.fwmark,
+            _pad2: 0,
+        };
+        self.config
+            .set(0, value, 0)
+            .map_err(|e| DataplaneError::kernel_chain("updating CONFIG", &e))
+    }
+
+    pub fn config(&self) -> Result<TunnelConfig> {
+        let c = self
+            .config
+            .get(&0, 0)
+            .map_err(|e| DataplaneError::kernel_chain("reading CONFIG", &e))?;
+        Ok(TunnelConfig {
+            tun_ifindex: c.tun_ifindex,
+            tun_mtu: c.tun_mtu,
+            listen_port: u16::from_be(c.listen_port),
+            hub_forward: c.flags & CONFIG_HUB_FORWARD != 0,
+            lan_redirect: c.flags & CONFIG_LAN_REDIRECT != 0,
+            fwmark: c.fwmark,
+        })
+    }
+}

@@ -1,0 +1,249 @@
+//! Loading the embedded eBPF object: maps sized to the configured capacities, every program
+//! through the verifier, the shared arrays mapped into this process.
+
+use std::error::Error as _;
+use std::io;
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader, VerifierLogLevel,
+    maps::{Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray},
+    programs::{ProgramError, SchedClassifier, Xdp},
+};
+use gateway_common::maps::{
+    Config, DEFAULT_MAX_ALLOWED_IPS, DEFAULT_MAX_PEERS, DEFAULT_MAX_SESSIONS, MAP_ALLOWED_V4,
+    MAP_ALLOWED_V6, MAP_CONFIG, MAP_PEERS, MAP_REDIRECT_IFACES, MAP_RX_INDEX, MAP_SESSIONS,
+    MAP_STATS, Peer, Session,
+};
+
+use super::allowed_ips::AllowedIps;
+use super::attach::Attachments;
+use super::error::{DataplaneError, Result};
+use super::mmap::MappedArray;
+use super::programs::Program;
+use super::slots::SlotAllocator;
+
+/// The object gateway/build.rs builds from gateway-ebpf.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway-ebpf"));
+
+/// How many lines of the verifier's log an error carries.
+const VERIFIER_LOG_TAIL_LINES: usize = 40;
+
+/// The oldest kernel with every helper and flag the programs use (`BPF_FIB_LOOKUP_SRC`).
+const MIN_KERNEL: (u32, u32) = (6, 7);
+
+/// Map sizes, fixed at load time.
+#[derive(Clone, Copy, Debug)]
+pub struct Capacities {
+    /// Sessions (keypairs) at once: three per peer at most (previous, current, next).
+    pub sessions: u32,
+    pub peers: u32,
+    /// AllowedIPs prefixes per family.
+    pub allowed_ips: u32,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        Capacities {
+            sessions: DEFAULT_MAX_SESSIONS,
+            peers: DEFAULT_MAX_PEERS,
+            allowed_ips: DEFAULT_MAX_ALLOWED_IPS,
+        }
+    }
+}
+
+/// The loaded data plane: programs, maps, and what is attached where. Dropping it (or
+/// `detach_all`) detaches everything; nothing is pinned.
+pub struct Dataplane {
+    // Field order is drop order: attachments before the programs they refer to.
+    pub(super) attachments: Attachments,
+    pub(super) ebpf: Ebpf,
+    pub(super) sessions: MappedArray<Session>,
+    pub(super) peers: MappedArray<Peer>,
+    pub(super) rx_index: HashMap<MapData, u32, u32>,
+    pub(super) allowed_v4: LpmTrie<MapData, [u8; 4], u32>,
+    pub(super) allowed_v6: LpmTrie<MapData, [u8; 16], u32>,
+    pub(super) config: Array<MapData, Config>,
+    pub(super) stats: PerCpuArray<MapData, u64>,
+    pub(super) redirect_ifaces: DevMapHash<MapData>,
+    pub(super) session_slots: SlotAllocator,
+    pub(super) peer_slots: SlotAllocator,
+    pub(super) allowed: AllowedIps,
+    pub(super) capacities: Capacities,
+}
+
+impl Dataplane {
+    /// Loads the object with the given capacities and verifies every program.
+    pub fn load(capacities: Capacities) -> Result<Dataplane> {
+        check_kernel()?;
+        if capacities.sessions == 0 || capacities.peers == 0 || capacities.allowed_ips == 0 {
+            return Err(DataplaneError::Invalid("capacities must be at least 1".into()));
+        }
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(MAP_SESSIONS, capacities.sessions)
+            .map_max_entries(MAP_RX_INDEX, capacities.sessions)
+            .map_max_entries(MAP_PEERS, capacities.peers)
+            .map_max_entries(MAP_ALLOWED_V4, capacities.allowed_ips)
+            .map_max_entries(MAP_ALLOWED_V6, capacities.allowed_ips)
+            .verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS)
+            .load(OBJECT)
+            .map_err(object_error)?;
+        for program in Program::ALL {
+            load_program(&mut ebpf, program)?;
+        }
+        let sessions = mapped::<Session>(&mut ebpf, MAP_SESSIONS)?;
+        let peers = mapped::<Peer>(&mut ebpf, MAP_PEERS)?;
+        let rx_index = HashMap::try_from(take(&mut ebpf, MAP_RX_INDEX)?).map_err(map_type)?;
+        let allowed_v4 = LpmTrie::try_from(take(&mut ebpf, MAP_ALLOWED_V4)?).map_err(map_type)?;
+        let allowed_v6 = LpmTrie::try_from(take(&mut ebpf, MAP_ALLOWED_V6)?).map_err(map_type)?;
+        let config = Array::try_from(take(&mut ebpf, MAP_CONFIG)?).map_err(map_type)?;
+        let stats = PerCpuArray::try_from(take(&mut ebpf, MAP_STATS)?).map_err(map_type)?;
+        let redirect_ifaces =
+            DevMapHash::try_from(take(&mut ebpf, MAP_REDIRECT_IFACES)?).map_err(map_type)?;
+        Ok(Dataplane {
+            attachments: Attachments::default(),
+            session_slots: SlotAllocator::new(sessions.entries()),
+            peer_slots: SlotAllocator::new(peers.entries()),
+            ebpf,
+            sessions,
+            peers,
+            rx_index,
+            allowed_v4,
+            allowed_v6,
+            config,
+            stats,
+            redirect_ifaces,
+            allowed: AllowedIps::default(),
+            capacities,
+        })
+    }
+
+    pub fn capacities(&self) -> Capacities {
+        self.capacities
+    }
+
+    /// The loaded program, for attaching and `BPF_PROG_TEST_RUN`.
+    pub fn program(&self, program: Program) -> Result<&aya::programs::Program> {
+        self.ebpf.program(program.name()).ok_or_else(|| missing(program.name()))
+    }
+
+    pub(super) fn xdp_program_mut(&mut self, program: Program) -> Result<&mut Xdp> {
+        let p = self.ebpf.program_mut(program.name()).ok_or_else(|| missing(program.name()))?;
+        p.try_into().map_err(|e: ProgramError| DataplaneError::Object(e.to_string()))
+    }
+
+    pub(super) fn tc_program_mut(&mut self, program: Program) -> Result<&mut SchedClassifier> {
+        let p = self.ebpf.program_mut(program.name()).ok_or_else(|| missing(program.name()))?;
+        p.try_into().map_err(|e: ProgramError| DataplaneError::Object(e.to_string()))
+    }
+}
+
+fn missing(name: &str) -> DataplaneError {
+    DataplaneError::Object(format!("no program or map named {name}"))
+}
+
+fn map_type(e: MapError) -> DataplaneError {
+    DataplaneError::Object(e.to_string())
+}
+
+fn take(ebpf: &mut Ebpf, name: &str) -> Result<Map> {
+    ebpf.take_map(name).ok_or_else(|| missing(name))
+}
+
+fn mapped<T>(ebpf: &mut Ebpf, name: &str) -> Result<MappedArray<T>> {
+    let Map::Array(data) = take(ebpf, name)? else {
+        return Err(DataplaneError::Object(format!("{name} is not an array")));
+    };
+    let info =
+        data.info().map_err(|e| DataplaneError::kernel_chain(format!("map info of {name}"), &e))?;
+    use std::os::fd::AsFd as _;
+    let array = MappedArray::new(data.fd().as_fd(), info.max_entries(), info.value_size())?;
+    // The mapping holds its own reference to the map: the fd may close.
+    drop(data);
+    Ok(array)
+}
+
+fn load_program(ebpf: &mut Ebpf, program: Program) -> Result<()> {
+    let p = ebpf.program_mut(program.name()).ok_or_else(|| missing(program.name()))?;
+    let loaded = if program.is_xdp() {
+        let p: &mut Xdp = p.try_into().map_err(|e: ProgramError| map_object(e))?;
+        p.load()
+    } else {
+        let p: &mut SchedClassifier = p.try_into().map_err(|e: ProgramError| map_object(e))?;
+        p.load()
+    };
+    loaded.map_err(|e| program_error(program.name(), e))
+}
+
+fn map_object(e: ProgramError) -> DataplaneError {
+    DataplaneError::Object(e.to_string())
+}
+
+fn program_error(name: &str, e: ProgramError) -> DataplaneError {
+    match e {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            // EPERM is a missing capability; the verifier's own refusals are EACCES/EINVAL.
+            if io_error.raw_os_error() == Some(libc::EPERM) {
+                return permission();
+            }
+            let log = verifier_log.to_string();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(VERIFIER_LOG_TAIL_LINES)..].join("\n");
+            DataplaneError::Verifier { program: name.to_string(), error: io_error, log_tail: tail }
+        }
+        other => DataplaneError::kernel_chain(format!("loading {name}"), &other),
+    }
+}
+
+fn permission() -> DataplaneError {
+    DataplaneError::Permission(
+        "loading eBPF programs needs CAP_BPF and CAP_NET_ADMIN (run as root or grant them)".into(),
+    )
+}
+
+/// Whether an error chain bottoms out in EPERM (a missing capability).
+fn is_permission(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>()
+            && io.raw_os_error() == Some(libc::EPERM)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn object_error(e: EbpfError) -> DataplaneError {
+    if is_permission(&e) {
+        return permission();
+    }
+    if matches!(e, EbpfError::BtfError(_) | EbpfError::NoBTF)
+        && !std::path::Path::new("/sys/kernel/btf/vmlinux").exists()
+    {
+        return DataplaneError::Unsupported(format!(
+            "the kernel has no BTF (CONFIG_DEBUG_INFO_BTF): {e}"
+        ));
+    }
+    let detail = e.source().map(|s| format!(": {s}")).unwrap_or_default();
+    DataplaneError::Object(format!("{e}{detail}"))
+}
+
+/// The running kernel's (major, minor) version.
+fn kernel_version() -> Option<(u32, u32)> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut parts = release.trim().split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+fn check_kernel() -> Result<()> {
+    match kernel_version() {
+        Some(v) if v < MIN_KERNEL => Err(DataplaneError::Unsupported(format!(
+            "Linux {}.{} is older than {}.{}, the oldest with every BPF helper the data plane uses",
+            v.0, v.1, MIN_KERNEL.0, MIN_KERNEL.1
+        ))),
+        _ => Ok(()),
+    }
+}

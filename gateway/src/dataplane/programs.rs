@@ -1,0 +1,44 @@
+//! The programs in the embedded object, by role.
+
+/// One program of the data plane (names as in gateway-ebpf/src/main.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Program {
+    /// XDP (multi-buffer) on an underlay: the receive path.
+    RxXdp,
+    /// TC ingress on an underlay running `RxXdp`: delivers marked frames on the TUN.
+    RxHandoff,
+    /// TC ingress on an underlay without XDP: the receive path on skbs.
+    RxTc,
+    /// TC egress on the TUN: the send path.
+    TxTun,
+    /// XDP on a LAN interface: the send path for forwarded LAN traffic.
+    TxLan,
+    /// XDP that passes everything (veth peers need one to receive XDP_TX/redirected frames).
+    XdpPass,
+}
+
+impl Program {
+    pub const ALL: [Program; 6] = [
+        Program::RxXdp,
+        Program::RxHandoff,
+        Program::RxTc,
+        Program::TxTun,
+        Program::TxLan,
+        Program::XdpPass,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Program::RxXdp => "wg_rx_xdp",
+            Program::RxHandoff => "wg_rx_handoff",
+            Program::RxTc => "wg_rx_tc",
+            Program::TxTun => "wg_tx_tun",
+            Program::TxLan => "wg_tx_lan",
+            Program::XdpPass => "xdp_pass",
+        }
+    }
+
+    pub fn is_xdp(self) -> bool {
+        matches!(self, Program::RxXdp | Program::TxLan | Program::XdpPass)
+    }
+}
