@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use ebpf_common::lab::Lab;
 use ebpf_common::{Keys, add_peer, load, require_root};
 use gateway::dataplane::{
-    Capacities, Dataplane, DataplaneError, SessionParams, SessionUse, route_interface,
+    Capacities, Dataplane, DataplaneError, SessionParams, SessionSlot, SessionUse, route_interface,
     underlay_interfaces,
 };
+use gateway::wg::session_memory::SessionMemory;
 use ipnet::IpNet;
 
 fn ip(s: &str) -> IpAddr {
@@ -72,7 +73,7 @@ fn a_hundred_thirty_thousand_prefixes() {
 }
 
 #[test]
-fn slots_run_out_with_a_clear_error_and_come_back() {
+fn session_slots_run_out_and_come_back_and_retiring_respects_reuse() {
     let mut dp = load();
     let keys = Keys::new(1);
     let peer = add_peer(&mut dp, keys, &[], None, Instant::now());
@@ -86,19 +87,29 @@ fn slots_run_out_with_a_clear_error_and_come_back() {
         usable: SessionUse { receive: true, send: true },
         initiator: true,
     };
-    let mut slots = vec![peer.session];
-    let capacity = dp.capacities().sessions;
-    for i in 1..capacity {
-        slots.push(dp.publish_session(&params(i)).unwrap());
+    let pool = dp.session_pool();
+    let mut cells = Vec::new();
+    while let Some(cell) = pool.allocate() {
+        let slot = SessionSlot(cell.slot().unwrap());
+        dp.publish_session(slot, &params(cells.len() as u32 + 1)).unwrap();
+        cells.push(cell);
     }
-    let err = dp.publish_session(&params(999)).unwrap_err();
-    assert!(matches!(err, DataplaneError::Full("session")), "{err}");
-    assert_eq!(err.to_string(), "no free session slot");
-    dp.retire_session(slots[3]).unwrap();
-    assert!(dp.retire_session(slots[3]).is_err(), "twice");
-    let reused = dp.publish_session(&params(1000)).unwrap();
-    assert_eq!(reused, slots[3], "the only free slot");
-    assert!(dp.session_counters(reused).unwrap().replay.next_expected() == 0, "a fresh window");
+    assert_eq!(cells.len() as u32 + 1, dp.capacities().sessions, "all but the test peer's");
+    // A dropped keypair returns its slot; the next session gets it with fresh counters.
+    let freed = cells.remove(3);
+    let slot = SessionSlot(freed.slot().unwrap());
+    freed.send_nonce.store(77, std::sync::atomic::Ordering::Relaxed);
+    drop(freed);
+    let reused = pool.allocate().expect("the freed slot");
+    assert_eq!(reused.slot(), Some(slot.0));
+    assert_eq!(reused.send_nonce.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(reused.replay.next_expected(), 0, "a fresh window");
+    dp.publish_session(slot, &params(1000)).unwrap();
+    // Retiring the old session (published under index 0x5004) leaves the new one alone.
+    dp.retire_session(slot, 0x5000 + 4).unwrap();
+    assert_ne!(dp.session_state(slot).unwrap(), 0, "the slot's new session is still live");
+    dp.retire_session(slot, 0x5000 + 1000).unwrap();
+    assert_eq!(dp.session_state(slot).unwrap(), 0);
 }
 
 #[test]

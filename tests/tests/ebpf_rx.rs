@@ -331,7 +331,7 @@ fn expired_sessions_drop_and_unconfirmed_ones_pass() {
     let data = rx.expect(&frame, XDP_PASS, Stat::RxPassToDaemon);
     assert_eq!(data, frame);
     // A retired session's index is unknown.
-    rx.dp.retire_session(expired.session).unwrap();
+    rx.dp.retire_session(expired.session, expired.keys.gateway_index).unwrap();
     rx.expect(&frame, XDP_PASS, Stat::RxPassUnknownIndex);
 }
 

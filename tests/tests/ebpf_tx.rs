@@ -336,7 +336,7 @@ fn tun_egress_leaves_what_it_cannot_send_to_the_daemon() {
     path.tx.dp.set_peer_tx_session(slot, None).unwrap();
     refused(&path, "10.9.0.2", Stat::TxPassToDaemon);
     path.tx.dp.set_peer_tx_session(slot, Some(path.tx.peer.session)).unwrap();
-    path.tx.dp.retire_session(old.session).unwrap();
+    path.tx.dp.retire_session(old.session, old.keys.gateway_index).unwrap();
     refused(&path, "10.9.0.200", Stat::TxPassToDaemon);
     // Local TCP leaves its checksum to the device: the daemon gets it completed.
     let before = path.tx.dp.stats().unwrap();

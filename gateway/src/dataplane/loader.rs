@@ -3,6 +3,7 @@
 
 use std::error::Error as _;
 use std::io;
+use std::sync::Arc;
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader, VerifierLogLevel,
@@ -20,7 +21,9 @@ use super::attach::Attachments;
 use super::error::{DataplaneError, Result};
 use super::mmap::MappedArray;
 use super::programs::Program;
+use super::sessions::SessionRegion;
 use super::slots::SlotAllocator;
+use crate::wg::session_memory::SlotPool;
 
 /// The object gateway/build.rs builds from gateway-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway-ebpf"));
@@ -57,7 +60,10 @@ pub struct Dataplane {
     // Field order is drop order: attachments before the programs they refer to.
     pub(super) attachments: Attachments,
     pub(super) ebpf: Ebpf,
-    pub(super) sessions: MappedArray<Session>,
+    pub(super) sessions: Arc<MappedArray<Session>>,
+    /// The one allocator of session slots: the protocol core takes a slot (its counters) when
+    /// a handshake completes, and returns it when the keypair is dropped.
+    pub(super) session_pool: Arc<SlotPool>,
     pub(super) peers: MappedArray<Peer>,
     pub(super) rx_index: HashMap<MapData, u32, u32>,
     pub(super) allowed_v4: LpmTrie<MapData, [u8; 4], u32>,
@@ -65,7 +71,6 @@ pub struct Dataplane {
     pub(super) config: Array<MapData, Config>,
     pub(super) stats: PerCpuArray<MapData, u64>,
     pub(super) redirect_ifaces: DevMapHash<MapData>,
-    pub(super) session_slots: SlotAllocator,
     pub(super) peer_slots: SlotAllocator,
     pub(super) allowed: AllowedIps,
     pub(super) capacities: Capacities,
@@ -80,7 +85,9 @@ impl Dataplane {
         }
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_SESSIONS, capacities.sessions)
-            .map_max_entries(MAP_RX_INDEX, capacities.sessions)
+            // Room for a retired index alongside its reused slot's new one: the core may drop a
+            // keypair (freeing its slot) before the map learns it was retired.
+            .map_max_entries(MAP_RX_INDEX, capacities.sessions.saturating_mul(2))
             .map_max_entries(MAP_PEERS, capacities.peers)
             .map_max_entries(MAP_ALLOWED_V4, capacities.allowed_ips)
             .map_max_entries(MAP_ALLOWED_V6, capacities.allowed_ips)
@@ -90,7 +97,8 @@ impl Dataplane {
         for program in Program::ALL {
             load_program(&mut ebpf, program)?;
         }
-        let sessions = mapped::<Session>(&mut ebpf, MAP_SESSIONS)?;
+        let sessions = Arc::new(mapped::<Session>(&mut ebpf, MAP_SESSIONS)?);
+        let session_pool = SlotPool::new(Box::new(SessionRegion(Arc::clone(&sessions))));
         let peers = mapped::<Peer>(&mut ebpf, MAP_PEERS)?;
         let rx_index = HashMap::try_from(take(&mut ebpf, MAP_RX_INDEX)?).map_err(map_type)?;
         let allowed_v4 = LpmTrie::try_from(take(&mut ebpf, MAP_ALLOWED_V4)?).map_err(map_type)?;
@@ -101,7 +109,7 @@ impl Dataplane {
             DevMapHash::try_from(take(&mut ebpf, MAP_REDIRECT_IFACES)?).map_err(map_type)?;
         Ok(Dataplane {
             attachments: Attachments::default(),
-            session_slots: SlotAllocator::new(sessions.entries()),
+            session_pool,
             peer_slots: SlotAllocator::new(peers.entries()),
             ebpf,
             sessions,

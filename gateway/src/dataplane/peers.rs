@@ -177,9 +177,9 @@ impl Dataplane {
         session: Option<SessionSlot>,
     ) -> Result<()> {
         if let Some(s) = session
-            && !self.session_slots.is_used(s.0)
+            && s.0 >= self.sessions.entries()
         {
-            return Err(DataplaneError::Invalid(format!("session slot {} is not in use", s.0)));
+            return Err(DataplaneError::Invalid(format!("session slot {} out of range", s.0)));
         }
         self.tx_session_word(slot)?.store(session.map_or(0, |s| s.0 + 1), Ordering::Release);
         Ok(())

@@ -1,10 +1,16 @@
 //! Sessions (keypairs) in the shared `SESSIONS` array and their `RX_INDEX` entries.
 //!
-//! Publication protocol (the programs read `state` first): a slot is filled with every field
-//! and its counters reset while `state` is 0, then `state` is stored (release), then the
-//! receiver index is entered in `RX_INDEX`. Retiring clears `state` first, then removes the
-//! index, and the slot goes to the back of the free list.
+//! Slots are allocated by the protocol core (`wg::session_memory::SlotPool`, over the mapped
+//! array): a keypair takes its slot, with fresh counters, when the handshake completes, and
+//! may already have sent with it before it is published here. So publishing never touches
+//! the counters.
+//!
+//! Publication protocol (the programs read `state` first): the fields are written while
+//! `state` is 0, then `state` is stored (release), then the receiver index is entered in
+//! `RX_INDEX`. Retiring clears `state` first, then removes the index.
 
+use std::ptr::NonNull;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
@@ -15,7 +21,9 @@ use gateway_common::maps::{
 use super::clock::instant_to_monotonic_ns;
 use super::error::{DataplaneError, Result};
 use super::loader::Dataplane;
+use super::mmap::MappedArray;
 use super::peers::PeerSlot;
+use crate::wg::session_memory::{SlotPool, SlotRegion};
 
 /// A slot of `SESSIONS`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,23 +83,40 @@ fn state_of(p: *mut Session) -> &'static AtomicU32 {
     unsafe { AtomicU32::from_ptr(std::ptr::addr_of_mut!((*p).state)) }
 }
 
+/// The counters of every slot of the mapped `SESSIONS`, for the core's slot pool.
+pub(super) struct SessionRegion(pub(super) Arc<MappedArray<Session>>);
+
+impl SlotRegion for SessionRegion {
+    fn capacity(&self) -> u32 {
+        self.0.entries()
+    }
+
+    fn counters(&self, slot: u32) -> NonNull<SessionCounters> {
+        let session = self.0.slot(slot).expect("the pool hands out slots below capacity");
+        // SAFETY: a valid slot pointer into the mapping, which `self` keeps alive.
+        unsafe { NonNull::new_unchecked(std::ptr::addr_of_mut!((*session).counters)) }
+    }
+}
+
 impl Dataplane {
+    /// Where sessions' counters come from: give it to the protocol core
+    /// (`DeviceOptions::session_memory`), which allocates a slot per keypair.
+    pub fn session_pool(&self) -> Arc<SlotPool> {
+        Arc::clone(&self.session_pool)
+    }
+
     fn session_ptr(&self, slot: SessionSlot) -> Result<*mut Session> {
-        if !self.session_slots.is_used(slot.0) {
-            return Err(DataplaneError::Invalid(format!("session slot {} is not in use", slot.0)));
-        }
         self.sessions
             .slot(slot.0)
             .ok_or_else(|| DataplaneError::Invalid(format!("session slot {} out of range", slot.0)))
     }
 
-    /// Publishes a keypair in a free slot (its send nonce and replay window start fresh) and
-    /// makes its receiver index known to the programs.
-    pub fn publish_session(&mut self, p: &SessionParams) -> Result<SessionSlot> {
+    /// Publishes a keypair in the slot its counters occupy and makes its receiver index
+    /// known to the programs. The counters are left as they are: they may be in use already.
+    pub fn publish_session(&mut self, slot: SessionSlot, p: &SessionParams) -> Result<()> {
         if !self.peer_slots.is_used(p.peer.0) {
             return Err(DataplaneError::Invalid(format!("peer slot {} is not in use", p.peer.0)));
         }
-        let slot = SessionSlot(self.session_slots.allocate("session")?);
         let ptr = self.session_ptr(slot)?;
         let state = state_of(ptr);
         state.store(0, Ordering::Release);
@@ -104,17 +129,13 @@ impl Dataplane {
                 .write_volatile(instant_to_monotonic_ns(p.created));
             std::ptr::addr_of_mut!((*ptr).send_key).write_volatile(key_words(&p.send_key));
             std::ptr::addr_of_mut!((*ptr).recv_key).write_volatile(key_words(&p.recv_key));
-            let counters = &(*ptr).counters;
-            counters.send_nonce.store(0, Ordering::Relaxed);
-            counters.replay.reset();
         }
         state.store(state_bits(p.usable, p.initiator), Ordering::Release);
         if let Err(e) = self.rx_index.insert(p.local_index, slot.0, 0) {
             state.store(0, Ordering::Release);
-            self.session_slots.release(slot.0, "session")?;
             return Err(DataplaneError::kernel_chain("inserting into RX_INDEX", &e));
         }
-        Ok(slot)
+        Ok(())
     }
 
     /// Changes what the programs may do with a published session (e.g. confirming a
@@ -126,27 +147,36 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Retires a session: programs stop using it at once, its receiver index is forgotten,
-    /// and a peer still sending with it sends with none (its packets go to the daemon).
-    pub fn retire_session(&mut self, slot: SessionSlot) -> Result<()> {
+    /// Retires the session published under `local_index`: programs stop using it at once, its
+    /// receiver index is forgotten, and a peer still sending with it sends with none (its
+    /// packets go to the daemon). If the slot already holds a newer session (the keypair was
+    /// dropped and its slot reused before this), only the old index goes.
+    pub fn retire_session(&mut self, slot: SessionSlot, local_index: u32) -> Result<()> {
         let ptr = self.session_ptr(slot)?;
-        state_of(ptr).store(0, Ordering::Release);
         // SAFETY: reads of fields only the daemon writes.
-        let (local_index, peer) = unsafe {
+        let (published_index, peer) = unsafe {
             (
                 std::ptr::addr_of!((*ptr).local_index).read_volatile(),
                 std::ptr::addr_of!((*ptr).peer).read_volatile(),
             )
         };
-        if self.peer_slots.is_used(peer) {
-            self.clear_tx_session_if(PeerSlot(peer), slot);
+        if published_index == local_index {
+            state_of(ptr).store(0, Ordering::Release);
+            if self.peer_slots.is_used(peer) {
+                self.clear_tx_session_if(PeerSlot(peer), slot);
+            }
         }
         if self.rx_index.get(&local_index, 0).ok() == Some(slot.0) {
             self.rx_index
                 .remove(&local_index)
                 .map_err(|e| DataplaneError::kernel_chain("removing from RX_INDEX", &e))?;
         }
-        self.session_slots.release(slot.0, "session")
+        Ok(())
+    }
+
+    /// The `state` word of a slot (0: not published).
+    pub fn session_state(&self, slot: SessionSlot) -> Result<u32> {
+        Ok(state_of(self.session_ptr(slot)?).load(Ordering::Acquire))
     }
 
     /// The session's send nonce counter and replay window, shared with the programs: the

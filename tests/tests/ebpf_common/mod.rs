@@ -13,6 +13,7 @@ use gateway::dataplane::{
     Capacities, Dataplane, PeerEndpoint, PeerSlot, SessionParams, SessionSlot, SessionUse,
     TunnelConfig,
 };
+use gateway::wg::session_memory::{CounterCell, SessionMemory};
 
 /// These tests load eBPF programs and make namespaces: they need root.
 pub fn require_root() {
@@ -69,6 +70,8 @@ pub struct TestPeer {
     pub slot: PeerSlot,
     pub session: SessionSlot,
     pub keys: Keys,
+    /// Holds the session's slot (and its shared counters) for as long as the test needs it.
+    pub counters: CounterCell,
 }
 
 pub fn add_peer(
@@ -82,8 +85,11 @@ pub fn add_peer(
     let nets: Vec<ipnet::IpNet> = allowed.iter().map(|s| s.parse().unwrap()).collect();
     dp.set_allowed_ips(slot, &nets).unwrap();
     dp.set_peer_endpoint(slot, endpoint.as_ref()).unwrap();
-    let session = dp
-        .publish_session(&SessionParams {
+    let counters = dp.session_pool().allocate().expect("a free session slot");
+    let session = SessionSlot(counters.slot().expect("a mapped slot"));
+    dp.publish_session(
+        session,
+        &SessionParams {
             peer: slot,
             local_index: keys.gateway_index,
             remote_index: keys.peer_index,
@@ -92,10 +98,11 @@ pub fn add_peer(
             recv_key: keys.gateway_recv,
             usable: SessionUse { receive: true, send: true },
             initiator: false,
-        })
-        .unwrap();
+        },
+    )
+    .unwrap();
     dp.set_peer_tx_session(slot, Some(session)).unwrap();
-    TestPeer { slot, session, keys }
+    TestPeer { slot, session, keys, counters }
 }
 
 pub fn config(tun_ifindex: u32, tun_mtu: u32) -> TunnelConfig {
