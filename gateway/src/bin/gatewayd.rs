@@ -3,8 +3,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use gateway::daemon::ebpf::EbpfOptions;
 use gateway::daemon::{self, Options};
+use gateway::dataplane::{AttachPreference, Capacities};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -13,6 +15,30 @@ struct Args {
     /// Stay in the foreground instead of daemonizing (also: WG_PROCESS_FOREGROUND=1).
     #[arg(short, long)]
     foreground: bool,
+    /// Run the data path in userspace only (no eBPF programs).
+    #[arg(long)]
+    no_ebpf: bool,
+    /// Underlay interface to attach the receive programs to (repeatable). Without it, the
+    /// interfaces peers' endpoints route through are found and attached automatically.
+    #[arg(long = "xdp-iface", value_name = "IFACE")]
+    xdp_ifaces: Vec<String>,
+    /// LAN interface whose traffic to the tunnel is encrypted in XDP, and to which decrypted
+    /// packets for the LAN are redirected (repeatable).
+    #[arg(long = "lan-iface", value_name = "IFACE")]
+    lan_ifaces: Vec<String>,
+    /// How to attach to underlays: native XDP, generic XDP or TC (each falls back to the next).
+    #[arg(long, value_enum, default_value_t = XdpMode::Native)]
+    xdp_mode: XdpMode,
+    /// Send hub and LAN traffic through the stack (nftables FORWARD rules apply) instead of
+    /// re-encrypting or redirecting it in XDP.
+    #[arg(long)]
+    no_fast_forward: bool,
+    /// Sessions (keypairs) the eBPF maps hold at once (three per peer at most).
+    #[arg(long, default_value_t = gateway_common::maps::DEFAULT_MAX_SESSIONS)]
+    max_sessions: u32,
+    /// Peers the eBPF maps hold.
+    #[arg(long, default_value_t = gateway_common::maps::DEFAULT_MAX_PEERS)]
+    max_peers: u32,
     /// Shorten every protocol timer by this factor. For interoperability tests only.
     #[arg(long, hide = true, default_value_t = 1)]
     test_timer_divisor: u32,
@@ -22,6 +48,13 @@ struct Args {
 
 /// wireguard-go's LOG_LEVEL (verbose, error, silent) maps onto tracing levels; RUST_LOG,
 /// when set, takes precedence.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum XdpMode {
+    Native,
+    Generic,
+    Tc,
+}
+
 fn init_logging() {
     let level = match std::env::var("LOG_LEVEL").as_deref() {
         Ok("verbose" | "debug") => "debug",
@@ -51,6 +84,21 @@ fn main() -> ExitCode {
         foreground,
         keep_output,
         timer_divisor: args.test_timer_divisor,
+        ebpf: (!args.no_ebpf).then(|| EbpfOptions {
+            prefer: match args.xdp_mode {
+                XdpMode::Native => AttachPreference::Native,
+                XdpMode::Generic => AttachPreference::Generic,
+                XdpMode::Tc => AttachPreference::Tc,
+            },
+            underlays: args.xdp_ifaces,
+            lan: args.lan_ifaces,
+            fast_forward: !args.no_fast_forward,
+        }),
+        capacities: Capacities {
+            sessions: args.max_sessions,
+            peers: args.max_peers,
+            ..Capacities::default()
+        },
     };
     match daemon::run(options) {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,7 +15,9 @@ use crate::wg::device::{Device, Event, Transmit};
 
 /// Reacts to the device's events while the lock is held (mirrors state into the eBPF maps).
 pub trait EventSink: Send {
-    fn on_event(&mut self, device: &Device, event: Event);
+    /// One protocol step's events, in order (a step may emit thousands, e.g. a `wg setconf`
+    /// with many AllowedIPs: the sink can coalesce).
+    fn on_events(&mut self, device: &Device, events: &[Event]);
     /// Called on the timer thread's tick while the sink wants ticks (see [`EventSink::tick_every`]).
     fn tick(&mut self, device: &mut Device, now: Instant);
     fn tick_every(&self) -> Option<Duration>;
@@ -48,11 +50,15 @@ impl Core {
         while let Some(p) = self.device.poll_tun() {
             out.tun.push(p);
         }
+        let mut events = Vec::new();
         while let Some(event) = self.device.poll_event() {
             tracing::trace!(?event, "device event");
-            if let Some(sink) = self.sink.as_mut() {
-                sink.on_event(&self.device, event);
-            }
+            events.push(event);
+        }
+        if let Some(sink) = self.sink.as_mut()
+            && !events.is_empty()
+        {
+            sink.on_events(&self.device, &events);
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod control;
 pub mod core;
+pub mod ebpf;
 pub mod io;
 pub mod link;
 pub mod status;
@@ -35,6 +36,9 @@ pub struct Options {
     /// set); otherwise they go to /dev/null so callers capturing output are not held open.
     pub keep_output: bool,
     pub timer_divisor: u32,
+    /// None: the userspace data path only (`--no-ebpf`).
+    pub ebpf: Option<ebpf::EbpfOptions>,
+    pub capacities: crate::dataplane::Capacities,
 }
 
 #[derive(Debug)]
@@ -43,6 +47,7 @@ pub enum DaemonError {
     Udp(udp::BindError),
     Uapi(uapi::BindError),
     Privileges,
+    Dataplane(crate::dataplane::DataplaneError),
     Io(&'static str, std::io::Error),
 }
 
@@ -55,6 +60,7 @@ impl std::fmt::Display for DaemonError {
             DaemonError::Privileges => {
                 f.write_str("missing privileges: gatewayd needs CAP_NET_ADMIN (run it as root)")
             }
+            DaemonError::Dataplane(e) => write!(f, "eBPF data plane: {e}"),
             DaemonError::Io(what, e) => write!(f, "{what}: {e}"),
         }
     }
@@ -67,6 +73,8 @@ struct Setup {
     tun: Tun,
     sockets: Sockets,
     uapi: (std::os::unix::net::UnixListener, uapi::SocketFile),
+    /// None when eBPF is off or could not be set up (then said once, in the log).
+    ebpf: Option<ebpf::EbpfSink>,
 }
 
 /// CAP_NET_ADMIN, from the effective capability set in /proc/self/status.
@@ -93,7 +101,26 @@ fn acquire(options: &Options) -> Result<Setup, DaemonError> {
     let tun = Tun::create(&options.interface, queues).map_err(DaemonError::Tun)?;
     tun.set_mtu(tun::DEFAULT_MTU).map_err(|e| DaemonError::Io("set the interface MTU", e))?;
     let sockets = Sockets::bind(0, 0).map_err(DaemonError::Udp)?;
-    Ok(Setup { tun, sockets, uapi })
+    let ebpf = match &options.ebpf {
+        None => None,
+        Some(ebpf_options) => {
+            let mtu = tun.mtu().unwrap_or(tun::DEFAULT_MTU);
+            let sink = crate::dataplane::Dataplane::load(options.capacities)
+                .and_then(|dp| ebpf::EbpfSink::new(dp, tun.ifindex(), mtu, ebpf_options));
+            match sink {
+                Ok(sink) => Some(sink),
+                // Interfaces the operator named must get the programs: that is an error.
+                Err(e) if !ebpf_options.underlays.is_empty() || !ebpf_options.lan.is_empty() => {
+                    return Err(DaemonError::Dataplane(e));
+                }
+                Err(e) => {
+                    tracing::warn!("eBPF data plane unavailable ({e}): using the userspace path");
+                    None
+                }
+            }
+        }
+    };
+    Ok(Setup { tun, sockets, uapi, ebpf })
 }
 
 /// Forks; the parent exits at once (without running destructors: the child owns everything
@@ -140,18 +167,23 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
 }
 
 async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
-    let Setup { tun, sockets, uapi } = setup;
+    let Setup { tun, sockets, uapi, ebpf } = setup;
     let now = Instant::now();
-    let device_options = DeviceOptions {
+    let mut device_options = DeviceOptions {
         timer_scale: TimerScale { divisor: options.timer_divisor.max(1) },
         ..Default::default()
     };
+    if let Some(sink) = &ebpf {
+        device_options.session_memory = Arc::new(sink.session_pool());
+    }
     let mut device = Device::new(now, SystemTime::now(), Box::new(OsRng), device_options);
     device.set_listen_port(sockets.port);
     device.set_mtu(tun.mtu().unwrap_or(tun::DEFAULT_MTU) as usize);
-    while device.poll_event().is_some() {}
     let ifindex = tun.ifindex();
-    let shared = Shared::new(Core { device, sink: None }, sockets, tun);
+    let sink = ebpf.map(|s| Box::new(s) as Box<dyn core::EventSink>);
+    let shared = Shared::new(Core { device, sink }, sockets, tun);
+    // The sink learns the listen port and MTU from the device's first events.
+    shared.step(|_| {});
 
     let (queue, _handshakes) =
         io::start_handshake_worker(&shared).map_err(|e| DaemonError::Io("start a thread", e))?;
@@ -235,5 +267,7 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
     watcher.abort();
     shared.stop();
     shared.sockets().shutdown();
+    // Detach every program before the process goes (the TUN and sockets go with it).
+    drop(shared.lock().sink.take());
     Ok(())
 }

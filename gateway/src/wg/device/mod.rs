@@ -56,6 +56,7 @@ pub enum Event {
     /// The listen port changed: sockets must be rebound.
     ListenPortChanged(u16),
     FwmarkChanged(u32),
+    MtuChanged(usize),
     HandshakeCompleted(PeerId),
 }
 
@@ -198,7 +199,10 @@ impl Device {
 
     /// The tunnel MTU: plaintext is padded up to it, never beyond.
     pub fn set_mtu(&mut self, mtu: usize) {
-        self.mtu = mtu;
+        if mtu != self.mtu {
+            self.mtu = mtu;
+            self.events.push_back(Event::MtuChanged(mtu));
+        }
     }
 
     /// Our addresses on the tunnel interface, used as the source of ICMP errors.
