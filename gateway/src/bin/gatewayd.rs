@@ -84,7 +84,7 @@ fn main() -> ExitCode {
         foreground,
         keep_output,
         timer_divisor: args.test_timer_divisor,
-        ebpf: (!args.no_ebpf).then(|| EbpfOptions {
+        ebpf: (!args.no_ebpf).then_some(EbpfOptions {
             prefer: match args.xdp_mode {
                 XdpMode::Native => AttachPreference::Native,
                 XdpMode::Generic => AttachPreference::Generic,
