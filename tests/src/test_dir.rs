@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, anyhow};
 
 use crate::wait::{Probe, wait_for};
 
@@ -64,10 +64,17 @@ impl TestDir {
         timeout: Duration,
         probe: impl FnMut() -> Result<Probe<T>>,
     ) -> Result<T> {
-        wait_for(what, timeout, probe).map_err(|error| {
-            let logs = self.logs();
-            if logs.is_empty() { error } else { error.context(format!("logs:\n{logs}")) }
-        })
+        wait_for(what, timeout, probe).map_err(|error| self.attach_logs(error))
+    }
+
+    /// `error` followed by the tails of this test's logs: what the daemons said is usually what
+    /// explains a failure.
+    pub fn attach_logs(&self, error: anyhow::Error) -> anyhow::Error {
+        let logs = self.logs();
+        if logs.is_empty() {
+            return error;
+        }
+        anyhow!("{error:#}\n\nlogs of this test ({}):\n{logs}", self.path.display())
     }
 }
 

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use gateway_tests::topology::{Direct, Hub, TopologyOptions};
-use gateway_tests::traffic::{EchoServer, Protocol, echo_check, ping, wait_for_ping};
+use gateway_tests::traffic::{
+    EchoServer, IperfOptions, IperfServer, Protocol, echo_check, iperf3_client, ping, wait_for_ping,
+};
 use gateway_tests::wg::{Implementation, KeyPair, UAPI_DIR, WgDump, WgPeer};
 use gateway_tests::{
     Probe, TestDir, cleanup_stale, list_namespaces, require_root, require_tools, unique_ifname,
@@ -43,7 +45,7 @@ fn hub_relays_phone_to_home_lan_between_wireguard_go_and_boringtun() -> Result<(
     let dir = TestDir::new("hub_real_peers")?;
     let hub = Hub::build(&TopologyOptions { ipv6: true, ..TopologyOptions::default() })?;
     let namespaces = hub.namespace_names();
-    let sockets = run_hub_tunnels(&hub, &dir)?;
+    let sockets = run_hub_tunnels(&hub, &dir).map_err(|error| dir.attach_logs(error))?;
     drop(hub);
     assert_all_gone(&namespaces, &sockets)
 }
@@ -112,8 +114,7 @@ fn run_hub_tunnels(hub: &Hub, dir: &TestDir) -> Result<Vec<PathBuf>> {
 
     let lan_host_v4 = IpAddr::V4(hub.lan_host_if.v4);
     let lan_host_v6 = IpAddr::V6(hub.lan_host_if.v6()?);
-    wait_for_ping(&hub.phone, lan_host_v4, HANDSHAKE_TIMEOUT)
-        .with_context(|| format!("logs:\n{}", dir.logs()))?;
+    wait_for_ping(&hub.phone, lan_host_v4, HANDSHAKE_TIMEOUT)?;
     let before = phone.show()?;
     for destination in [lan_host_v4, lan_host_v6] {
         let report = ping(&hub.phone, destination, 5)?;
@@ -161,6 +162,72 @@ fn check_counters_moved(before: &WgDump, after: &WgDump, key: &str, who: &str) -
     Ok(())
 }
 
+/// The traffic tools against a plain routed path: iperf3 (TCP and UDP, JSON parsed), ncat echo
+/// over IPv4 and IPv6, ping statistics.
+#[test]
+fn direct_underlay_carries_iperf3_echo_and_ping() -> Result<()> {
+    require_root()?;
+    require_tools(&["ip", "ping", "ncat", "ss", "iperf3"])?;
+    let dir = TestDir::new("direct_traffic")?;
+    let direct = Direct::build(&TopologyOptions { ipv6: true, ..TopologyOptions::default() })?;
+    let server_v4 = IpAddr::V4(direct.server_if.v4);
+    let server_v6 = IpAddr::V6(direct.server_if.v6()?);
+
+    let report = ping(&direct.client, server_v6, 3)?;
+    ensure!(report.all_received() && report.rtt_avg_ms.is_some(), "ping over IPv6: {report:?}");
+
+    let iperf = IperfServer::start(&direct.server, &dir, 5201)?;
+    let second = Duration::from_secs(1);
+    let tcp = iperf3_client(
+        &direct.client,
+        server_v4,
+        iperf.port,
+        &IperfOptions { duration: second, ..IperfOptions::default() },
+    )?;
+    ensure!(tcp.received_bytes > 0 && tcp.retransmits.is_some(), "TCP report: {tcp:?}");
+    let udp_options = IperfOptions {
+        protocol: Protocol::Udp,
+        duration: second,
+        bitrate: Some(10_000_000),
+        length: Some(1200),
+        ..IperfOptions::default()
+    };
+    let udp = iperf3_client(&direct.client, server_v6, iperf.port, &udp_options)?;
+    ensure!(
+        udp.received_bytes > 0 && udp.packets.is_some_and(|packets| packets > 0),
+        "UDP report: {udp:?}"
+    );
+    ensure!(udp.lost_packets.is_some() && udp.retransmits.is_none(), "UDP report: {udp:?}");
+    // Nothing listens on 5202: the error from iperf3 must come through.
+    let refused = iperf3_client(&direct.client, server_v4, 5202, &udp_options);
+    ensure!(refused.is_err(), "iperf3 against a closed port reported {refused:?}");
+
+    for protocol in [Protocol::Tcp, Protocol::Udp] {
+        let echo = EchoServer::start(&direct.server, &dir, protocol, 7000)?;
+        for server in [server_v4, server_v6] {
+            let payload = format!("{protocol:?} echo to {server}");
+            echo_check(
+                &direct.client,
+                protocol,
+                server,
+                echo.port,
+                payload.as_bytes(),
+                second * 5,
+            )?;
+        }
+    }
+    let silent = echo_check(
+        &direct.client,
+        Protocol::Udp,
+        server_v4,
+        7999,
+        b"nobody listens",
+        Duration::from_millis(600),
+    );
+    ensure!(silent.is_err(), "an echo check with no server succeeded");
+    Ok(())
+}
+
 /// What the panicking body had built, for the checks after it unwound.
 #[derive(Default)]
 struct Built {
@@ -177,7 +244,8 @@ fn a_failing_test_body_still_removes_namespaces_processes_and_sockets() -> Resul
     let built = Mutex::new(Built::default());
     eprintln!("the next panic (\"deliberate failure\") is part of the test");
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-        let direct = Direct::build(&TopologyOptions::default()).expect("direct topology");
+        let options = TopologyOptions { ipv6: true, ..TopologyOptions::default() };
+        let direct = Direct::build(&options).expect("direct topology");
         let mut peer = WgPeer::start(
             Implementation::WireguardGo,
             &direct.server,

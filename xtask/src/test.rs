@@ -13,9 +13,10 @@ pub struct Options {
     /// Skip the formatting and clippy checks; run only the tests.
     #[arg(long)]
     skip_lint: bool,
-    /// Passed on to `cargo test --workspace`, e.g. `-- --test harness` or a test name filter.
+    /// Passed on to the test binaries (`cargo test --workspace -- ARGS`), e.g. a test name
+    /// filter or `--nocapture`.
     #[arg(last = true)]
-    cargo_test_args: Vec<String>,
+    test_binary_args: Vec<String>,
 }
 
 struct Stage {
@@ -77,8 +78,8 @@ fn stages(options: &Options) -> Vec<Stage> {
     }
     let mut test = run::cargo();
     test.current_dir(&root).args(["test", "--workspace"]);
-    if !options.cargo_test_args.is_empty() {
-        test.arg("--").args(&options.cargo_test_args);
+    if !options.test_binary_args.is_empty() {
+        test.arg("--").args(&options.test_binary_args);
     }
     stages.push(Stage { name: "cargo test", command: test });
     stages

@@ -5,6 +5,7 @@ use std::fmt;
 use std::fs;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -43,7 +44,7 @@ impl fmt::Display for Implementation {
 /// A running peer. Drop stops the daemon (which removes its interface) and its UAPI socket.
 #[derive(Debug)]
 pub struct WgPeer {
-    implementation: Implementation,
+    command_line: String,
     netns: String,
     ifname: String,
     config_path: PathBuf,
@@ -59,12 +60,7 @@ impl WgPeer {
         dir: &TestDir,
         ifname: &str,
     ) -> Result<WgPeer> {
-        require::require_tools(&["wg"])?;
         let program = require::find_binary(implementation.program())?;
-        let socket = uapi_socket(ifname);
-        if socket.exists() {
-            bail!("{} already exists: interface name {ifname} is in use", socket.display());
-        }
         let mut command = netns.command(&program);
         match implementation {
             Implementation::WireguardGo => {
@@ -81,16 +77,34 @@ impl WgPeer {
                     .arg(ifname);
             }
         }
-        let process = Process::spawn(dir, ifname, &mut command)?;
+        WgPeer::start_command(netns, dir, ifname, &mut command)
+    }
+
+    /// Starts any daemon that serves the cross-platform UAPI socket for `ifname` (gatewayd
+    /// included): `command` must run it in the foreground inside `netns` (see
+    /// [`Netns::command`]). Waits for the socket; the daemon's output goes to `{ifname}.log`.
+    pub fn start_command(
+        netns: &Netns,
+        dir: &TestDir,
+        ifname: &str,
+        command: &mut Command,
+    ) -> Result<WgPeer> {
+        require::require_tools(&["wg"])?;
+        let socket = uapi_socket(ifname);
+        if socket.exists() {
+            bail!("{} already exists: interface name {ifname} is in use", socket.display());
+        }
+        let command_line = command::describe(command);
+        let process = Process::spawn(dir, ifname, command)?;
         guard::track_file(&socket);
         let mut peer = WgPeer {
-            implementation,
+            command_line,
             netns: netns.name().to_string(),
             ifname: ifname.to_string(),
             config_path: dir.file(&format!("{ifname}.conf")),
             process,
         };
-        let what = format!("{implementation} to create {}", socket.display());
+        let what = format!("`{}` to create {}", peer.command_line, socket.display());
         dir.wait_for(&what, STARTUP_TIMEOUT, || {
             peer.process.check_running()?;
             Ok(if socket.exists() { Probe::Ready(()) } else { Probe::NotYet("no socket".into()) })
@@ -98,8 +112,9 @@ impl WgPeer {
         Ok(peer)
     }
 
-    pub fn implementation(&self) -> Implementation {
-        self.implementation
+    /// How the daemon was started.
+    pub fn command_line(&self) -> &str {
+        &self.command_line
     }
 
     pub fn ifname(&self) -> &str {
@@ -177,6 +192,6 @@ struct NetnsRef<'a>(&'a str);
 
 impl NetnsRef<'_> {
     fn ip(&self, args: &[&str]) -> Result<String> {
-        command::run(std::process::Command::new("ip").args(["-n", self.0]).args(args))
+        command::run(Command::new("ip").args(["-n", self.0]).args(args))
     }
 }
