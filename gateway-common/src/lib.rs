@@ -5,8 +5,11 @@
 //! protocol limits, `replay` the anti-replay window both sides update concurrently, and `aead`
 //! the word-oriented ChaCha20-Poly1305 the programs run.
 #![no_std]
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 pub mod aead;
+pub mod atomic;
 pub mod maps;
 pub mod replay;
 pub mod wire;

@@ -20,6 +20,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::atomic;
 use crate::wire::{REJECT_AFTER_MESSAGES, REPLAY_WINDOW};
 
 const SLOT_COUNT: usize = 256;
@@ -133,7 +134,7 @@ impl ReplayWindow {
             } else {
                 (block_tag(counter) << 32) | bit(counter)
             };
-            match slot.compare_exchange(word, new, Ordering::AcqRel, Ordering::Acquire) {
+            match atomic::compare_exchange(slot, word, new) {
                 Ok(_) => return Verdict::Accepted,
                 Err(current) => word = current,
             }
@@ -151,7 +152,7 @@ impl ReplayWindow {
             if next >= candidate {
                 return true;
             }
-            match self.next.compare_exchange(next, candidate, Ordering::AcqRel, Ordering::Acquire) {
+            match atomic::compare_exchange(&self.next, next, candidate) {
                 Ok(_) => return true,
                 Err(current) => next = current,
             }

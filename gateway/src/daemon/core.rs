@@ -1,0 +1,190 @@
+//! The state every daemon thread shares: the protocol device behind one lock, the sockets,
+//! the TUN, and the timer thread's alarm clock.
+//!
+//! Work under the lock is the protocol step itself; sending and TUN writes happen after it is
+//! released, from the [`Outbox`] the step filled.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use super::udp::Sockets;
+use crate::tun::{Tun, TunQueue};
+use crate::wg::PeerId;
+use crate::wg::device::{Device, Event, Transmit};
+
+/// Reacts to the device's events while the lock is held (mirrors state into the eBPF maps).
+pub trait EventSink: Send {
+    fn on_event(&mut self, device: &Device, event: Event);
+    /// Called on the timer thread's tick while the sink wants ticks (see [`EventSink::tick_every`]).
+    fn tick(&mut self, device: &mut Device, now: Instant);
+    fn tick_every(&self) -> Option<Duration>;
+    /// Counters the sink holds for a peer beyond the device's own: (rx, tx) bytes.
+    fn extra_transfer(&self, peer: PeerId) -> (u64, u64);
+}
+
+pub struct Core {
+    pub device: Device,
+    pub sink: Option<Box<dyn EventSink>>,
+}
+
+/// What a protocol step produced, to be carried out after the lock is released.
+#[derive(Default)]
+pub struct Outbox {
+    pub transmits: Vec<Transmit>,
+    pub tun: Vec<Vec<u8>>,
+}
+
+impl Core {
+    /// Drains the device's outputs into `out`, and handles its events.
+    pub fn drain(&mut self, out: &mut Outbox) {
+        while let Some(t) = self.device.poll_transmit() {
+            out.transmits.push(t);
+        }
+        while let Some(p) = self.device.poll_tun() {
+            out.tun.push(p);
+        }
+        while let Some(event) = self.device.poll_event() {
+            tracing::trace!(?event, "device event");
+            if let Some(sink) = self.sink.as_mut() {
+                sink.on_event(&self.device, event);
+            }
+        }
+    }
+}
+
+pub struct Shared {
+    core: Mutex<Core>,
+    pub sockets: RwLock<Arc<Sockets>>,
+    pub tun: Tun,
+    pub stopping: AtomicBool,
+    alarm: Alarm,
+    /// Handshake messages waiting for the handshake thread (the device's "under load" input).
+    pub handshake_backlog: std::sync::atomic::AtomicUsize,
+}
+
+/// Wakes the timer thread when a step files a deadline earlier than the one it sleeps until,
+/// and only then (a wake-up per packet would cost a syscall per packet).
+struct Alarm {
+    lock: Mutex<()>,
+    cv: Condvar,
+    /// Nanoseconds after `epoch` the timer thread will wake at; u64::MAX when idle.
+    planned: AtomicU64,
+    epoch: Instant,
+}
+
+impl Shared {
+    pub fn new(core: Core, sockets: Sockets, tun: Tun) -> Arc<Shared> {
+        Arc::new(Shared {
+            core: Mutex::new(core),
+            sockets: RwLock::new(Arc::new(sockets)),
+            tun,
+            stopping: AtomicBool::new(false),
+            alarm: Alarm {
+                lock: Mutex::new(()),
+                cv: Condvar::new(),
+                planned: AtomicU64::new(u64::MAX),
+                epoch: Instant::now(),
+            },
+            handshake_backlog: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock is a bug, but the device state is still the best
+        // we have: keep serving rather than cascade.
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn sockets(&self) -> Arc<Sockets> {
+        Arc::clone(&self.sockets.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Runs one protocol step under the lock, then carries out what it produced.
+    pub fn step<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
+        let mut out = Outbox::default();
+        let (result, next) = {
+            let mut core = self.lock();
+            let r = f(&mut core);
+            core.drain(&mut out);
+            (r, core.device.next_timeout())
+        };
+        self.carry_out(out);
+        if let Some(next) = next {
+            self.wake_timer_if_earlier(next);
+        }
+        result
+    }
+
+    pub fn carry_out(&self, out: Outbox) {
+        if !out.transmits.is_empty() {
+            let sockets = self.sockets();
+            for t in &out.transmits {
+                match sockets.send(&t.to, &t.data) {
+                    Ok(false) => {}
+                    Ok(true) => self.forget_endpoint_source(t),
+                    Err(e) => tracing::debug!(to = %t.to.addr, "send failed: {e}"),
+                }
+            }
+        }
+        if let Some(queue) = self.tun.queues().first() {
+            for p in &out.tun {
+                if let Err(e) = TunQueue(queue).write_packet(p) {
+                    tracing::debug!("TUN write failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// The local source address of a peer's endpoint was refused by the kernel: clear it, as
+    /// the kernel's send path does, so later packets let routing pick the source.
+    fn forget_endpoint_source(&self, t: &Transmit) {
+        let mut core = self.lock();
+        let peer = core
+            .device
+            .peer_ids()
+            .find(|id| core.device.peer(*id).and_then(|p| p.endpoint) == Some(t.to));
+        if let Some(id) = peer {
+            core.device.clear_endpoint_source(id);
+        }
+    }
+
+    fn nanos_since_epoch(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.alarm.epoch).as_nanos().min(u64::MAX as u128 - 1) as u64
+    }
+
+    fn wake_timer_if_earlier(&self, deadline: Instant) {
+        let at = self.nanos_since_epoch(deadline);
+        if at < self.alarm.planned.load(Ordering::Acquire) {
+            let _guard = self.alarm.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.alarm.planned.store(at, Ordering::Release);
+            self.alarm.cv.notify_one();
+        }
+    }
+
+    /// The timer thread's sleep: until `deadline`, or until woken for an earlier one.
+    pub fn sleep_until(&self, deadline: Option<Instant>) {
+        let guard = self.alarm.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let wait = deadline.map(|d| d.saturating_duration_since(now));
+        self.alarm.planned.store(
+            deadline.map(|d| self.nanos_since_epoch(d)).unwrap_or(u64::MAX),
+            Ordering::Release,
+        );
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        match wait {
+            Some(w) if w.is_zero() => {}
+            Some(w) => drop(self.alarm.cv.wait_timeout(guard, w)),
+            None => drop(self.alarm.cv.wait(guard)),
+        }
+    }
+
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let _guard = self.alarm.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.alarm.planned.store(0, Ordering::Release);
+        self.alarm.cv.notify_all();
+    }
+}

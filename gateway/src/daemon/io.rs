@@ -1,0 +1,171 @@
+//! The threads that move packets: one per TUN queue, one per UDP socket, one for handshake
+//! messages (so a flood of them queues up, which is what puts the device "under load" and
+//! makes it demand cookies), and the timer thread.
+//!
+//! Blocking reads on dedicated threads: the data path has nothing to await but the next
+//! packet, and this keeps it free of an async runtime's overhead.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use gateway_common::wire::{
+    MAX_QUEUED_INCOMING_HANDSHAKES, MESSAGE_HANDSHAKE_INITIATION, MESSAGE_HANDSHAKE_RESPONSE,
+};
+
+use super::core::Shared;
+use super::udp::{self, Sockets};
+use crate::tun::TunQueue;
+use crate::wg::device::Received;
+use crate::wg::peer::Endpoint;
+
+/// Large enough for any datagram and any TUN packet (jumbo frames included).
+const BUFFER: usize = 65536;
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name.to_string()).spawn(f)
+}
+
+pub fn start_tun_readers(shared: &Arc<Shared>) -> std::io::Result<Vec<JoinHandle<()>>> {
+    (0..shared.tun.queues().len())
+        .map(|q| {
+            let shared = Arc::clone(shared);
+            spawn(&format!("tun-{q}"), move || tun_reader(&shared, q))
+        })
+        .collect()
+}
+
+fn tun_reader(shared: &Shared, queue: usize) {
+    let mut buf = vec![0u8; BUFFER];
+    let file = &shared.tun.queues()[queue];
+    loop {
+        let n = match TunQueue(file).read_packet(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                if !shared.stopping.load(Ordering::Acquire) {
+                    tracing::info!("TUN read failed ({e}): the interface is gone, shutting down");
+                    shared.stop();
+                }
+                return;
+            }
+        };
+        let packet = &buf[..n];
+        shared.step(|core| core.device.handle_tun_packet(Instant::now(), packet));
+    }
+}
+
+/// The handshake queue: bounded like the kernel's, its length is the "backlog".
+pub struct HandshakeQueue {
+    tx: SyncSender<(Endpoint, Vec<u8>)>,
+}
+
+pub fn start_handshake_worker(
+    shared: &Arc<Shared>,
+) -> std::io::Result<(HandshakeQueue, JoinHandle<()>)> {
+    let (tx, rx) = sync_channel(MAX_QUEUED_INCOMING_HANDSHAKES);
+    let shared = Arc::clone(shared);
+    let handle = spawn("handshakes", move || handshake_worker(&shared, rx))?;
+    Ok((HandshakeQueue { tx }, handle))
+}
+
+fn handshake_worker(shared: &Shared, rx: Receiver<(Endpoint, Vec<u8>)>) {
+    while let Ok((from, mut datagram)) = rx.recv() {
+        let backlog = shared.handshake_backlog.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+        if shared.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        shared.step(|core| {
+            core.device.handle_datagram(Instant::now(), from, &mut datagram, backlog);
+        });
+    }
+}
+
+pub fn start_udp_readers(
+    shared: &Arc<Shared>,
+    sockets: &Arc<Sockets>,
+    queue: &HandshakeQueue,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    let mut handles = Vec::new();
+    for (family, present) in [("udp4", sockets.v4.is_some()), ("udp6", sockets.v6.is_some())] {
+        if !present {
+            continue;
+        }
+        let shared = Arc::clone(shared);
+        let sockets = Arc::clone(sockets);
+        let tx = queue.tx.clone();
+        let v6 = family == "udp6";
+        handles.push(spawn(family, move || {
+            let sock = if v6 { sockets.v6.as_ref() } else { sockets.v4.as_ref() };
+            if let Some(sock) = sock {
+                udp_reader(&shared, sock, &tx);
+            }
+        })?);
+    }
+    Ok(handles)
+}
+
+fn udp_reader(
+    shared: &Shared,
+    sock: &std::net::UdpSocket,
+    handshakes: &SyncSender<(Endpoint, Vec<u8>)>,
+) {
+    let mut buf = vec![0u8; BUFFER];
+    loop {
+        let arrival = match udp::receive(sock, &mut buf) {
+            Ok(a) => a,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return, // shut down (rebind or exit)
+        };
+        let datagram = &mut buf[..arrival.len];
+        let message_type = datagram.first_chunk::<4>().map(|t| u32::from_le_bytes(*t));
+        if matches!(message_type, Some(MESSAGE_HANDSHAKE_INITIATION | MESSAGE_HANDSHAKE_RESPONSE)) {
+            shared.handshake_backlog.fetch_add(1, Ordering::AcqRel);
+            match handshakes.try_send((arrival.from, datagram.to_vec())) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    shared.handshake_backlog.fetch_sub(1, Ordering::AcqRel);
+                    tracing::debug!(from = %arrival.from.addr, "handshake queue full, dropping");
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+            continue;
+        }
+        let received = shared
+            .step(|core| core.device.handle_datagram(Instant::now(), arrival.from, datagram, 0));
+        if let Received::Tun(range) = received
+            && let Some(q) = shared.tun.queues().first()
+            && let Err(e) = TunQueue(q).write_packet(&buf[range])
+        {
+            tracing::debug!("TUN write failed: {e}");
+        }
+    }
+}
+
+pub fn start_timer(shared: &Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
+    let shared = Arc::clone(shared);
+    spawn("timers", move || {
+        let mut next_tick: Option<Instant> = None;
+        while !shared.stopping.load(Ordering::Acquire) {
+            let now = Instant::now();
+            let deadline = shared.step(|core| {
+                core.device.handle_timeout(now);
+                let tick = core.sink.as_ref().and_then(|s| s.tick_every());
+                if let Some(every) = tick {
+                    if next_tick.is_none_or(|t| t <= now) {
+                        if let Some(sink) = core.sink.as_mut() {
+                            sink.tick(&mut core.device, now);
+                        }
+                        next_tick = Some(now + every);
+                    }
+                } else {
+                    next_tick = None;
+                }
+                [core.device.next_timeout(), next_tick].into_iter().flatten().min()
+            });
+            shared.sleep_until(deadline);
+        }
+    })
+}

@@ -1,0 +1,210 @@
+//! `gatewayd`: the process around the protocol core. It behaves like `wireguard-go`: creates
+//! the TUN interface, serves the UAPI socket, daemonizes unless told not to, and exits cleanly
+//! (removing socket and interface) on SIGTERM, SIGINT or deletion of the interface.
+//!
+//! Everything that can fail for a reason the operator can fix (bad name, interface or port
+//! taken, missing privileges, no eBPF) fails before the process detaches, with one line
+//! naming the problem and nothing left behind.
+
+pub mod control;
+pub mod core;
+pub mod io;
+pub mod link;
+pub mod udp;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
+
+use rand_core::OsRng;
+
+use self::control::Control;
+use self::core::{Core, Shared};
+use self::udp::Sockets;
+use crate::tun::{self, Tun};
+use crate::uapi::{self, ServeEnd, UapiServer};
+use crate::wg::device::{Device, DeviceOptions};
+use crate::wg::timers::TimerScale;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub interface: String,
+    pub foreground: bool,
+    /// Keep stdout/stderr in the background process (wireguard-go does so when LOG_LEVEL is
+    /// set); otherwise they go to /dev/null so callers capturing output are not held open.
+    pub keep_output: bool,
+    pub timer_divisor: u32,
+}
+
+#[derive(Debug)]
+pub enum DaemonError {
+    Tun(tun::TunError),
+    Udp(udp::BindError),
+    Uapi(uapi::BindError),
+    Io(&'static str, std::io::Error),
+}
+
+impl std::fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DaemonError::Tun(e) => e.fmt(f),
+            DaemonError::Udp(e) => e.fmt(f),
+            DaemonError::Uapi(e) => e.fmt(f),
+            DaemonError::Io(what, e) => write!(f, "{what}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+/// Everything acquired before detaching; dropping it releases all of it.
+struct Setup {
+    tun: Tun,
+    sockets: Sockets,
+    uapi: (std::os::unix::net::UnixListener, uapi::SocketFile),
+}
+
+fn acquire(options: &Options) -> Result<Setup, DaemonError> {
+    tun::validate_name(&options.interface).map_err(DaemonError::Tun)?;
+    let socket_path = uapi::socket_path(&options.interface).map_err(DaemonError::Uapi)?;
+    // The socket first: if another daemon owns the name, say so rather than "interface exists".
+    let uapi = uapi::bind_listener(&socket_path).map_err(DaemonError::Uapi)?;
+    let queues = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let tun = Tun::create(&options.interface, queues).map_err(DaemonError::Tun)?;
+    tun.set_mtu(tun::DEFAULT_MTU).map_err(|e| DaemonError::Io("set the interface MTU", e))?;
+    let sockets = Sockets::bind(0, 0).map_err(DaemonError::Udp)?;
+    Ok(Setup { tun, sockets, uapi })
+}
+
+/// Forks; the parent exits at once (without running destructors: the child owns everything
+/// now), the child carries on in a new session.
+fn detach(keep_output: bool) -> Result<(), DaemonError> {
+    // SAFETY: no other thread exists yet (nothing has spawned one), so fork is safe.
+    match unsafe { libc::fork() } {
+        -1 => Err(DaemonError::Io("fork", std::io::Error::last_os_error())),
+        0 => {
+            // SAFETY: plain syscalls on our own process and descriptors.
+            unsafe {
+                libc::setsid();
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 {
+                    libc::dup2(null, 0);
+                    if !keep_output {
+                        libc::dup2(null, 1);
+                        libc::dup2(null, 2);
+                    }
+                    if null > 2 {
+                        libc::close(null);
+                    }
+                }
+            }
+            Ok(())
+        }
+        // SAFETY: the parent leaves without touching anything the child now owns.
+        _ => unsafe { libc::_exit(0) },
+    }
+}
+
+pub fn run(options: Options) -> Result<(), DaemonError> {
+    let setup = acquire(&options)?;
+    if !options.foreground {
+        detach(options.keep_output)?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .thread_name("gatewayd-rt")
+        .build()
+        .map_err(|e| DaemonError::Io("start the runtime", e))?;
+    runtime.block_on(serve(options, setup))
+}
+
+async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
+    let Setup { tun, sockets, uapi } = setup;
+    let now = Instant::now();
+    let device_options = DeviceOptions {
+        timer_scale: TimerScale { divisor: options.timer_divisor.max(1) },
+        ..Default::default()
+    };
+    let mut device = Device::new(now, SystemTime::now(), Box::new(OsRng), device_options);
+    device.set_listen_port(sockets.port);
+    device.set_mtu(tun.mtu().unwrap_or(tun::DEFAULT_MTU) as usize);
+    while device.poll_event().is_some() {}
+    let ifindex = tun.ifindex();
+    let shared = Shared::new(Core { device, sink: None }, sockets, tun);
+
+    let (queue, _handshakes) =
+        io::start_handshake_worker(&shared).map_err(|e| DaemonError::Io("start a thread", e))?;
+    let queue = Arc::new(queue);
+    let start_udp = {
+        let queue = Arc::clone(&queue);
+        move |shared: &Arc<Shared>, sockets: &Arc<Sockets>| {
+            if let Err(e) = io::start_udp_readers(shared, sockets, &queue) {
+                tracing::error!("cannot start UDP receivers: {e}");
+            }
+        }
+    };
+    start_udp(&shared, &shared.sockets());
+    io::start_tun_readers(&shared).map_err(|e| DaemonError::Io("start a thread", e))?;
+    io::start_timer(&shared).map_err(|e| DaemonError::Io("start a thread", e))?;
+
+    let control = Arc::new(Control { shared: Arc::clone(&shared), rebind: Box::new(start_udp) });
+    let server = UapiServer::from_listener(uapi.0, uapi.1, control).map_err(DaemonError::Uapi)?;
+
+    let link_shared = Arc::clone(&shared);
+    let name = options.interface.clone();
+    let watcher = tokio::spawn(async move {
+        let apply = |shared: &Shared, event: link::LinkEvent| match event {
+            link::LinkEvent::Up(up) => shared.step(|c| c.device.set_up(Instant::now(), up)),
+            link::LinkEvent::Deleted => shared.stop(),
+            link::LinkEvent::AddressesChanged => {
+                if let Ok((v4, v6)) = link::addresses(&name) {
+                    shared.step(|c| c.device.set_icmp_sources(v4, v6));
+                }
+            }
+        };
+        let initial = Arc::clone(&link_shared);
+        let name2 = name.clone();
+        // Read the state once the subscription is in place, so no change is missed.
+        let init = async move {
+            tokio::task::yield_now().await;
+            if let Ok(up) = link::is_up(&name2) {
+                initial.step(|c| c.device.set_up(Instant::now(), up));
+            }
+            if let Ok((v4, v6)) = link::addresses(&name2) {
+                initial.step(|c| c.device.set_icmp_sources(v4, v6));
+            }
+        };
+        let watch = link::watch(ifindex, |e| apply(&link_shared, e));
+        let (result, ()) = tokio::join!(watch, init);
+        if let Err(e) = result {
+            tracing::warn!("interface watcher failed: {e}");
+        }
+    });
+
+    tracing::info!(interface = %options.interface, "gatewayd running");
+    let stop_polling = {
+        let shared = Arc::clone(&shared);
+        async move {
+            while !shared.stopping.load(Ordering::Acquire) {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| DaemonError::Io("install the SIGTERM handler", e))?;
+    let shutdown = async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = stop_polling => {}
+        }
+    };
+    if server.serve(shutdown).await == ServeEnd::SocketRemoved {
+        tracing::info!("UAPI socket removed: shutting down");
+    }
+    watcher.abort();
+    shared.stop();
+    shared.sockets().shutdown();
+    Ok(())
+}

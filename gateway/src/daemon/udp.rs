@@ -1,0 +1,379 @@
+//! The UDP sockets: one IPv4 and one IPv6 socket on the same port (as wireguard-go binds
+//! them), receiving with the local address each datagram arrived on and sending from the
+//! local address the peer last reached us at (the kernel's endpoint source caching).
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use crate::wg::peer::{Endpoint, LocalAddr};
+
+/// A datagram that has arrived, with where it came from and where it arrived.
+pub struct Arrival {
+    pub len: usize,
+    pub from: Endpoint,
+}
+
+pub struct Sockets {
+    pub v4: Option<UdpSocket>,
+    pub v6: Option<UdpSocket>,
+    pub port: u16,
+}
+
+#[derive(Debug)]
+pub enum BindError {
+    PortInUse(u16),
+    Io(&'static str, io::Error),
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BindError::PortInUse(p) => write!(f, "UDP port {p} is already in use"),
+            BindError::Io(what, e) => write!(f, "{what}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BindError {}
+
+fn setsockopt<T>(fd: i32, level: i32, name: i32, value: T) -> io::Result<()> {
+    // SAFETY: passes a pointer to a live T and its size, as setsockopt expects.
+    let rc = unsafe {
+        libc::setsockopt(fd, level, name, &value as *const T as *const _, size_of::<T>() as u32)
+    };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+fn raw_socket(domain: i32) -> io::Result<UdpSocket> {
+    // SAFETY: plain socket(2); the descriptor is checked and then owned by UdpSocket.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh UDP socket we own.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
+fn bind_one(addr: SocketAddr, fwmark: u32) -> io::Result<UdpSocket> {
+    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let sock = raw_socket(domain)?;
+    let fd = sock.as_raw_fd();
+    if addr.is_ipv4() {
+        setsockopt(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1i32)?;
+    } else {
+        setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1i32)?;
+        setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1i32)?;
+    }
+    if fwmark != 0 {
+        setsockopt(fd, libc::SOL_SOCKET, libc::SO_MARK, fwmark)?;
+    }
+    let (storage, len) = sockaddr_from(&addr);
+    // SAFETY: storage holds a valid sockaddr of length len.
+    let rc = unsafe { libc::bind(fd, &storage as *const _ as *const libc::sockaddr, len) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sock)
+}
+
+fn local_port(sock: &UdpSocket) -> io::Result<u16> {
+    Ok(sock.local_addr()?.port())
+}
+
+impl Sockets {
+    /// Binds both families on `port` (0: a free port, the same for both). IPv6 may be
+    /// unavailable on the host; IPv4 alone is then used, as wireguard-go does.
+    pub fn bind(port: u16, fwmark: u32) -> Result<Sockets, BindError> {
+        let in_use = |e: io::Error, p: u16| {
+            if e.raw_os_error() == Some(libc::EADDRINUSE) {
+                BindError::PortInUse(p)
+            } else {
+                BindError::Io("bind the UDP socket", e)
+            }
+        };
+        // With port 0 the IPv6 bind may collide with someone else on the port IPv4 got:
+        // try again with a new one (wireguard-go retries the same way).
+        for _ in 0..100 {
+            let v4 = bind_one(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port), fwmark)
+                .map_err(|e| in_use(e, port))?;
+            let chosen = local_port(&v4).map_err(|e| BindError::Io("read the bound port", e))?;
+            match bind_one(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), chosen), fwmark) {
+                Ok(v6) => return Ok(Sockets { v4: Some(v4), v6: Some(v6), port: chosen }),
+                Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) && port == 0 => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
+                    return Err(BindError::PortInUse(port));
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+                    return Ok(Sockets { v4: Some(v4), v6: None, port: chosen });
+                }
+                Err(e) => return Err(BindError::Io("bind the IPv6 UDP socket", e)),
+            }
+        }
+        Err(BindError::PortInUse(port))
+    }
+
+    pub fn set_fwmark(&self, fwmark: u32) -> io::Result<()> {
+        for s in self.v4.iter().chain(self.v6.iter()) {
+            setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_MARK, fwmark)?;
+        }
+        Ok(())
+    }
+
+    fn for_family(&self, addr: &SocketAddr) -> Option<&UdpSocket> {
+        if addr.is_ipv4() { self.v4.as_ref() } else { self.v6.as_ref() }
+    }
+
+    /// Sends from `to.local` if set. If the kernel refuses that source (the address went
+    /// away), the source is dropped and the send retried; the caller learns of it through the
+    /// returned flag so the peer's cached source can be cleared, as the kernel clears it.
+    pub fn send(&self, to: &Endpoint, data: &[u8]) -> io::Result<bool> {
+        let Some(sock) = self.for_family(&to.addr) else {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "no socket for that family"));
+        };
+        match send_from(sock, to, data) {
+            Err(e) if to.local.is_some() && source_refused(&e) => {
+                send_from(sock, &Endpoint::new(to.addr), data)?;
+                Ok(true)
+            }
+            other => other.map(|_| false),
+        }
+    }
+
+    /// Unblocks any thread blocked in `receive` on these sockets: they return an error.
+    pub fn shutdown(&self) {
+        for s in self.v4.iter().chain(self.v6.iter()) {
+            // SAFETY: shutdown(2) on a descriptor we own.
+            unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+    }
+}
+
+/// The errors a send fails with when its fixed source address is no longer usable.
+fn source_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EADDRNOTAVAIL | libc::ENETUNREACH | libc::EHOSTUNREACH)
+    )
+}
+
+fn sockaddr_from(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in.
+            let sin = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as u16;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as u16;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+fn sockaddr_to(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says it is a sockaddr_in.
+            let sin = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(SocketAddrV4::new(ip, u16::from_be(sin.sin_port)).into())
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says it is a sockaddr_in6.
+            let sin6 = unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(
+                SocketAddrV6::new(
+                    ip,
+                    u16::from_be(sin6.sin6_port),
+                    sin6.sin6_flowinfo,
+                    sin6.sin6_scope_id,
+                )
+                .into(),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// Room for one IP_PKTINFO or IPV6_PKTINFO control message.
+const CMSG_SPACE: usize = 64;
+
+#[repr(C, align(8))]
+struct ControlBuffer([u8; CMSG_SPACE]);
+
+fn send_from(sock: &UdpSocket, to: &Endpoint, data: &[u8]) -> io::Result<usize> {
+    let (mut dst, dst_len) = sockaddr_from(&to.addr);
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
+    let mut control = ControlBuffer([0; CMSG_SPACE]);
+    // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_name = &mut dst as *mut _ as *mut _;
+    msg.msg_namelen = dst_len;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if let Some(local) = to.local {
+        msg.msg_control = control.0.as_mut_ptr() as *mut _;
+        // SAFETY: CMSG macros over the control buffer we just attached, which is large
+        // enough for one pktinfo message of either family.
+        unsafe {
+            match local.ip {
+                IpAddr::V4(src) => {
+                    msg.msg_controllen =
+                        libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) as _;
+                    let cmsg = libc::CMSG_FIRSTHDR(&msg);
+                    (*cmsg).cmsg_level = libc::IPPROTO_IP;
+                    (*cmsg).cmsg_type = libc::IP_PKTINFO;
+                    (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as _;
+                    let info = libc::CMSG_DATA(cmsg) as *mut libc::in_pktinfo;
+                    (*info).ipi_ifindex = 0;
+                    (*info).ipi_spec_dst.s_addr = u32::from_ne_bytes(src.octets());
+                    (*info).ipi_addr.s_addr = 0;
+                }
+                IpAddr::V6(src) => {
+                    msg.msg_controllen =
+                        libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32) as _;
+                    let cmsg = libc::CMSG_FIRSTHDR(&msg);
+                    (*cmsg).cmsg_level = libc::IPPROTO_IPV6;
+                    (*cmsg).cmsg_type = libc::IPV6_PKTINFO;
+                    (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as _;
+                    let info = libc::CMSG_DATA(cmsg) as *mut libc::in6_pktinfo;
+                    (*info).ipi6_addr.s6_addr = src.octets();
+                    (*info).ipi6_ifindex =
+                        if src.is_unicast_link_local() { local.ifindex } else { 0 };
+                }
+            }
+        }
+    }
+    // SAFETY: msg is fully initialised above.
+    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, 0) };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+}
+
+/// Blocks for one datagram on `sock`.
+pub fn receive(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Arrival> {
+    // SAFETY: zeroed sockaddr_storage and msghdr are valid; pointers outlive the call.
+    let mut src: libc::sockaddr_storage = unsafe { zeroed() };
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut _, iov_len: buf.len() };
+    let mut control = ControlBuffer([0; CMSG_SPACE]);
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_name = &mut src as *mut _ as *mut _;
+    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr() as *mut _;
+    msg.msg_controllen = CMSG_SPACE as _;
+    // SAFETY: msg is fully initialised.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n == 0 && msg.msg_namelen == 0 {
+        return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "socket shut down"));
+    }
+    let addr = sockaddr_to(&src)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unknown address family"))?;
+    let mut local = None;
+    // SAFETY: walks the control messages the kernel wrote into our buffer.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let info = &*(libc::CMSG_DATA(cmsg) as *const libc::in_pktinfo);
+                    local = Some(LocalAddr {
+                        ip: Ipv4Addr::from(info.ipi_addr.s_addr.to_ne_bytes()).into(),
+                        ifindex: info.ipi_ifindex as u32,
+                    });
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let info = &*(libc::CMSG_DATA(cmsg) as *const libc::in6_pktinfo);
+                    local = Some(LocalAddr {
+                        ip: Ipv6Addr::from(info.ipi6_addr.s6_addr).into(),
+                        ifindex: info.ipi6_ifindex,
+                    });
+                }
+                _ => {}
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok(Arrival { len: n as usize, from: Endpoint { addr, local } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_round_trip_reports_the_local_address_and_sends_from_it() {
+        let a = Sockets::bind(0, 0).unwrap();
+        let b = Sockets::bind(0, 0).unwrap();
+        assert_ne!(a.port, 0);
+        let to_b = Endpoint::new(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), b.port));
+        assert!(!a.send(&to_b, b"hello").unwrap());
+        let mut buf = [0u8; 64];
+        let got = receive(b.v4.as_ref().unwrap(), &mut buf).unwrap();
+        assert_eq!(&buf[..got.len], b"hello");
+        assert_eq!(got.from.addr.port(), a.port);
+        let local = got.from.local.unwrap();
+        assert_eq!(local.ip, IpAddr::from(Ipv4Addr::LOCALHOST));
+        // reply from the address it arrived on
+        let back = Endpoint {
+            addr: got.from.addr,
+            local: Some(LocalAddr { ip: Ipv4Addr::new(127, 0, 0, 1).into(), ifindex: 0 }),
+        };
+        assert!(!b.send(&back, b"world").unwrap());
+        let got = receive(a.v4.as_ref().unwrap(), &mut buf).unwrap();
+        assert_eq!(&buf[..got.len], b"world");
+    }
+
+    #[test]
+    fn a_vanished_source_address_is_dropped_and_reported() {
+        let a = Sockets::bind(0, 0).unwrap();
+        let b = Sockets::bind(0, 0).unwrap();
+        let to_b = Endpoint {
+            addr: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), b.port),
+            local: Some(LocalAddr { ip: Ipv4Addr::new(192, 0, 2, 77).into(), ifindex: 0 }),
+        };
+        assert!(a.send(&to_b, b"x").unwrap(), "source was refused and dropped");
+        let mut buf = [0u8; 8];
+        assert_eq!(receive(b.v4.as_ref().unwrap(), &mut buf).unwrap().len, 1);
+    }
+
+    #[test]
+    fn a_taken_port_is_reported_as_such() {
+        let a = Sockets::bind(0, 0).unwrap();
+        match Sockets::bind(a.port, 0) {
+            Err(BindError::PortInUse(p)) => assert_eq!(p, a.port),
+            other => panic!("expected PortInUse, got {:?}", other.map(|s| s.port)),
+        }
+    }
+
+    #[test]
+    fn shutdown_unblocks_a_receiver() {
+        let a = std::sync::Arc::new(Sockets::bind(0, 0).unwrap());
+        let a2 = a.clone();
+        let t = std::thread::spawn(move || {
+            let mut buf = [0u8; 8];
+            receive(a2.v4.as_ref().unwrap(), &mut buf).is_err()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        a.shutdown();
+        assert!(t.join().unwrap());
+    }
+}

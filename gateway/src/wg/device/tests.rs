@@ -1,0 +1,565 @@
+//! Two devices on a virtual network, driven by a virtual clock: every timer, rekey,
+//! rotation, replay and cookie case of the protocol, without a socket or a sleep.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+
+use rand_core::{CryptoRng, RngCore};
+
+use super::*;
+use crate::wg::peer::Endpoint;
+use gateway_common::wire::MAX_QUEUED_INCOMING_HANDSHAKES;
+
+/// xorshift: deterministic, and "crypto" only as far as these tests are concerned.
+struct TestRng(u64);
+impl RngCore for TestRng {
+    fn next_u32(&mut self) -> u32 {
+        self.next_u64() as u32
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for b in dest {
+            *b = self.next_u64() as u8;
+        }
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+impl CryptoRng for TestRng {}
+
+fn key(seed: u8) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    TestRng(u64::from(seed) * 0x9e37_79b9 + 1).fill_bytes(&mut k);
+    k
+}
+
+fn public(private: [u8; 32]) -> [u8; 32] {
+    x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(private)).to_bytes()
+}
+
+const A_ADDR: &str = "192.0.2.1:51820";
+const B_ADDR: &str = "192.0.2.2:51820";
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// An IPv4/UDP packet from `src` to `dst` with `len` bytes of payload.
+fn packet(src: [u8; 4], dst: [u8; 4], len: usize) -> Vec<u8> {
+    let total = 28 + len;
+    let mut p = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(&[
+        0x30,
+        0x39,
+        0x30,
+        0x39,
+        (len as u16 + 8).to_be_bytes()[0],
+        (len as u16 + 8).to_be_bytes()[1],
+        0,
+        0,
+    ]);
+    p.extend((0..len).map(|i| i as u8));
+    p
+}
+
+const A_INNER: [u8; 4] = [10, 0, 0, 1];
+const B_INNER: [u8; 4] = [10, 0, 0, 2];
+
+struct Net {
+    now: Instant,
+    a: Device,
+    b: Device,
+    a_peer: PeerId,
+    b_peer: PeerId,
+    /// What each side's TUN received.
+    a_tun: Vec<Vec<u8>>,
+    b_tun: Vec<Vec<u8>>,
+    /// Every datagram put on the wire, (to b?, bytes), for replay tests.
+    wire: Vec<(bool, Vec<u8>)>,
+    /// Drop datagrams instead of delivering them.
+    cut: bool,
+    /// Handshake backlog each side reports (to simulate load).
+    a_backlog: usize,
+    b_backlog: usize,
+    b_sees_a_from: SocketAddr,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net::with(DeviceOptions::default(), 0)
+    }
+
+    fn with(options: DeviceOptions, keepalive: u16) -> Net {
+        let now = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut a = Device::new(now, wall, Box::new(TestRng(1)), options.clone());
+        let mut b = Device::new(now, wall, Box::new(TestRng(2)), options);
+        a.set_private_key(Some(key(1)));
+        b.set_private_key(Some(key(2)));
+        a.set_listen_port(51820);
+        b.set_listen_port(51820);
+        let a_peer = a.upsert_peer(public(key(2)), false).unwrap().unwrap();
+        let b_peer = b.upsert_peer(public(key(1)), false).unwrap().unwrap();
+        a.add_allowed_ip(a_peer, "10.0.0.2/32".parse().unwrap());
+        b.add_allowed_ip(b_peer, "10.0.0.1/32".parse().unwrap());
+        a.set_endpoint(a_peer, sa(B_ADDR));
+        b.set_endpoint(b_peer, sa(A_ADDR));
+        a.set_up(now, true);
+        b.set_up(now, true);
+        a.set_persistent_keepalive(now, a_peer, keepalive);
+        let mut net = Net {
+            now,
+            a,
+            b,
+            a_peer,
+            b_peer,
+            a_tun: vec![],
+            b_tun: vec![],
+            wire: vec![],
+            cut: false,
+            a_backlog: 0,
+            b_backlog: 0,
+            b_sees_a_from: sa(A_ADDR),
+        };
+        net.pump();
+        while net.a.poll_event().is_some() {}
+        while net.b.poll_event().is_some() {}
+        net
+    }
+
+    /// Delivers everything in flight, both ways, until quiet.
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.a.poll_transmit() {
+                moved = true;
+                assert_eq!(t.to.addr, sa(B_ADDR));
+                self.wire.push((true, t.data.clone()));
+                if !self.cut {
+                    self.deliver_to_b(t.data);
+                }
+            }
+            while let Some(t) = self.b.poll_transmit() {
+                moved = true;
+                self.wire.push((false, t.data.clone()));
+                if !self.cut {
+                    self.deliver_to_a(t.data);
+                }
+            }
+            while let Some(p) = self.a.poll_tun() {
+                self.a_tun.push(p);
+            }
+            while let Some(p) = self.b.poll_tun() {
+                self.b_tun.push(p);
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn deliver_to_b(&mut self, mut data: Vec<u8>) -> Received {
+        let from = Endpoint::new(self.b_sees_a_from);
+        let r = self.b.handle_datagram(self.now, from, &mut data, self.b_backlog);
+        if let Received::Tun(range) = &r {
+            self.b_tun.push(data[range.clone()].to_vec());
+        }
+        r
+    }
+
+    fn deliver_to_a(&mut self, mut data: Vec<u8>) -> Received {
+        let r =
+            self.a.handle_datagram(self.now, Endpoint::new(sa(B_ADDR)), &mut data, self.a_backlog);
+        if let Received::Tun(range) = &r {
+            self.a_tun.push(data[range.clone()].to_vec());
+        }
+        r
+    }
+
+    fn a_sends(&mut self, len: usize) -> Vec<u8> {
+        let p = packet(A_INNER, B_INNER, len);
+        self.a.handle_tun_packet(self.now, &p);
+        self.pump();
+        p
+    }
+
+    fn b_sends(&mut self, len: usize) -> Vec<u8> {
+        let p = packet(B_INNER, A_INNER, len);
+        self.b.handle_tun_packet(self.now, &p);
+        self.pump();
+        p
+    }
+
+    /// Advances the clock, firing every timer on the way, in order.
+    fn advance(&mut self, by: Duration) {
+        let end = self.now + by;
+        loop {
+            let next = [self.a.next_timeout(), self.b.next_timeout()]
+                .into_iter()
+                .flatten()
+                .filter(|t| *t <= end)
+                .min();
+            let Some(t) = next else { break };
+            self.now = t.max(self.now);
+            self.a.handle_timeout(self.now);
+            self.b.handle_timeout(self.now);
+            self.pump();
+        }
+        self.now = end;
+        self.a.handle_timeout(self.now);
+        self.b.handle_timeout(self.now);
+        self.pump();
+    }
+
+    fn types_on_wire(&self, to_b: bool) -> Vec<u8> {
+        self.wire.iter().filter(|(d, _)| *d == to_b).map(|(_, p)| p[0]).collect()
+    }
+
+    fn a_current(&self) -> Option<u32> {
+        self.a.peer(self.a_peer).unwrap().keypairs.current.as_ref().map(|k| k.local_index)
+    }
+
+    fn b_current(&self) -> Option<u32> {
+        self.b.peer(self.b_peer).unwrap().keypairs.current.as_ref().map(|k| k.local_index)
+    }
+}
+
+#[test]
+fn first_packet_triggers_a_handshake_and_is_delivered_after_it() {
+    let mut n = Net::new();
+    let p = n.a_sends(100);
+    // initiation, response, then the staged packet (the keepalive is not needed: data flows)
+    assert_eq!(n.types_on_wire(true), vec![1, 4]);
+    assert_eq!(n.types_on_wire(false), vec![2]);
+    assert_eq!(n.b_tun, vec![p]);
+    // the responder's keypair was confirmed by that data packet
+    assert!(n.b_current().is_some());
+    assert!(n.b.peer(n.b_peer).unwrap().last_handshake.is_some());
+    let q = n.b_sends(50);
+    assert_eq!(n.a_tun, vec![q]);
+}
+
+#[test]
+fn responder_cannot_send_before_confirmation_and_initiator_confirms_with_a_keepalive() {
+    let mut n = Net::new();
+    n.cut = true;
+    n.a.handle_tun_packet(n.now, &packet(A_INNER, B_INNER, 10));
+    n.pump();
+    n.cut = false;
+    // deliver only the initiation: b answers; a has nothing staged after the response...
+    let (_, init) = n.wire[0].clone();
+    n.deliver_to_b(init);
+    assert!(n.b_current().is_none(), "responder keypair waits in next");
+    assert!(n.b.peer(n.b_peer).unwrap().keypairs.next.is_some());
+    // b wants to send: it must stage, not use the unconfirmed keypair
+    n.b.handle_tun_packet(n.now, &packet(B_INNER, A_INNER, 20));
+    n.pump();
+    // a got the response, sent its staged packet, which confirmed b's keypair; b then flushed
+    assert_eq!(n.b_tun.len(), 1);
+    assert_eq!(n.a_tun.len(), 1);
+    assert!(n.b_current().is_some());
+}
+
+#[test]
+fn initiator_without_staged_data_confirms_with_a_keepalive() {
+    let mut n = Net::new();
+    n.a.set_persistent_keepalive(n.now, n.a_peer, 25);
+    n.pump();
+    // persistent keepalive on: a handshakes, then sends a keepalive (type 4, 32 bytes)
+    let to_b: Vec<usize> = n.wire.iter().filter(|(d, _)| *d).map(|(_, p)| p.len()).collect();
+    assert_eq!(to_b, vec![148, 32]);
+    assert!(n.b_current().is_some());
+    assert!(n.b_tun.is_empty(), "keepalives are not delivered");
+}
+
+#[test]
+fn transfer_counts_handshakes_and_messages_like_the_kernel() {
+    let mut n = Net::new();
+    n.a_sends(100); // 128-byte inner packet, padded to 128: message 160
+    let a = n.a.snapshot_peer(n.a_peer).unwrap();
+    let b = n.b.snapshot_peer(n.b_peer).unwrap();
+    assert_eq!(a.tx_bytes, 148 + 160);
+    assert_eq!(a.rx_bytes, 92);
+    assert_eq!(b.rx_bytes, 148 + 160);
+    assert_eq!(b.tx_bytes, 92);
+}
+
+#[test]
+fn replayed_and_tampered_datagrams_are_dropped() {
+    let mut n = Net::new();
+    n.a_sends(10);
+    let (_, data) = n.wire.iter().rev().find(|(d, p)| *d && p[0] == 4).unwrap().clone();
+    assert_eq!(n.deliver_to_b(data.clone()), Received::Nothing);
+    assert_eq!(n.b.drops()[&Drop::Replayed], 1);
+    let mut forged = data;
+    forged[20] ^= 1;
+    forged[8] = 99; // a fresh counter: must fail authentication, not replay
+    assert_eq!(n.deliver_to_b(forged), Received::Nothing);
+    assert_eq!(n.b.drops()[&Drop::Forged], 1);
+    assert_eq!(n.b_tun.len(), 1);
+}
+
+#[test]
+fn inner_source_outside_allowed_ips_is_dropped() {
+    let mut n = Net::new();
+    n.a.add_allowed_ip(n.a_peer, "10.9.0.0/16".parse().unwrap());
+    n.a.handle_tun_packet(n.now, &packet([10, 9, 9, 9], B_INNER, 10));
+    n.pump();
+    // a sends it (a routes by destination), b refuses it (source not b's peer's)
+    assert!(n.b_tun.is_empty());
+    assert_eq!(n.b.drops()[&Drop::SourceNotAllowed], 1);
+}
+
+#[test]
+fn packet_without_a_peer_gets_icmp_host_unreachable() {
+    let mut n = Net::new();
+    n.a.set_icmp_sources(Some(Ipv4Addr::new(10, 0, 0, 1)), None);
+    n.a.handle_tun_packet(n.now, &packet(A_INNER, [10, 7, 7, 7], 10));
+    n.pump();
+    assert_eq!(n.a_tun.len(), 1);
+    let icmp = &n.a_tun[0];
+    assert_eq!(icmp[9], 1, "ICMP");
+    assert_eq!(&icmp[20..22], &[3, 1], "host unreachable");
+    assert!(n.wire.is_empty());
+}
+
+#[test]
+fn passive_keepalive_ten_seconds_after_receiving_data() {
+    let mut n = Net::new();
+    n.a_sends(10);
+    let before = n.wire.len();
+    n.advance(Duration::from_millis(9_900));
+    assert_eq!(n.wire.len(), before, "nothing yet");
+    n.advance(Duration::from_millis(200));
+    let last = &n.wire.last().unwrap();
+    assert!(!last.0 && last.1.len() == 32, "b sent a keepalive back");
+}
+
+#[test]
+fn unanswered_data_starts_a_new_handshake_after_fifteen_seconds() {
+    let mut n = Net::new();
+    n.a_sends(10);
+    n.cut = true;
+    n.a_sends(10);
+    let before = n.types_on_wire(true).iter().filter(|&&t| t == 1).count();
+    n.advance(Duration::from_secs(15) + Duration::from_millis(340));
+    let after = n.types_on_wire(true).iter().filter(|&&t| t == 1).count();
+    assert_eq!(after, before + 1);
+}
+
+#[test]
+fn handshake_retries_every_five_seconds_then_gives_up_and_drops_staged_packets() {
+    let mut n = Net::new();
+    n.cut = true;
+    n.a_sends(10);
+    n.advance(Duration::from_secs(200));
+    let initiations = n.types_on_wire(true).iter().filter(|&&t| t == 1).count();
+    assert_eq!(initiations, 20, "1 + MAX_TIMER_HANDSHAKES + 1 retries");
+    assert!(n.a.peer(n.a_peer).unwrap().staged.is_empty());
+    // after giving up nothing more is sent until new traffic
+    let before = n.wire.len();
+    n.advance(Duration::from_secs(100));
+    assert_eq!(n.wire.len(), before);
+}
+
+#[test]
+fn initiator_rekeys_after_rekey_after_time_when_sending() {
+    let mut n = Net::new();
+    n.a_sends(10);
+    let first = n.a_current();
+    n.advance(Duration::from_secs(119));
+    n.a_sends(10);
+    assert_eq!(n.a_current(), first);
+    n.advance(Duration::from_secs(2));
+    n.a_sends(10);
+    assert_ne!(n.a_current(), first, "a new session after 120 s");
+    let a = n.a.peer(n.a_peer).unwrap();
+    assert_eq!(a.keypairs.previous.as_ref().map(|k| k.local_index), first);
+    assert_eq!(n.b_tun.len(), 3);
+}
+
+#[test]
+fn responder_does_not_rekey_on_time_but_stops_at_reject_after_time() {
+    let mut n = Net::new();
+    n.a_sends(10);
+    let b_first = n.b_current();
+    n.cut = true;
+    n.advance(Duration::from_secs(170));
+    n.b.handle_tun_packet(n.now, &packet(B_INNER, A_INNER, 10));
+    n.pump();
+    assert!(!n.types_on_wire(false).contains(&1), "responder does not rekey by time");
+    n.advance(Duration::from_secs(11));
+    n.b.handle_tun_packet(n.now, &packet(B_INNER, A_INNER, 10));
+    n.pump();
+    assert!(n.types_on_wire(false).contains(&1), "expired keypair: new handshake");
+    assert_eq!(n.b_current(), b_first, "kept, but no longer used for sending");
+}
+
+#[test]
+fn initiator_rekeys_at_the_last_minute_when_only_receiving() {
+    let mut n = Net::new();
+    n.a_sends(10);
+    let first = n.a_current();
+    n.advance(Duration::from_secs(160));
+    n.b_sends(10);
+    assert_eq!(n.a_current(), first);
+    n.advance(Duration::from_secs(6));
+    n.b_sends(10); // 166 s > 180 - 10 - 5
+    assert_ne!(n.a_current(), first);
+}
+
+#[test]
+fn key_material_is_zeroed_after_three_reject_times() {
+    let mut n = Net::new();
+    n.a_sends(10);
+    n.advance(Duration::from_secs(541));
+    assert!(n.a.peer(n.a_peer).unwrap().keypairs.iter().next().is_none());
+    assert!(n.b.peer(n.b_peer).unwrap().keypairs.iter().next().is_none());
+}
+
+#[test]
+fn persistent_keepalive_keeps_flowing() {
+    let mut n = Net::with(DeviceOptions::default(), 25);
+    let count = |n: &Net| n.wire.iter().filter(|(d, p)| *d && p.len() == 32).count();
+    let start = count(&n);
+    n.advance(Duration::from_secs(100));
+    assert_eq!(count(&n) - start, 4);
+}
+
+#[test]
+fn cookie_exchange_under_load() {
+    let mut n = Net::new();
+    n.b_backlog = MAX_QUEUED_INCOMING_HANDSHAKES / 8;
+    n.a.handle_tun_packet(n.now, &packet(A_INNER, B_INNER, 10));
+    n.pump();
+    assert_eq!(n.types_on_wire(false), vec![3], "b answers with a cookie reply only");
+    assert!(n.b_tun.is_empty());
+    // a retries after REKEY_TIMEOUT with a MAC2 made from the cookie: b accepts
+    n.advance(Duration::from_secs(6));
+    assert_eq!(n.types_on_wire(false), vec![3, 2]);
+    assert_eq!(n.b_tun.len(), 1);
+}
+
+#[test]
+fn roaming_follows_authenticated_packets_only() {
+    let mut n = Net::new();
+    n.a_sends(10);
+    n.b_sees_a_from = sa("198.51.100.7:40000");
+    n.a_sends(10);
+    let b = n.b.snapshot_peer(n.b_peer).unwrap();
+    assert_eq!(b.endpoint, Some(sa("198.51.100.7:40000")));
+    // a forged packet from elsewhere does not move it
+    n.b_sees_a_from = sa("203.0.113.9:1");
+    let mut junk = vec![4, 0, 0, 0];
+    junk.extend_from_slice(
+        &n.b.peer(n.b_peer).unwrap().keypairs.current.as_ref().unwrap().local_index.to_le_bytes(),
+    );
+    junk.extend_from_slice(&[0u8; 40]);
+    n.deliver_to_b(junk);
+    assert_eq!(n.b.snapshot_peer(n.b_peer).unwrap().endpoint, Some(sa("198.51.100.7:40000")));
+}
+
+#[test]
+fn private_key_change_forces_a_new_handshake() {
+    let mut n = Net::new();
+    n.a_sends(10);
+    let first = n.a_current();
+    // b learns a's new public key; a switches keys
+    n.b.remove_peer(n.b_peer);
+    n.a.set_private_key(Some(key(9)));
+    let id = n.b.upsert_peer(public(key(9)), false).unwrap().unwrap();
+    n.b.add_allowed_ip(id, "10.0.0.1/32".parse().unwrap());
+    n.b_peer = id;
+    n.a_sends(10);
+    assert_ne!(n.a_current(), first);
+    assert_eq!(n.b_tun.len(), 2);
+}
+
+#[test]
+fn peers_with_low_order_public_keys_are_never_sent_anything() {
+    let mut n = Net::new();
+    let id = n.a.upsert_peer([0u8; 32], false).unwrap().unwrap();
+    n.a.add_allowed_ip(id, "10.5.0.0/16".parse().unwrap());
+    n.a.set_endpoint(id, sa("192.0.2.50:51820"));
+    n.a.handle_tun_packet(n.now, &packet(A_INNER, [10, 5, 0, 1], 10));
+    n.advance(Duration::from_secs(30));
+    assert!(n.wire.is_empty(), "nothing at all was sent");
+}
+
+#[test]
+fn our_own_public_key_is_ignored_as_a_peer() {
+    let mut n = Net::new();
+    assert_eq!(n.a.upsert_peer(public(key(1)), false).unwrap(), None);
+}
+
+#[test]
+fn downing_the_interface_clears_sessions_and_stops_timers() {
+    let mut n = Net::new();
+    n.a_sends(10);
+    n.a.set_up(n.now, false);
+    assert!(n.a_current().is_none());
+    let before = n.types_on_wire(true).len();
+    n.advance(Duration::from_secs(600));
+    assert_eq!(n.types_on_wire(true).len(), before, "no timer of a fires while down");
+    let refused = n.a.drops().get(&Drop::NotRunning).copied().unwrap_or(0);
+    n.a.handle_tun_packet(n.now, &packet(A_INNER, B_INNER, 10));
+    assert_eq!(n.a.drops()[&Drop::NotRunning], refused + 1);
+    assert!(n.a.poll_transmit().is_none());
+}
+
+#[test]
+fn staged_queue_is_bounded() {
+    let mut n = Net::new();
+    n.cut = true;
+    for _ in 0..200 {
+        n.a.handle_tun_packet(n.now, &packet(A_INNER, B_INNER, 1));
+    }
+    let staged = n.a.peer(n.a_peer).unwrap().staged.len();
+    assert_eq!(staged, gateway_common::wire::MAX_STAGED_PACKETS + 1);
+}
+
+#[test]
+fn scaled_timers_rekey_quickly_for_interop_tests() {
+    let options = DeviceOptions { timer_scale: TimerScale { divisor: 60 }, ..Default::default() };
+    let mut n = Net::with(options, 0);
+    n.a_sends(10);
+    let first = n.a_current();
+    n.advance(Duration::from_secs(3));
+    n.a_sends(10);
+    assert_ne!(n.a_current(), first, "REKEY_AFTER_TIME / 60 = 2 s");
+}
+
+#[test]
+fn garbage_never_panics() {
+    let mut n = Net::new();
+    n.a_sends(10);
+    let mut rng = TestRng(77);
+    for len in 0..400 {
+        for _ in 0..8 {
+            let mut d = vec![0u8; len];
+            rng.fill_bytes(&mut d);
+            if len >= 4 {
+                d[0] = (rng.next_u32() % 6) as u8;
+                d[1] = 0;
+                d[2] = 0;
+                d[3] = 0;
+            }
+            n.b.handle_datagram(n.now, Endpoint::new(sa(A_ADDR)), &mut d, 0);
+            let mut t = d.clone();
+            if !t.is_empty() {
+                t[0] = 0x45;
+            }
+            n.b.handle_tun_packet(n.now, &t);
+        }
+    }
+    assert_eq!(n.b_tun.len(), 1, "only the one genuine packet was ever delivered");
+}

@@ -1,0 +1,119 @@
+//! One peer: its configuration, handshake, keypairs, timers and the packets waiting for a
+//! session. The device drives it; this file holds its state and the small decisions that
+//! concern it alone.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Instant, SystemTime};
+
+use gateway_common::wire::MAX_STAGED_PACKETS;
+
+use super::PeerId;
+use super::cookie::CookieMaker;
+use super::keypair::Keypairs;
+use super::noise::{Handshake, StaticIdentity};
+use super::timers::{TimerScale, Timers};
+
+/// Where a peer is reached: its address, and the local address and interface its packets
+/// arrived on, which replies are sent from (the kernel's `endpoint.src`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub local: Option<LocalAddr>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalAddr {
+    pub ip: IpAddr,
+    pub ifindex: u32,
+}
+
+impl Endpoint {
+    pub fn new(addr: SocketAddr) -> Self {
+        Endpoint { addr, local: None }
+    }
+}
+
+pub struct Peer {
+    pub id: PeerId,
+    pub public_key: [u8; 32],
+    pub handshake: Handshake,
+    /// Our index for the handshake in flight, registered in the device's index table.
+    pub handshake_index: Option<u32>,
+    pub cookie: CookieMaker,
+    pub keypairs: Keypairs,
+    pub timers: Timers,
+    pub endpoint: Option<Endpoint>,
+    pub persistent_keepalive: u16,
+    /// Packets waiting for a usable session, oldest first (the kernel's staged queue).
+    pub staged: VecDeque<Vec<u8>>,
+    /// When we last sent a handshake message: initiations are sent at most once per
+    /// REKEY_TIMEOUT.
+    pub last_sent_handshake: Option<Instant>,
+    pub last_handshake: Option<SystemTime>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// The earliest deadline filed in the device's timer heap for this peer.
+    pub scheduled_deadline: Option<Instant>,
+}
+
+impl Peer {
+    pub fn new(
+        id: PeerId,
+        public_key: [u8; 32],
+        identity: &StaticIdentity,
+        preshared_key: Option<[u8; 32]>,
+        scale: TimerScale,
+    ) -> Self {
+        Peer {
+            id,
+            public_key,
+            handshake: Handshake::new(identity, public_key, preshared_key),
+            handshake_index: None,
+            cookie: CookieMaker::new(&public_key),
+            keypairs: Keypairs::default(),
+            timers: Timers::new(scale),
+            endpoint: None,
+            persistent_keepalive: 0,
+            staged: VecDeque::new(),
+            last_sent_handshake: None,
+            last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            scheduled_deadline: None,
+        }
+    }
+
+    /// Queues a packet for when a session exists, dropping the oldest beyond the limit (the
+    /// kernel drops before adding). Returns how many were dropped.
+    pub fn stage(&mut self, packet: Vec<u8>) -> usize {
+        let mut dropped = 0;
+        while self.staged.len() > MAX_STAGED_PACKETS {
+            self.staged.pop_front();
+            dropped += 1;
+        }
+        self.staged.push_back(packet);
+        dropped
+    }
+
+    /// Whether a handshake initiation was sent less than REKEY_TIMEOUT ago.
+    pub fn handshake_recently_sent(&self, now: Instant) -> bool {
+        let rekey_timeout = self.timers.scale().apply(super::timers::REKEY_TIMEOUT);
+        self.last_sent_handshake.is_some_and(|t| now < t + rekey_timeout)
+    }
+
+    /// The kernel's `wg_noise_reset_last_sent_handshake`: allow an initiation right away.
+    pub fn reset_last_sent_handshake(&mut self) {
+        self.last_sent_handshake = None;
+    }
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("id", &self.id)
+            .field("endpoint", &self.endpoint)
+            .field("keypairs", &self.keypairs)
+            .finish_non_exhaustive()
+    }
+}
