@@ -14,7 +14,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Build, test, demonstrate and benchmark the gateway")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, test, demonstrate and benchmark the gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 
 use super::{Outcome, Progress};
 use crate::run;
@@ -11,6 +11,11 @@ use crate::run;
 const NIGHTLY: &str = "nightly";
 
 pub fn nightly_toolchain(_: &Progress) -> Result<Outcome> {
+    if run::find_program("rustup").is_none() {
+        bail!(
+            "rustup is not installed: install Rust with rustup (https://rustup.rs), then run again"
+        );
+    }
     let version = run::capture(Command::new("rustup").args(["run", NIGHTLY, "rustc", "--version"]))
         .map_err(|error| {
             anyhow!(
