@@ -40,7 +40,14 @@ impl EchoServer {
         };
         let label = format!("echo-{}-{:?}-{port}", netns.name(), protocol).to_lowercase();
         let mut command = netns.command("ncat");
-        command.args(flag).args(["--listen", "--keep-open", "--exec", "/bin/cat", "--source-port"]);
+        command.args(flag).args([
+            "--verbose",
+            "--listen",
+            "--keep-open",
+            "--exec",
+            "/bin/cat",
+            "--source-port",
+        ]);
         command.arg(port.to_string());
         let process = Process::spawn(dir, &label, &mut command)?;
         let mut server = EchoServer { protocol, port, process };

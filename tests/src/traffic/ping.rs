@@ -44,8 +44,9 @@ impl PingReport {
             .find_map(|line| line.trim().strip_prefix("rtt min/avg/max/mdev = "))
         {
             Some(values) => {
+                // A slow path adds `, pipe N` after the unit.
+                let values = values.split(" ms").next().unwrap_or_default();
                 let values: Vec<f64> = values
-                    .trim_end_matches(" ms")
                     .split('/')
                     .map(str::parse)
                     .collect::<Result<_, _>>()
@@ -128,6 +129,15 @@ mod tests {
         assert_eq!(report.rtt_min_ms, Some(0.041));
         assert_eq!(report.rtt_avg_ms, Some(0.052));
         assert_eq!(report.rtt_max_ms, Some(0.061));
+    }
+
+    #[test]
+    fn parses_a_summary_with_pipe() {
+        let output = "5 packets transmitted, 5 received, 0% packet loss, time 813ms\n\
+            rtt min/avg/max/mdev = 0.362/41.301/204.517/81.607 ms, pipe 2\n";
+        let report = PingReport::parse(output).unwrap();
+        assert!(report.all_received());
+        assert_eq!(report.rtt_max_ms, Some(204.517));
     }
 
     #[test]

@@ -74,7 +74,9 @@ impl WgPeer {
             Implementation::Boringtun => {
                 command
                     .args(["--foreground", "--disable-drop-privileges", "--verbosity", "info"])
-                    .arg(ifname);
+                    .arg(ifname)
+                    // Plain text in the log file, not terminal colours.
+                    .env("NO_COLOR", "1");
             }
         }
         WgPeer::start_command(netns, dir, ifname, &mut command)
