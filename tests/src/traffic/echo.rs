@@ -19,7 +19,8 @@ const SERVER_START_TIMEOUT: Duration = Duration::from_secs(5);
 /// handshake or be dropped).
 const UDP_RESEND_INTERVAL: Duration = Duration::from_millis(250);
 
-/// `ncat --listen --keep-open --exec /bin/cat` on IPv4 and IPv6, stopped on drop.
+/// `ncat --listen --keep-open --exec /bin/cat` on IPv4 and IPv6, stopped on drop. Over UDP each
+/// new client (address and port) gets a socket connected to it and a `cat` of its own.
 #[derive(Debug)]
 pub struct EchoServer {
     pub protocol: Protocol,
@@ -54,11 +55,13 @@ impl EchoServer {
         let filter = format!("sport = :{port}");
         dir.wait_for(&format!("{label} to listen"), SERVER_START_TIMEOUT, || {
             server.process.check_running()?;
+            // ncat opens an IPv6 and an IPv4 socket, one after the other: wait for both.
             let listening = netns.run("ss", &[ss_flag, &filter])?;
-            Ok(if listening.trim().is_empty() {
-                Probe::NotYet("not listening".into())
-            } else {
+            let sockets = listening.lines().filter(|line| !line.trim().is_empty()).count();
+            Ok(if sockets >= 2 {
                 Probe::Ready(())
+            } else {
+                Probe::NotYet(format!("{sockets} listening socket(s)"))
             })
         })?;
         Ok(server)
