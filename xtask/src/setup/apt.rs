@@ -1,0 +1,77 @@
+//! The Debian packages the tests and demo drive: namespaces and links (iproute2), NAT (nftables),
+//! traffic (iperf3, ping, ncat), the reference WireGuard peer and its tools, eBPF inspection.
+
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{Outcome, Progress};
+use crate::run;
+
+const PACKAGES: &[&str] = &[
+    "iproute2",
+    "nftables",
+    "iperf3",
+    "wireguard-tools",
+    "wireguard-go",
+    "iputils-ping",
+    "ncat",
+    "bpftool",
+    "ethtool",
+    "procps",
+];
+
+pub fn packages(progress: &Progress) -> Result<Outcome> {
+    let missing = missing_packages()?;
+    if missing.is_empty() {
+        return Ok(Outcome::present(format!("{} packages", PACKAGES.len())));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "missing Debian packages: {}; install them as root: \
+             `apt-get install -y --no-install-recommends {}`",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    progress.installing(&format!("missing {}", missing.join(", ")), "apt-get update");
+    run::status(
+        Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"),
+        "apt-get update",
+    )
+    .context("check network access to the Debian mirrors in /etc/apt/sources.list*")?;
+    // --no-install-recommends: wireguard-tools otherwise pulls in a kernel image.
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    let described = run::describe(&install);
+    progress.installing(&format!("missing {}", missing.join(", ")), &described);
+    run::status(&mut install, &described)?;
+    let still_missing = missing_packages()?;
+    if !still_missing.is_empty() {
+        bail!("apt-get succeeded but {} are still not installed", still_missing.join(", "));
+    }
+    Ok(Outcome::installed(missing.join(", ")))
+}
+
+fn missing_packages() -> Result<Vec<&'static str>> {
+    let mut missing = Vec::new();
+    for &package in PACKAGES {
+        if !is_installed(package)? {
+            missing.push(package);
+        }
+    }
+    Ok(missing)
+}
+
+fn is_installed(package: &str) -> Result<bool> {
+    let output = Command::new("dpkg-query")
+        .args(["--show", "--showformat=${db:Status-Abbrev}", package])
+        .output()
+        .context("cannot run dpkg-query: this setup expects Debian (bookworm) or a derivative")?;
+    // Unknown packages make dpkg-query fail; "ii" is "wanted: install, state: installed".
+    Ok(output.status.success() && String::from_utf8_lossy(&output.stdout).starts_with("ii"))
+}
