@@ -27,7 +27,7 @@ pub mod wg;
 
 pub use guard::cleanup_stale;
 pub use names::{IFNAME_MAX_LEN, NAME_PREFIX, unique_ifname};
-pub use netns::{Netns, list_namespaces};
+pub use netns::{Entered, Netns, list_namespaces};
 pub use process::Process;
 pub use require::{find_binary, require_root, require_tools};
 pub use test_dir::{KEEP_ENV, TestDir};

@@ -2,6 +2,7 @@
 
 use std::ffi::OsStr;
 use std::net::IpAddr;
+use std::os::fd::AsRawFd as _;
 use std::process::Command;
 
 use anyhow::{Context as _, Result};
@@ -111,6 +112,21 @@ impl Netns {
             .map(drop)
     }
 
+    /// Moves the calling thread into this namespace until the guard drops (for work that must
+    /// happen inside it in-process, e.g. attaching a BPF program by interface name).
+    pub fn enter(&self) -> Result<Entered> {
+        let original = std::fs::File::open("/proc/thread-self/ns/net")
+            .context("opening this thread's network namespace")?;
+        let target = std::fs::File::open(format!("/var/run/netns/{}", self.name))
+            .with_context(|| format!("opening namespace {}", self.name))?;
+        // SAFETY: setns on the calling thread with a namespace descriptor.
+        if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("entering namespace {}", self.name));
+        }
+        Ok(Entered { original })
+    }
+
     /// A veth pair whose ends are born in their namespaces (`ip link add A netns X type veth peer
     /// name B netns Y`): nothing appears in the root namespace, even briefly. Both ends are up.
     pub fn add_veth(&self, device: &str, peer: &Netns, peer_device: &str) -> Result<()> {
@@ -130,6 +146,18 @@ impl Netns {
         ]))?;
         self.link_up(device)?;
         peer.link_up(peer_device)
+    }
+}
+
+/// The calling thread is inside a namespace; dropping this takes it back.
+pub struct Entered {
+    original: std::fs::File,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        // SAFETY: back to the namespace the thread came from.
+        unsafe { libc::setns(self.original.as_raw_fd(), libc::CLONE_NEWNET) };
     }
 }
 

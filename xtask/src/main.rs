@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::run().map(|()| ExitCode::SUCCESS),
         Command::Build => build::run().map(|()| ExitCode::SUCCESS),
         Command::Test(options) => test::run(&options),
-        Command::Demo => Ok(demo::run()),
+        Command::Demo => demo::run(),
         Command::Bench => Ok(bench::run()),
     };
     result.unwrap_or_else(|error| {

@@ -1,0 +1,281 @@
+//! `cargo xtask demo`: gatewayd on a VPS and on a home router behind CGNAT, a phone with a
+//! stock WireGuard implementation, a NAS on the home LAN and a client on the internet — all
+//! network namespaces on this machine — and real traffic through it, with what each data path
+//! (eBPF or userspace) carried. Everything is torn down at the end, on failure and on Ctrl-C.
+
+mod report;
+mod topology;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use gateway_tests::traffic::{
+    IperfOptions, IperfServer, Protocol, iperf3_client, ping, wait_for_ping,
+};
+use gateway_tests::wg::{Implementation, KeyPair, WgPeer};
+use gateway_tests::{Netns, Probe, Process, TestDir, unique_ifname};
+
+use topology::{CGNAT_PUBLIC, CLIENT_PUBLIC, HOME_LAN_IF, NAS, VPS_PUBLIC, VPS_UPLINK, World};
+
+const PORT: u16 = 51820;
+const WEB_PORT: u16 = 80;
+const FORWARDED_PORT: u16 = 8080;
+
+fn say(text: impl AsRef<str>) {
+    println!("[demo] {}", text.as_ref());
+}
+
+struct Binaries {
+    gatewayd: PathBuf,
+    gateway: PathBuf,
+}
+
+fn binaries() -> Result<Binaries> {
+    let dir = std::env::current_exe()?.parent().map(Path::to_path_buf).context("no exe dir")?;
+    let find = |name: &str| {
+        let p = dir.join(name);
+        if p.is_file() {
+            Ok(p)
+        } else {
+            bail!("{} is missing: build the gateway crate first", p.display())
+        }
+    };
+    Ok(Binaries { gatewayd: find("gatewayd")?, gateway: find("gateway")? })
+}
+
+fn start_gatewayd(
+    netns: &Netns,
+    dir: &TestDir,
+    gatewayd: &Path,
+    ifname: &str,
+    extra: &[&str],
+) -> Result<WgPeer> {
+    let mut command = netns.command(gatewayd);
+    command.args(["-f"]).args(extra).arg(ifname);
+    WgPeer::start_command(netns, dir, ifname, &mut command)
+}
+
+/// The phone's WireGuard app understands the wg-quick format; `wg setconf` does not take its
+/// `Address` and `DNS` lines, which the "app" applies itself.
+fn app_config(conf: &str) -> (String, Vec<String>) {
+    let mut wg = String::new();
+    let mut addresses = Vec::new();
+    for line in conf.lines() {
+        if let Some(rest) = line.strip_prefix("Address = ") {
+            addresses.extend(rest.split(", ").map(str::to_string));
+        } else if !line.starts_with("DNS = ") {
+            wg.push_str(line);
+            wg.push('\n');
+        }
+    }
+    (wg, addresses)
+}
+
+fn run() -> Result<()> {
+    let bins = binaries()?;
+    let dir = TestDir::new("demo")?;
+    say("building the world: isp, VPS, CGNAT, home router, NAS, phone, internet client");
+    let world = World::build()?;
+    let vps_if = unique_ifname("wgv")?;
+    let home_if = unique_ifname("wgh")?;
+    let phone_if = unique_ifname("wgp")?;
+
+    say(format!(
+        "VPS {VPS_PUBLIC}: gatewayd {vps_if} (eBPF data path, hub for the phone and the home)"
+    ));
+    let vps = start_gatewayd(&world.vps, &dir, &bins.gatewayd, &vps_if, &[])?;
+    say(format!(
+        "home router (behind CGNAT {CGNAT_PUBLIC}): gatewayd {home_if} with LAN interface {HOME_LAN_IF}"
+    ));
+    let home =
+        start_gatewayd(&world.home, &dir, &bins.gatewayd, &home_if, &["--lan-iface", HOME_LAN_IF])?;
+
+    let vps_keys = KeyPair::generate()?;
+    let home_keys = KeyPair::generate()?;
+    vps.setconf(&format!(
+        "[Interface]\nPrivateKey = {}\nListenPort = {PORT}\n\n\
+         [Peer]\n# home\nPublicKey = {}\nAllowedIPs = 10.88.0.2/32, 192.168.1.0/24\n",
+        vps_keys.private_key, home_keys.public_key
+    ))?;
+    vps.bring_up(&[(IpAddr::from([10, 88, 0, 1]), 24)], 1420)?;
+    world.vps.add_route_dev("192.168.1.0/24", &vps_if)?;
+    // Replies from the home to internet clients whose connections the VPS forwarded come back
+    // through the tunnel, so the NAS sees (and answers) the real client address.
+    home.setconf(&format!(
+        "[Interface]\nPrivateKey = {}\n\n[Peer]\n# VPS\nPublicKey = {}\nEndpoint = {VPS_PUBLIC}:{PORT}\n\
+         AllowedIPs = 10.88.0.0/24, 203.0.113.0/24\nPersistentKeepalive = 25\n",
+        home_keys.private_key, vps_keys.public_key
+    ))?;
+    home.bring_up(&[(IpAddr::from([10, 88, 0, 2]), 24)], 1420)?;
+    world.home.add_route_dev("203.0.113.0/24", &home_if)?;
+
+    say(
+        "provisioning the phone on the VPS: gateway add-peer (prints the app's config and a QR code)",
+    );
+    let output = std::process::Command::new(&bins.gateway)
+        .args(["add-peer", &vps_if, "--address", "10.88.0.3/32"])
+        .args(["--endpoint", &format!("{VPS_PUBLIC}:{PORT}")])
+        .args(["--route", "10.88.0.0/24", "--route", "192.168.1.0/24"])
+        .output()
+        .context("running gateway add-peer")?;
+    if !output.status.success() {
+        bail!("gateway add-peer failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    let conf = String::from_utf8_lossy(&output.stdout).into_owned();
+    for line in conf.lines() {
+        let shown = if line.starts_with("PrivateKey") { "PrivateKey = (hidden)" } else { line };
+        println!("         | {shown}");
+    }
+    let (phone_conf, _) = app_config(&conf);
+    say(format!(
+        "phone {}: wireguard-go {phone_if} with that config (a stock WireGuard app)",
+        topology::PHONE_PUBLIC
+    ));
+    let phone = WgPeer::start(Implementation::WireguardGo, &world.phone, &dir, &phone_if)?;
+    phone.setconf(&phone_conf)?;
+    phone.bring_up(&[(IpAddr::from([10, 88, 0, 3]), 32)], 1420)?;
+    world.phone.add_route_dev("10.88.0.0/24", &phone_if)?;
+    world.phone.add_route_dev("192.168.1.0/24", &phone_if)?;
+
+    say(format!(
+        "the NAS serves http on {NAS}:{WEB_PORT}; the VPS forwards {VPS_PUBLIC}:{FORWARDED_PORT} to it"
+    ));
+    let _web = Process::spawn(
+        &dir,
+        "nas-web",
+        world.nas.command("ncat").args(["-lk", "-p", &WEB_PORT.to_string(), "-c"]).arg(
+            "read -r request; printf 'HTTP/1.0 200 OK\\r\\n\\r\\nhello from the NAS at home; you are %s\\n' \"$NCAT_REMOTE_ADDR\"",
+        ),
+    )?;
+    world.vps.load_nftables(&format!(
+        "table ip portforward {{\n\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat;\n\
+         \t\tiifname \"{VPS_UPLINK}\" tcp dport {FORWARDED_PORT} dnat to {NAS}:{WEB_PORT}\n\t}}\n}}\n"
+    ))?;
+
+    let hold = Hold;
+    say("waiting for the home router's handshake through the CGNAT");
+    wait_for_ping(&world.home, IpAddr::from([10, 88, 0, 1]), Duration::from_secs(20))?;
+
+    let before = report::Snapshot::take(&[&vps_if, &home_if])?;
+
+    let step = |n: u32, what: &str| say(format!("{n}. {what}"));
+    step(1, "phone → VPS → home → NAS: ping 192.168.1.10");
+    wait_for_ping(&world.phone, IpAddr::V4(NAS), Duration::from_secs(20))?;
+    let p = ping(&world.phone, IpAddr::V4(NAS), 10)?;
+    say(format!(
+        "   {}/{} replies, rtt avg {:.3} ms",
+        p.received,
+        p.transmitted,
+        p.rtt_avg_ms.unwrap_or(f64::NAN)
+    ));
+    if !p.all_received() {
+        bail!("the phone lost pings to the NAS: {p:?}");
+    }
+
+    step(2, "phone → NAS bulk TCP (iperf3, 3 s): the VPS forwards between its peers");
+    let _iperf = IperfServer::start(&world.nas, &dir, 5201)?;
+    let options = IperfOptions { duration: Duration::from_secs(3), ..Default::default() };
+    let r = iperf3_client(&world.phone, IpAddr::V4(NAS), 5201, &options)?;
+    say(format!("   {:.0} Mbit/s received by the NAS", r.received_bits_per_second / 1e6));
+    let options = IperfOptions {
+        protocol: Protocol::Udp,
+        duration: Duration::from_secs(3),
+        bitrate: Some(200_000_000),
+        length: Some(1200),
+        ..Default::default()
+    };
+    let r = iperf3_client(&world.phone, IpAddr::V4(NAS), 5201, &options)?;
+    say(format!(
+        "   UDP 200 Mbit/s offered: {:.0} Mbit/s received, {:.2}% lost",
+        r.received_bits_per_second / 1e6,
+        r.lost_percent.unwrap_or(f64::NAN)
+    ));
+
+    step(
+        3,
+        &format!(
+            "internet client {CLIENT_PUBLIC} → {VPS_PUBLIC}:{FORWARDED_PORT} → the NAS at home"
+        ),
+    );
+    // The server answers and lingers; the client keeps its side open (no half-close, which
+    // would make the server's ncat drop the reply) and gives up after 2 s of silence.
+    let request = format!(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | ncat --no-shutdown -w 2 -i 2 {VPS_PUBLIC} {FORWARDED_PORT}; true"
+    );
+    let body = dir.wait_for(
+        "the NAS's web reply through the port forward",
+        Duration::from_secs(15),
+        || match world.client.run("sh", &["-c", &request]) {
+            Ok(reply) if !reply.trim().is_empty() => {
+                Ok(Probe::Ready(reply.lines().last().unwrap_or("").trim().to_string()))
+            }
+            Ok(_) => Ok(Probe::NotYet("an empty reply".into())),
+            Err(e) => Ok(Probe::NotYet(format!("{e:#}"))),
+        },
+    )?;
+    say(format!("   reply: {body:?}"));
+    if !body.contains(&CLIENT_PUBLIC.to_string()) {
+        bail!("the NAS did not see the client's real address: {body:?}");
+    }
+
+    step(
+        4,
+        "NAS → VPS bulk (a backup to the VPS, iperf3 3 s): LAN traffic encrypted in XDP at home",
+    );
+    let _vps_iperf = IperfServer::start(&world.vps, &dir, 5202)?;
+    let options = IperfOptions {
+        protocol: Protocol::Udp,
+        duration: Duration::from_secs(3),
+        bitrate: Some(300_000_000),
+        length: Some(1200),
+        ..Default::default()
+    };
+    let r = iperf3_client(&world.nas, IpAddr::from([10, 88, 0, 1]), 5202, &options)?;
+    say(format!(
+        "   {:.0} Mbit/s received by the VPS, {:.2}% lost",
+        r.received_bits_per_second / 1e6,
+        r.lost_percent.unwrap_or(f64::NAN)
+    ));
+
+    let after = report::Snapshot::take(&[&vps_if, &home_if])?;
+    say("what flowed where (this demo's traffic; bytes are WireGuard message bytes):");
+    report::print(&before, &after, &[("VPS", &vps_if), ("home", &home_if)]);
+    let peers = vps.show()?;
+    say(format!(
+        "wg show {vps_if}: {} peers, every one with a recent handshake",
+        peers.peers.len()
+    ));
+    std::mem::forget(hold);
+    drop((phone, home, vps));
+    say("tearing down");
+    Ok(())
+}
+
+/// With GATEWAY_DEMO_HOLD=<seconds>, a failing demo keeps its world that long before tearing
+/// it down, so it can be inspected (`ip netns`, `gateway status`, `wg show`).
+struct Hold;
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if let Some(secs) = std::env::var("GATEWAY_DEMO_HOLD").ok().and_then(|v| v.parse().ok()) {
+            eprintln!("[demo] holding the world for {secs} s (GATEWAY_DEMO_HOLD)");
+            std::thread::sleep(Duration::from_secs(secs));
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => {
+            say("done: everything was removed");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("[demo] FAILED: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
