@@ -72,10 +72,8 @@ impl Device {
     pub(super) fn clear_handshake(&mut self, id: PeerId) {
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.handshake.clear();
-            if let Some(index) = peer.handshake_index.take() {
-                self.index_table.remove(index);
-            }
         }
+        self.forget_handshake_index(id);
     }
 
     pub(super) fn clear_keypairs(&mut self, id: PeerId) {

@@ -147,9 +147,7 @@ impl Device {
                     return;
                 }
                 // The handshake state moved on: the old in-flight index names nothing now.
-                if let Some(old) = peer.handshake_index.take() {
-                    self.index_table.remove(old);
-                }
+                self.forget_handshake_index(id);
                 self.set_endpoint_from_packet(id, from);
                 tracing::debug!(peer = id.0, from = %from.addr, "received handshake initiation");
                 self.send_handshake_response(id, now);

@@ -158,28 +158,20 @@ impl Device {
             return;
         }
         peer.last_sent_handshake = Some(now);
-        let Some(endpoint) = peer.endpoint else { return };
-        if let Some(old) = peer.handshake_index.take() {
-            self.index_table.remove(old);
-        }
-        let index = self.index_table.insert_handshake(id, &mut *self.rng);
+        let Some((index, endpoint)) = self.fresh_handshake_index(id) else { return };
         let Some(peer) = self.peers.get_mut(&id) else { return };
         let Some(mut message) =
             peer.handshake.create_initiation(&self.identity, index, timestamp, &mut &mut *self.rng)
         else {
-            self.index_table.remove(index);
+            self.forget_handshake_index(id);
             return;
         };
-        peer.handshake_index = Some(index);
         peer.cookie.add_macs(&mut message, now);
-        peer.timers.on_any_authenticated_packet_traversal(now);
-        peer.timers.on_any_authenticated_packet_sent();
-        peer.last_sent_handshake = Some(now);
-        peer.tx_bytes += message.len() as u64;
-        peer.tx_packets += 1;
-        peer.timers.on_handshake_initiated(now, &mut *self.rng);
         tracing::debug!(peer = id.0, to = %endpoint.addr, "sending handshake initiation");
-        self.transmits.push_back(Transmit { to: endpoint, data: message.to_vec() });
+        self.send_handshake_message(id, endpoint, &message, now);
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.timers.on_handshake_initiated(now, &mut *self.rng);
+        }
         self.schedule(id);
     }
 
@@ -187,35 +179,59 @@ impl Device {
     pub(super) fn send_handshake_response(&mut self, id: PeerId, now: Instant) {
         let Some(peer) = self.peers.get_mut(&id) else { return };
         peer.last_sent_handshake = Some(now);
-        let Some(endpoint) = peer.endpoint else { return };
-        if let Some(old) = peer.handshake_index.take() {
-            self.index_table.remove(old);
-        }
-        let index = self.index_table.insert_handshake(id, &mut *self.rng);
+        let Some((index, endpoint)) = self.fresh_handshake_index(id) else { return };
         let Some(peer) = self.peers.get_mut(&id) else { return };
         let mut message = match peer.handshake.create_response(index, &mut &mut *self.rng) {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!(peer = id.0, "cannot create handshake response: {e}");
-                self.index_table.remove(index);
+                self.forget_handshake_index(id);
                 return;
             }
         };
-        peer.handshake_index = Some(index);
         peer.cookie.add_macs(&mut message, now);
         if !self.begin_session(id, now) {
             return;
         }
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.timers.on_session_derived(now);
+        }
+        tracing::debug!(peer = id.0, to = %endpoint.addr, "sending handshake response");
+        self.send_handshake_message(id, endpoint, &message, now);
+        self.schedule(id);
+    }
+
+    /// Registers a new random index for the peer's next handshake message (the kernel's
+    /// `wg_index_hashtable_insert`, which drops the previous one), if it has an endpoint.
+    fn fresh_handshake_index(&mut self, id: PeerId) -> Option<(u32, super::Endpoint)> {
+        let endpoint = self.peers.get(&id)?.endpoint?;
+        self.forget_handshake_index(id);
+        let index = self.index_table.insert_handshake(id, &mut *self.rng);
+        self.peers.get_mut(&id)?.handshake_index = Some(index);
+        Some((index, endpoint))
+    }
+
+    pub(super) fn forget_handshake_index(&mut self, id: PeerId) {
+        if let Some(index) = self.peers.get_mut(&id).and_then(|p| p.handshake_index.take()) {
+            self.index_table.remove(index);
+        }
+    }
+
+    /// What the kernel does around `wg_socket_send_buffer_to_peer` for handshake messages.
+    fn send_handshake_message(
+        &mut self,
+        id: PeerId,
+        endpoint: super::Endpoint,
+        message: &[u8],
+        now: Instant,
+    ) {
         let Some(peer) = self.peers.get_mut(&id) else { return };
-        peer.timers.on_session_derived(now);
         peer.timers.on_any_authenticated_packet_traversal(now);
         peer.timers.on_any_authenticated_packet_sent();
         peer.last_sent_handshake = Some(now);
         peer.tx_bytes += message.len() as u64;
         peer.tx_packets += 1;
-        tracing::debug!(peer = id.0, to = %endpoint.addr, "sending handshake response");
         self.transmits.push_back(Transmit { to: endpoint, data: message.to_vec() });
-        self.schedule(id);
     }
 
     /// The kernel's `wg_noise_handshake_begin_session`: turn the completed handshake into a
