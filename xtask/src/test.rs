@@ -13,8 +13,8 @@ pub struct Options {
     /// Skip the formatting and clippy checks; run only the tests.
     #[arg(long)]
     skip_lint: bool,
-    /// Passed on to the test binaries (`cargo test --workspace -- ARGS`), e.g. a test name
-    /// filter or `--nocapture`.
+    /// Passed on to the test binaries (`cargo test --workspace --no-fail-fast -- ARGS`), e.g. a
+    /// test name filter or `--nocapture`.
     #[arg(last = true)]
     test_binary_args: Vec<String>,
 }
@@ -77,7 +77,8 @@ fn stages(options: &Options) -> Vec<Stage> {
         stages.push(Stage { name: "clippy", command: clippy });
     }
     let mut test = run::cargo();
-    test.current_dir(&root).args(["test", "--workspace"]);
+    // --no-fail-fast: one failing test binary must not hide the results of the others.
+    test.current_dir(&root).args(["test", "--workspace", "--no-fail-fast"]);
     if !options.test_binary_args.is_empty() {
         test.arg("--").args(&options.test_binary_args);
     }
