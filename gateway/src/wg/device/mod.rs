@@ -71,7 +71,7 @@ pub enum Received {
 
 /// Why a datagram or packet was dropped: counted, and shown in debug logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Drop {
+pub enum DropReason {
     Malformed,
     UnknownIndex,
     InvalidMac,
@@ -127,7 +127,7 @@ pub struct Device {
     transmits: VecDeque<Transmit>,
     tun_packets: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
-    drops: HashMap<Drop, u64>,
+    drops: HashMap<DropReason, u64>,
     icmp_source_v4: Option<Ipv4Addr>,
     icmp_source_v6: Option<Ipv6Addr>,
 }
@@ -189,7 +189,7 @@ impl Device {
         self.deadlines.peek().map(|Reverse((t, _))| *t)
     }
 
-    pub fn drops(&self) -> &HashMap<Drop, u64> {
+    pub fn drops(&self) -> &HashMap<DropReason, u64> {
         &self.drops
     }
 
@@ -243,7 +243,7 @@ impl Device {
         self.identity.public_key()
     }
 
-    fn count(&mut self, why: Drop) {
+    fn count(&mut self, why: DropReason) {
         *self.drops.entry(why).or_default() += 1;
     }
 

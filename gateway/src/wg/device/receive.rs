@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use gateway_common::wire::{DATA_HEADER_LEN, DATA_MIN_LEN, MAX_QUEUED_INCOMING_HANDSHAKES};
 
-use super::{Device, Drop, Event, Received};
+use super::{Device, DropReason, Event, Received};
 use crate::wg::PeerId;
 use crate::wg::cookie::MacState;
 use crate::wg::index_table::IndexKind;
@@ -32,7 +32,7 @@ impl Device {
     ) -> Received {
         if !self.up {
             // The kernel closes its socket while the interface is down.
-            self.count(Drop::NotRunning);
+            self.count(DropReason::NotRunning);
             return Received::Nothing;
         }
         let kind = match messages::parse(datagram) {
@@ -40,7 +40,7 @@ impl Device {
             Ok(_) => Some(()),
             Err(e) => {
                 tracing::trace!(from = %from.addr, "dropping datagram: {e}");
-                self.count(Drop::Malformed);
+                self.count(DropReason::Malformed);
                 return Received::Nothing;
             }
         };
@@ -76,7 +76,7 @@ impl Device {
         };
         if let Packet::CookieReply(reply) = packet {
             let Some(id) = self.index_table.lookup_any(reply.receiver_index()) else {
-                self.count(Drop::UnknownIndex);
+                self.count(DropReason::UnknownIndex);
                 return;
             };
             if let Some(peer) = self.peers.get_mut(&id)
@@ -99,7 +99,7 @@ impl Device {
         let needs_cookie = match (under_load, mac_state) {
             (true, MacState::ValidMac1AndCookie) => {
                 if !self.rate_limiter.allow(from.addr.ip(), now) {
-                    self.count(Drop::RateLimited);
+                    self.count(DropReason::RateLimited);
                     return;
                 }
                 false
@@ -108,7 +108,7 @@ impl Device {
             (true, MacState::ValidMac1) => true,
             _ => {
                 tracing::debug!(from = %from.addr, "invalid MAC of handshake, dropping");
-                self.count(Drop::InvalidMac);
+                self.count(DropReason::InvalidMac);
                 return;
             }
         };
@@ -131,19 +131,19 @@ impl Device {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::debug!(from = %from.addr, "invalid handshake initiation: {e}");
-                        self.count(Drop::HandshakeFailed);
+                        self.count(DropReason::HandshakeFailed);
                         return;
                     }
                 };
                 let Some(id) = self.by_public_key.get(pending.initiator_static()).copied() else {
                     tracing::debug!(from = %from.addr, "handshake initiation from an unknown peer");
-                    self.count(Drop::HandshakeFailed);
+                    self.count(DropReason::HandshakeFailed);
                     return;
                 };
                 let Some(peer) = self.peers.get_mut(&id) else { return };
                 if let Err(e) = peer.handshake.consume_initiation(pending, now) {
                     tracing::debug!(peer = id.0, "invalid handshake initiation: {e}");
-                    self.count(Drop::HandshakeFailed);
+                    self.count(DropReason::HandshakeFailed);
                     return;
                 }
                 // The handshake state moved on: the old in-flight index names nothing now.
@@ -156,13 +156,13 @@ impl Device {
             Packet::Response(m) => {
                 let Some(id) = self.index_table.lookup(m.receiver_index(), IndexKind::Handshake)
                 else {
-                    self.count(Drop::UnknownIndex);
+                    self.count(DropReason::UnknownIndex);
                     return;
                 };
                 let Some(peer) = self.peers.get_mut(&id) else { return };
                 if let Err(e) = peer.handshake.consume_response(&self.identity, &m) {
                     tracing::debug!(peer = id.0, "invalid handshake response: {e}");
-                    self.count(Drop::HandshakeFailed);
+                    self.count(DropReason::HandshakeFailed);
                     return;
                 }
                 self.set_endpoint_from_packet(id, from);
@@ -206,13 +206,13 @@ impl Device {
         let receiver = u32::from_le_bytes(datagram[4..8].try_into().expect("length checked"));
         let counter = u64::from_le_bytes(datagram[8..16].try_into().expect("length checked"));
         let Some(id) = self.index_table.lookup(receiver, IndexKind::Keypair) else {
-            self.count(Drop::UnknownIndex);
+            self.count(DropReason::UnknownIndex);
             return Received::Nothing;
         };
         let reject_after = self.scaled(REJECT_AFTER_TIME);
         let Some(peer) = self.peers.get_mut(&id) else { return Received::Nothing };
         let Some(keypair) = peer.keypairs.get_mut(receiver) else {
-            self.count(Drop::UnknownIndex);
+            self.count(DropReason::UnknownIndex);
             return Received::Nothing;
         };
         let message_len = datagram.len();
@@ -221,9 +221,9 @@ impl Device {
                 Ok(n) => n,
                 Err(e) => {
                     self.count(match e {
-                        OpenError::Invalid => Drop::KeypairInvalid,
-                        OpenError::Forged => Drop::Forged,
-                        OpenError::Replayed => Drop::Replayed,
+                        OpenError::Invalid => DropReason::KeypairInvalid,
+                        OpenError::Forged => DropReason::Forged,
+                        OpenError::Replayed => DropReason::Replayed,
                     });
                     if e == OpenError::Invalid {
                         self.events.push_back(Event::KeypairsChanged(id));
@@ -243,16 +243,16 @@ impl Device {
         peer.timers.on_data_received(now);
         self.schedule(id);
         let Some(header) = ip::parse(plain) else {
-            self.count(Drop::NotIp);
+            self.count(DropReason::NotIp);
             return Received::Nothing;
         };
         if header.claimed_len > plain.len() || header.claimed_len < ip_min_len(plain) {
-            self.count(Drop::BadLength);
+            self.count(DropReason::BadLength);
             return Received::Nothing;
         }
         if self.allowed_ips.lookup(header.src) != Some(&id) {
             tracing::debug!(peer = id.0, src = %header.src, "packet has unallowed source IP");
-            self.count(Drop::SourceNotAllowed);
+            self.count(DropReason::SourceNotAllowed);
             return Received::Nothing;
         }
         if let Some(peer) = self.peers.get_mut(&id) {

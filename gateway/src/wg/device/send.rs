@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use gateway_common::wire::{DATA_HEADER_LEN, DATA_MIN_LEN, MESSAGE_PADDING_MULTIPLE};
 
-use super::{Device, Drop, Event, Transmit};
+use super::{Device, DropReason, Event, Transmit};
 use crate::wg::PeerId;
 use crate::wg::ip;
 use crate::wg::keypair::Keypair;
@@ -20,29 +20,29 @@ impl Device {
     /// A packet the stack routed into the tunnel (read from the TUN).
     pub fn handle_tun_packet(&mut self, now: Instant, packet: &[u8]) {
         if !self.up {
-            self.count(Drop::NotRunning);
+            self.count(DropReason::NotRunning);
             return;
         }
         let Some(header) = ip::parse(packet) else {
-            self.count(Drop::NotIp);
+            self.count(DropReason::NotIp);
             return;
         };
         let Some(&id) = self.allowed_ips.lookup(header.dst) else {
             tracing::debug!(dst = %header.dst, "no peer has allowed IPs matching");
-            self.count(Drop::NoPeer);
+            self.count(DropReason::NoPeer);
             self.answer_unreachable(packet);
             return;
         };
         let Some(peer) = self.peers.get_mut(&id) else { return };
         if peer.endpoint.is_none() {
             tracing::debug!(peer = id.0, "no valid endpoint has been configured or discovered");
-            self.count(Drop::NoEndpoint);
+            self.count(DropReason::NoEndpoint);
             self.answer_unreachable(packet);
             return;
         }
         let dropped = peer.stage(packet.to_vec());
         for _ in 0..dropped {
-            self.count(Drop::StagedOverflow);
+            self.count(DropReason::StagedOverflow);
         }
         self.send_staged(id, now);
     }

@@ -299,12 +299,12 @@ fn replayed_and_tampered_datagrams_are_dropped() {
     n.a_sends(10);
     let (_, data) = n.wire.iter().rev().find(|(d, p)| *d && p[0] == 4).unwrap().clone();
     assert_eq!(n.deliver_to_b(data.clone()), Received::Nothing);
-    assert_eq!(n.b.drops()[&Drop::Replayed], 1);
+    assert_eq!(n.b.drops()[&DropReason::Replayed], 1);
     let mut forged = data;
     forged[20] ^= 1;
     forged[8] = 99; // a fresh counter: must fail authentication, not replay
     assert_eq!(n.deliver_to_b(forged), Received::Nothing);
-    assert_eq!(n.b.drops()[&Drop::Forged], 1);
+    assert_eq!(n.b.drops()[&DropReason::Forged], 1);
     assert_eq!(n.b_tun.len(), 1);
 }
 
@@ -316,7 +316,7 @@ fn inner_source_outside_allowed_ips_is_dropped() {
     n.pump();
     // a sends it (a routes by destination), b refuses it (source not b's peer's)
     assert!(n.b_tun.is_empty());
-    assert_eq!(n.b.drops()[&Drop::SourceNotAllowed], 1);
+    assert_eq!(n.b.drops()[&DropReason::SourceNotAllowed], 1);
 }
 
 #[test]
@@ -510,9 +510,9 @@ fn downing_the_interface_clears_sessions_and_stops_timers() {
     let before = n.types_on_wire(true).len();
     n.advance(Duration::from_secs(600));
     assert_eq!(n.types_on_wire(true).len(), before, "no timer of a fires while down");
-    let refused = n.a.drops().get(&Drop::NotRunning).copied().unwrap_or(0);
+    let refused = n.a.drops().get(&DropReason::NotRunning).copied().unwrap_or(0);
     n.a.handle_tun_packet(n.now, &packet(A_INNER, B_INNER, 10));
-    assert_eq!(n.a.drops()[&Drop::NotRunning], refused + 1);
+    assert_eq!(n.a.drops()[&DropReason::NotRunning], refused + 1);
     assert!(n.a.poll_transmit().is_none());
 }
 
