@@ -21,7 +21,7 @@ use crate::tun::TunQueue;
 use crate::wg::device::Received;
 use crate::wg::peer::Endpoint;
 
-/// Large enough for any datagram and any TUN packet (jumbo frames included).
+/// Large enough for any TUN packet (jumbo frames included).
 const BUFFER: usize = 65536;
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
@@ -112,34 +112,58 @@ fn udp_reader(
     sock: &std::net::UdpSocket,
     handshakes: &SyncSender<(Endpoint, Vec<u8>)>,
 ) {
-    let mut buf = vec![0u8; BUFFER];
+    let mut batch = udp::ReceiveBatch::default();
+    let mut data = Vec::with_capacity(udp::BATCH);
+    let mut deliveries = Vec::with_capacity(udp::BATCH);
     loop {
-        let arrival = match udp::receive(sock, &mut buf) {
-            Ok(a) => a,
+        let n = match batch.receive(sock) {
+            Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return, // shut down (rebind or exit)
         };
-        let datagram = &mut buf[..arrival.len];
-        let message_type = datagram.first_chunk::<4>().map(|t| u32::from_le_bytes(*t));
-        if matches!(message_type, Some(MESSAGE_HANDSHAKE_INITIATION | MESSAGE_HANDSHAKE_RESPONSE)) {
+        data.clear();
+        for i in 0..n {
+            let datagram = batch.datagram(i);
+            let message_type = datagram.first_chunk::<4>().map(|t| u32::from_le_bytes(*t));
+            if !matches!(
+                message_type,
+                Some(MESSAGE_HANDSHAKE_INITIATION | MESSAGE_HANDSHAKE_RESPONSE)
+            ) {
+                data.push(i);
+                continue;
+            }
+            let from = batch.arrival(i).from;
             shared.handshake_backlog.fetch_add(1, Ordering::AcqRel);
-            match handshakes.try_send((arrival.from, datagram.to_vec())) {
+            match handshakes.try_send((from, datagram.to_vec())) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
                     shared.handshake_backlog.fetch_sub(1, Ordering::AcqRel);
-                    tracing::debug!(from = %arrival.from.addr, "handshake queue full, dropping");
+                    tracing::debug!(from = %from.addr, "handshake queue full, dropping");
                 }
                 Err(TrySendError::Disconnected(_)) => return,
             }
+        }
+        if data.is_empty() {
             continue;
         }
-        let received = shared
-            .step(|core| core.device.handle_datagram(Instant::now(), arrival.from, datagram, 0));
-        if let Received::Tun(range) = received
-            && let Some(q) = shared.tun.queues().first()
-            && let Err(e) = TunQueue(q).write_packet(&buf[range])
-        {
-            tracing::debug!("TUN write failed: {e}");
+        // One lock for the whole batch; the TUN writes happen after it is released.
+        deliveries.clear();
+        shared.step(|core| {
+            let now = Instant::now();
+            for &i in &data {
+                let from = batch.arrival(i).from;
+                if let Received::Tun(range) =
+                    core.device.handle_datagram(now, from, batch.datagram_mut(i), 0)
+                {
+                    deliveries.push((i, range));
+                }
+            }
+        });
+        let Some(queue) = shared.tun.queues().first() else { continue };
+        for (i, range) in deliveries.drain(..) {
+            if let Err(e) = TunQueue(queue).write_packet(&batch.datagram(i)[range]) {
+                tracing::debug!("TUN write failed: {e}");
+            }
         }
     }
 }

@@ -276,33 +276,12 @@ fn send_from(sock: &UdpSocket, to: &Endpoint, data: &[u8]) -> io::Result<usize> 
     if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
-/// Blocks for one datagram on `sock`.
-pub fn receive(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Arrival> {
-    // SAFETY: zeroed sockaddr_storage and msghdr are valid; pointers outlive the call.
-    let mut src: libc::sockaddr_storage = unsafe { zeroed() };
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut _, iov_len: buf.len() };
-    let mut control = ControlBuffer([0; CMSG_SPACE]);
-    let mut msg: libc::msghdr = unsafe { zeroed() };
-    msg.msg_name = &mut src as *mut _ as *mut _;
-    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.0.as_mut_ptr() as *mut _;
-    msg.msg_controllen = CMSG_SPACE as _;
-    // SAFETY: msg is fully initialised.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if n == 0 && msg.msg_namelen == 0 {
-        return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "socket shut down"));
-    }
-    let addr = sockaddr_to(&src)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unknown address family"))?;
+/// The local address a datagram arrived at, from its IP_PKTINFO / IPV6_PKTINFO message.
+fn local_address(msg: &libc::msghdr) -> Option<LocalAddr> {
     let mut local = None;
-    // SAFETY: walks the control messages the kernel wrote into our buffer.
+    // SAFETY: walks the control messages the kernel wrote into the message's buffer.
     unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
         while !cmsg.is_null() {
             match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
                 (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
@@ -321,10 +300,101 @@ pub fn receive(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Arrival> {
                 }
                 _ => {}
             }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
         }
     }
-    Ok(Arrival { len: n as usize, from: Endpoint { addr, local } })
+    local
+}
+
+/// Datagrams per `recvmmsg`: under load the queue holds many, and taking them in one call
+/// (and one lock of the device) is what keeps up with it.
+pub const BATCH: usize = 32;
+/// Large enough for any datagram, jumbo frames included.
+const DATAGRAM_MAX: usize = 65536;
+
+/// Buffers for receiving up to [`BATCH`] datagrams at once.
+pub struct ReceiveBatch {
+    buffers: Vec<Vec<u8>>,
+    sources: Vec<libc::sockaddr_storage>,
+    controls: Vec<ControlBuffer>,
+    arrivals: Vec<Arrival>,
+}
+
+impl Default for ReceiveBatch {
+    fn default() -> Self {
+        ReceiveBatch {
+            buffers: (0..BATCH).map(|_| vec![0u8; DATAGRAM_MAX]).collect(),
+            // SAFETY: an all-zero sockaddr_storage is valid.
+            sources: (0..BATCH).map(|_| unsafe { zeroed() }).collect(),
+            controls: (0..BATCH).map(|_| ControlBuffer([0; CMSG_SPACE])).collect(),
+            arrivals: Vec::with_capacity(BATCH),
+        }
+    }
+}
+
+impl ReceiveBatch {
+    /// Blocks until at least one datagram is there, then takes all that are (up to
+    /// [`BATCH`]). Returns how many; each is `datagram(i)` from `arrival(i)`.
+    pub fn receive(&mut self, sock: &UdpSocket) -> io::Result<usize> {
+        let mut iovs: Vec<libc::iovec> = self
+            .buffers
+            .iter_mut()
+            .map(|b| libc::iovec { iov_base: b.as_mut_ptr() as *mut _, iov_len: b.len() })
+            .collect();
+        let mut headers: Vec<libc::mmsghdr> = (0..BATCH)
+            .map(|i| {
+                // SAFETY: an all-zero mmsghdr is valid; the pointers set below outlive the call.
+                let mut m: libc::mmsghdr = unsafe { zeroed() };
+                m.msg_hdr.msg_name = &mut self.sources[i] as *mut _ as *mut _;
+                m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
+                m.msg_hdr.msg_iov = &mut iovs[i];
+                m.msg_hdr.msg_iovlen = 1;
+                m.msg_hdr.msg_control = self.controls[i].0.as_mut_ptr() as *mut _;
+                m.msg_hdr.msg_controllen = CMSG_SPACE as _;
+                m
+            })
+            .collect();
+        // SAFETY: `headers` describes BATCH valid buffers owned by `self`.
+        let n = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                headers.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.arrivals.clear();
+        for m in &headers[..n as usize] {
+            if m.msg_len == 0 && m.msg_hdr.msg_namelen == 0 {
+                return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "socket shut down"));
+            }
+            // SAFETY: msg_name points at our sockaddr_storage, which the kernel filled in.
+            let source = unsafe { &*(m.msg_hdr.msg_name as *const libc::sockaddr_storage) };
+            let addr = sockaddr_to(source).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "unknown address family")
+            })?;
+            let local = local_address(&m.msg_hdr);
+            self.arrivals.push(Arrival { len: m.msg_len as usize, from: Endpoint { addr, local } });
+        }
+        Ok(self.arrivals.len())
+    }
+
+    pub fn arrival(&self, i: usize) -> &Arrival {
+        &self.arrivals[i]
+    }
+
+    pub fn datagram_mut(&mut self, i: usize) -> &mut [u8] {
+        let len = self.arrivals[i].len;
+        &mut self.buffers[i][..len]
+    }
+
+    pub fn datagram(&self, i: usize) -> &[u8] {
+        &self.buffers[i][..self.arrivals[i].len]
+    }
 }
 
 #[cfg(test)]
@@ -338,9 +408,10 @@ mod tests {
         assert_ne!(a.port, 0);
         let to_b = Endpoint::new(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), b.port));
         assert!(!a.send(&to_b, b"hello").unwrap());
-        let mut buf = [0u8; 64];
-        let got = receive(b.v4.as_ref().unwrap(), &mut buf).unwrap();
-        assert_eq!(&buf[..got.len], b"hello");
+        let mut batch = ReceiveBatch::default();
+        assert_eq!(batch.receive(b.v4.as_ref().unwrap()).unwrap(), 1);
+        assert_eq!(batch.datagram(0), b"hello");
+        let got = batch.arrival(0);
         assert_eq!(got.from.addr.port(), a.port);
         let local = got.from.local.unwrap();
         assert_eq!(local.ip, IpAddr::from(Ipv4Addr::LOCALHOST));
@@ -350,8 +421,10 @@ mod tests {
             local: Some(LocalAddr { ip: Ipv4Addr::new(127, 0, 0, 1).into(), ifindex: 0 }),
         };
         assert!(!b.send(&back, b"world").unwrap());
-        let got = receive(a.v4.as_ref().unwrap(), &mut buf).unwrap();
-        assert_eq!(&buf[..got.len], b"world");
+        assert!(!b.send(&back, b"again").unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(batch.receive(a.v4.as_ref().unwrap()).unwrap(), 2, "both queued, one call");
+        assert_eq!((batch.datagram(0), batch.datagram(1)), (&b"world"[..], &b"again"[..]));
     }
 
     #[test]
@@ -363,8 +436,9 @@ mod tests {
             local: Some(LocalAddr { ip: Ipv4Addr::new(192, 0, 2, 77).into(), ifindex: 0 }),
         };
         assert!(a.send(&to_b, b"x").unwrap(), "source was refused and dropped");
-        let mut buf = [0u8; 8];
-        assert_eq!(receive(b.v4.as_ref().unwrap(), &mut buf).unwrap().len, 1);
+        let mut batch = ReceiveBatch::default();
+        assert_eq!(batch.receive(b.v4.as_ref().unwrap()).unwrap(), 1);
+        assert_eq!(batch.datagram(0), b"x");
     }
 
     #[test]
@@ -381,8 +455,7 @@ mod tests {
         let a = std::sync::Arc::new(Sockets::bind(0, 0).unwrap());
         let a2 = a.clone();
         let t = std::thread::spawn(move || {
-            let mut buf = [0u8; 8];
-            receive(a2.v4.as_ref().unwrap(), &mut buf).is_err()
+            ReceiveBatch::default().receive(a2.v4.as_ref().unwrap()).is_err()
         });
         std::thread::sleep(std::time::Duration::from_millis(50));
         a.shutdown();
