@@ -7,6 +7,8 @@
 //!   folder, stopped on drop; [`wait_for`] with errors that say what was last seen.
 //! - [`wg`]: wireguard-go and boringtun peers, keys, `wg show dump`.
 //! - [`traffic`]: ping, iperf3, ncat echo.
+//! - [`gatewayd`]: our daemon with its options, its status socket parsed, eBPF counters.
+//! - [`pair`]: gatewayd and a reference peer joined by one tunnel, either side initiating.
 //! - [`topology`]: the shapes the tests share ([`topology::Direct`], [`topology::Hub`]).
 //!
 //! Everything here needs root and the tools `cargo xtask setup` installs; what is missing is
@@ -21,13 +23,15 @@ mod require;
 mod test_dir;
 mod wait;
 
+pub mod gatewayd;
+pub mod pair;
 pub mod topology;
 pub mod traffic;
 pub mod wg;
 
 pub use guard::cleanup_stale;
 pub use names::{IFNAME_MAX_LEN, NAME_PREFIX, unique_ifname};
-pub use netns::{Netns, list_namespaces};
+pub use netns::{Entered, Netns, list_namespaces};
 pub use process::Process;
 pub use require::{find_binary, require_root, require_tools};
 pub use test_dir::{KEEP_ENV, TestDir};

@@ -1,10 +1,12 @@
 //! Network namespaces and what the tests put in them: links, addresses, routes, sysctls, nftables.
 
 use std::ffi::OsStr;
+use std::fs::File;
 use std::net::IpAddr;
+use std::os::fd::AsRawFd as _;
 use std::process::Command;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 
 use crate::names::{self, NAME_PREFIX};
 use crate::{command, guard, require};
@@ -131,6 +133,43 @@ impl Netns {
         self.link_up(device)?;
         peer.link_up(peer_device)
     }
+}
+
+impl Netns {
+    /// Moves the calling thread into this namespace until the guard drops. Sockets made
+    /// meanwhile stay in it afterwards: this is how a test sends its own datagrams from inside.
+    pub fn enter(&self) -> Result<Entered> {
+        let original = File::open("/proc/thread-self/ns/net")
+            .context("cannot open this thread's network namespace")?;
+        let path = format!("/var/run/netns/{}", self.name);
+        let target = File::open(&path).with_context(|| format!("cannot open {path}"))?;
+        set_network_namespace(&target).with_context(|| format!("cannot enter {}", self.name))?;
+        Ok(Entered { original })
+    }
+}
+
+/// The calling thread is in another namespace until this drops.
+#[derive(Debug)]
+pub struct Entered {
+    original: File,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        if let Err(error) = set_network_namespace(&self.original) {
+            // Carrying on in the wrong namespace would make later steps act on the wrong
+            // network: stop here.
+            panic!("cannot return to the original network namespace: {error}");
+        }
+    }
+}
+
+fn set_network_namespace(namespace: &File) -> Result<()> {
+    // SAFETY: setns on the calling thread with a namespace file descriptor we hold open.
+    if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Drop for Netns {

@@ -4,7 +4,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,31 @@ impl Process {
             bail!("{} exited ({status}); its output:\n{}", self.label, self.log());
         }
         Ok(())
+    }
+
+    /// Sends `signal` to the process itself (not its group).
+    pub fn signal(&mut self, signal: i32) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: plain syscall on our own child, which has not been reaped.
+            unsafe { libc::kill(pid_as_i32(self.child.id()), signal) };
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit and returns its status; an error (with
+    /// the log) if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) =
+                self.child.try_wait().with_context(|| format!("waiting on {}", self.label))?
+            {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("{} still runs after {timeout:?}; its output:\n{}", self.label, self.log());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGTERM to the group, SIGKILL after [`GRACE`]; waits for the exit. Idempotent.

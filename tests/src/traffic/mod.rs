@@ -6,7 +6,7 @@ mod ping;
 
 pub use echo::{EchoServer, echo_check};
 pub use iperf::{IperfOptions, IperfReport, IperfServer, iperf3_client};
-pub use ping::{PingReport, ping, wait_for_ping};
+pub use ping::{PingOptions, PingReport, ping, ping_with, wait_for_ping};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
