@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use gateway::daemon::status::{self, PathCounters, Status};
+use gateway::dataplane::{Capacities, Dataplane};
 use gateway_common::maps::Stat;
 
 use crate::wait::Probe;
@@ -254,5 +255,34 @@ impl EbpfStats {
             .map(|(name, value)| format!("{name}={value}"))
             .collect();
         if parts.is_empty() { "(all zero)".to_string() } else { parts.join(" ") }
+    }
+}
+
+/// The data plane's `xdp_pass` program attached to a veth end, detached on drop. A veth
+/// receives the frames its peer's XDP program sends back out (XDP_TX) only when it runs an
+/// XDP program itself: GRO alone queues them without waking the receiver.
+pub struct XdpPass {
+    device: String,
+    _dataplane: Dataplane,
+}
+
+impl XdpPass {
+    pub fn attach(netns: &Netns, device: &str) -> Result<XdpPass> {
+        let capacities = Capacities { sessions: 1, peers: 1, allowed_ips: 1 };
+        let mut dataplane = Dataplane::load(capacities)
+            .map_err(|error| anyhow::anyhow!("loading the eBPF object for xdp_pass: {error}"))?;
+        {
+            let _inside = netns.enter()?;
+            dataplane.attach_xdp_pass(device).map_err(|error| {
+                anyhow::anyhow!("attaching xdp_pass to {device} in {}: {error}", netns.name())
+            })?;
+        }
+        Ok(XdpPass { device: device.to_string(), _dataplane: dataplane })
+    }
+}
+
+impl fmt::Debug for XdpPass {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "XdpPass({})", self.device)
     }
 }

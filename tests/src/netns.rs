@@ -113,6 +113,23 @@ impl Netns {
             .map(drop)
     }
 
+    /// The packets every `counter` in an nftables chain has counted, summed (e.g. `("inet",
+    /// "test", "forward")`).
+    pub fn nft_counted_packets(&self, family: &str, table: &str, chain: &str) -> Result<u64> {
+        let listing = self.run("nft", &["list", "chain", family, table, chain])?;
+        let mut total = 0;
+        for (at, _) in listing.match_indices("counter packets ") {
+            let number = listing[at + "counter packets ".len()..]
+                .split_whitespace()
+                .next()
+                .unwrap_or_default();
+            total += number
+                .parse::<u64>()
+                .with_context(|| format!("counter value {number:?} in:\n{listing}"))?;
+        }
+        Ok(total)
+    }
+
     /// A veth pair whose ends are born in their namespaces (`ip link add A netns X type veth peer
     /// name B netns Y`): nothing appears in the root namespace, even briefly. Both ends are up.
     pub fn add_veth(&self, device: &str, peer: &Netns, peer_device: &str) -> Result<()> {
