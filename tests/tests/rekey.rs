@@ -57,7 +57,7 @@ fn rotate_while_streaming(pair: &Pair, dir: &TestDir) -> Result<()> {
     pair.establish(dir)?;
     let stats_before = pair.gatewayd.ebpf_stats()?;
     let count = (STREAM.as_millis() / STREAM_INTERVAL.as_millis()) as u32;
-    let options = PingOptions { count, interval: STREAM_INTERVAL, size: None };
+    let options = PingOptions { count, interval: STREAM_INTERVAL, ..PingOptions::count(count) };
     let peer_key = &pair.peer_keys.public_key;
     let (report, handshakes) = thread::scope(|scope| -> Result<_> {
         let stream =

@@ -72,11 +72,18 @@ pub struct PingOptions {
     pub interval: Duration,
     /// ICMP payload bytes (`-s`); ping's default (56) when `None`.
     pub size: Option<u32>,
+    /// How long ping waits for each reply (`-W`, whole seconds).
+    pub reply_timeout: Duration,
 }
 
 impl PingOptions {
     pub fn count(count: u32) -> PingOptions {
-        PingOptions { count, interval: Duration::from_millis(200), size: None }
+        PingOptions {
+            count,
+            interval: Duration::from_millis(200),
+            size: None,
+            reply_timeout: Duration::from_secs(1),
+        }
     }
 }
 
@@ -123,7 +130,7 @@ fn ping_output(
     options: &PingOptions,
 ) -> Result<std::process::Output> {
     let mut command = netns.command("ping");
-    command.args(["-n", "-q", "-W", "1"]);
+    command.args(["-n", "-q", "-W", &options.reply_timeout.as_secs().max(1).to_string()]);
     command.args(["-c", &options.count.to_string()]);
     command.args(["-i", &format!("{:.3}", options.interval.as_secs_f64())]);
     if let Some(size) = options.size {
