@@ -286,3 +286,88 @@ impl fmt::Debug for XdpPass {
         write!(formatter, "XdpPass({})", self.device)
     }
 }
+
+/// A BPF link a process holds (from `/proc/<pid>/fdinfo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BpfLink {
+    pub id: u32,
+    /// `xdp`, `tcx`, ...
+    pub kind: String,
+    pub program_id: u32,
+}
+
+/// Every BPF link `pid` holds open.
+pub fn bpf_links_of(pid: u32) -> Result<Vec<BpfLink>> {
+    let folder = format!("/proc/{pid}/fdinfo");
+    let mut links = Vec::new();
+    for entry in std::fs::read_dir(&folder).with_context(|| format!("cannot list {folder}"))? {
+        // A descriptor closed meanwhile is simply not a link any more.
+        let Ok(info) = std::fs::read_to_string(entry?.path()) else { continue };
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|line| line.strip_prefix(name))
+                .map(|value| value.trim_start_matches(':').trim().to_string())
+        };
+        if let (Some(kind), Some(id), Some(program_id)) =
+            (field("link_type"), field("link_id"), field("prog_id"))
+        {
+            links.push(BpfLink { id: id.parse()?, kind, program_id: program_id.parse()? });
+        }
+    }
+    Ok(links)
+}
+
+impl Gatewayd {
+    /// The BPF links the daemon holds: its attached programs.
+    pub fn bpf_links(&mut self) -> Result<Vec<BpfLink>> {
+        let pid = self.daemon.process().pid();
+        bpf_links_of(pid)
+    }
+}
+
+/// What a stopped gatewayd left behind: its interface in `netns`, its UAPI and status
+/// sockets, any of `links` (its programs' attachments, from [`Gatewayd::bpf_links`]) still in
+/// the kernel, and any XDP program or legacy TC filter attached in the namespace (gatewayd is
+/// the only thing that attaches programs in the namespaces the tests give it). Empty when it
+/// cleaned up.
+pub fn leftovers(netns: &Netns, ifname: &str, links: &[BpfLink]) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let interfaces = netns.ip(&["-o", "link", "show"])?;
+    for line in interfaces.lines() {
+        let name = line.split(':').nth(1).unwrap_or_default().trim();
+        let name = name.split('@').next().unwrap_or_default();
+        if name == ifname {
+            found.push(format!("interface {ifname} in {}", netns.name()));
+        }
+        if line.contains("prog/xdp") || line.contains(" xdp") {
+            found.push(format!("an XDP program on {name} in {}", netns.name()));
+        }
+    }
+    let uapi = PathBuf::from(crate::wg::UAPI_DIR).join(format!("{ifname}.sock"));
+    for socket in [uapi, status::socket_path(ifname)] {
+        if socket.exists() {
+            found.push(format!("socket {}", socket.display()));
+        }
+    }
+    for link in links {
+        let shown = std::process::Command::new("bpftool")
+            .args(["link", "show", "id", &link.id.to_string()])
+            .output()
+            .context("running bpftool")?;
+        if shown.status.success() {
+            found.push(format!("{} link {} (program {})", link.kind, link.id, link.program_id));
+        }
+    }
+    let listing = netns.run("bpftool", &["-j", "net", "show"])?;
+    let attached: serde_json::Value = serde_json::from_str(&listing)
+        .with_context(|| format!("parsing `bpftool -j net show`: {listing}"))?;
+    for section in attached.as_array().into_iter().flatten() {
+        for kind in ["xdp", "tc"] {
+            for program in section.get(kind).and_then(|list| list.as_array()).into_iter().flatten()
+            {
+                found.push(format!("{kind} attachment {program}"));
+            }
+        }
+    }
+    Ok(found)
+}
