@@ -177,6 +177,11 @@ impl Gatewayd {
         Ok(PeerPaths { userspace: peer.userspace, ebpf: peer.ebpf })
     }
 
+    /// An error with the daemon's log if it is no longer running.
+    pub fn check_running(&mut self) -> Result<()> {
+        self.daemon.process().check_running()
+    }
+
     /// Sends `signal` to the daemon and waits (up to `timeout`) for it to exit.
     pub fn signal_and_wait(&mut self, signal: i32, timeout: Duration) -> Result<ExitStatus> {
         let process = self.daemon.process();

@@ -1,10 +1,12 @@
 //! Traffic between namespaces: ping, iperf3, ncat echo, the test's own UDP sockets.
 
+mod capture;
 mod echo;
 mod iperf;
 mod ping;
 mod udp;
 
+pub use capture::{CapturedUdp, PacketCapture};
 pub use echo::{EchoServer, echo_check};
 pub use iperf::{IperfOptions, IperfReport, IperfServer, iperf3_client};
 pub use ping::{PingOptions, PingReport, ping, ping_with, wait_for_ping};
