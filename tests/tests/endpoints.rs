@@ -16,7 +16,7 @@ use gateway_tests::pair::{
     tunnel_cidrs, wg_config,
 };
 use gateway_tests::topology::{Hub, TopologyOptions};
-use gateway_tests::traffic::{PingOptions, ping_with, wait_for_ping};
+use gateway_tests::traffic::{PingOptions, ping_until_clean, ping_with, wait_for_ping};
 use gateway_tests::wg::{Implementation, KeyPair, WgPeer};
 use gateway_tests::{Netns, Probe, TestDir, require_root, require_tools, unique_ifname};
 
@@ -91,9 +91,7 @@ fn roam_to(pair: &Pair, dir: &TestDir, expected: SocketAddr) -> Result<u64> {
         (pair.gatewayd_ns(), IpAddr::V4(PEER_TUNNEL.0)),
         (pair.peer_ns(), IpAddr::V4(GATEWAYD_TUNNEL.0)),
     ] {
-        let report = ping_with(from, to, &PingOptions::count(5))?;
-        ensure!(report.all_received(), "pings to {to} lost: {report:?}");
-        exchanges += u64::from(report.received);
+        exchanges += u64::from(ping_until_clean(from, to, 5, TIMEOUT)?.received);
     }
     Ok(exchanges)
 }
@@ -189,9 +187,8 @@ impl NatWorld<'_> {
             "the VPS got {received} bytes of keepalives in {IDLE:?}, expected ≥ {expected}"
         );
         let before = self.home.ebpf_stats()?;
-        let report =
-            ping_with(&self.hub.vps, IpAddr::V4(GATEWAYD_TUNNEL.0), &PingOptions::count(5))?;
-        ensure!(report.all_received(), "the VPS could not reach the home after idling: {report:?}");
+        let report = ping_until_clean(&self.hub.vps, IpAddr::V4(GATEWAYD_TUNNEL.0), 5, TIMEOUT)
+            .context("the VPS reaching the home after idling")?;
         let stats = self.home.ebpf_stats()?.since(&before);
         eprintln!(
             "after idling with keepalives: {report:?}; eBPF counters grew by {}",

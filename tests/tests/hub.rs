@@ -15,7 +15,9 @@ use gateway_common::maps::Stat;
 use gateway_tests::gatewayd::{DataPath, Gatewayd, GatewaydOptions, XdpPass};
 use gateway_tests::pair::{TUNNEL_MTU, tunnel_addresses, tunnel_cidrs};
 use gateway_tests::topology::{Hub, TopologyOptions};
-use gateway_tests::traffic::{IperfOptions, IperfServer, iperf3_client, ping, wait_for_ping};
+use gateway_tests::traffic::{
+    IperfOptions, IperfServer, iperf3_client_when_ready, ping_until_clean, wait_for_ping,
+};
 use gateway_tests::wg::{Implementation, KeyPair, WgPeer};
 use gateway_tests::{Probe, TestDir, require_root, require_tools, unique_ifname};
 
@@ -162,26 +164,16 @@ impl World<'_> {
         let forwarded_before = self.stack_forwarded()?;
         let mut replies = 0;
         for destination in [lan_v4, lan_v6] {
-            let report = dir.wait_for(
-                &format!("{PINGS} of {PINGS} replies from {destination}"),
-                TIMEOUT,
-                || {
-                    let report = ping(&self.hub.phone, destination, PINGS)?;
-                    Ok(if report.all_received() {
-                        Probe::Ready(report)
-                    } else {
-                        Probe::NotYet(format!("{report:?}"))
-                    })
-                },
-            )?;
+            let report = ping_until_clean(&self.hub.phone, destination, PINGS, TIMEOUT)?;
             replies += u64::from(report.received);
         }
         let _iperf = IperfServer::start(&self.hub.lan_host, dir, IPERF_PORT)?;
-        let tcp = iperf3_client(
+        let tcp = iperf3_client_when_ready(
             &self.hub.phone,
             lan_v4,
             IPERF_PORT,
             &IperfOptions { duration: Duration::from_secs(1), ..IperfOptions::default() },
+            TIMEOUT,
         )
         .context("TCP from the phone to the home LAN")?;
         ensure!(tcp.received_bytes > 0, "no TCP bytes crossed the hub: {tcp:?}");

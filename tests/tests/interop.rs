@@ -14,14 +14,15 @@ use gateway_common::maps::Stat;
 use gateway_tests::gatewayd::{DataPath, EbpfStats, GatewaydOptions, PeerPaths};
 use gateway_tests::pair::{Family, GATEWAYD_TUNNEL, Initiator, PEER_TUNNEL, Pair, PairSpec};
 use gateway_tests::traffic::{
-    IperfOptions, IperfServer, PingReport, Protocol, iperf3_client, ping,
+    IperfOptions, IperfServer, Protocol, iperf3_client_when_ready, ping_until_clean,
 };
 use gateway_tests::wg::Implementation;
-use gateway_tests::{Netns, Probe, TestDir, require_root, require_tools};
+use gateway_tests::{TestDir, require_root, require_tools};
 
 const TOOLS: &[&str] = &["ip", "ping", "ss", "wg", "iperf3", "wireguard-go", "boringtun-cli"];
 const PINGS: u32 = 5;
 const IPERF_PORT: u16 = 5201;
+const UDP_LENGTH: u32 = 1200;
 const RETRY_TIMEOUT: Duration = Duration::from_secs(20);
 
 struct Case {
@@ -79,22 +80,24 @@ fn run(pair: &Pair, dir: &TestDir) -> Result<()> {
         (pair.gatewayd_ns(), IpAddr::V6(PEER_TUNNEL.1)),
         (pair.peer_ns(), IpAddr::V6(GATEWAYD_TUNNEL.1)),
     ] {
-        delivered.echo_replies += u64::from(clean_ping_burst(dir, from, to)?.received);
+        delivered.echo_replies +=
+            u64::from(ping_until_clean(from, to, PINGS, RETRY_TIMEOUT)?.received);
     }
 
     let _iperf = IperfServer::start(pair.gatewayd_ns(), dir, IPERF_PORT)?;
     let second = Duration::from_secs(1);
     let gatewayd_v4 = IpAddr::V4(GATEWAYD_TUNNEL.0);
-    let tcp = iperf3_client(
+    let tcp = iperf3_client_when_ready(
         pair.peer_ns(),
         gatewayd_v4,
         IPERF_PORT,
         &IperfOptions { duration: second, ..IperfOptions::default() },
+        RETRY_TIMEOUT,
     )
     .context("TCP into gatewayd's side")?;
     ensure!(tcp.received_bytes > 0, "no TCP bytes arrived: {tcp:?}");
     delivered.tcp_bytes_in = tcp.received_bytes;
-    let udp = iperf3_client(
+    let udp = iperf3_client_when_ready(
         pair.peer_ns(),
         IpAddr::V6(GATEWAYD_TUNNEL.1),
         IPERF_PORT,
@@ -102,14 +105,16 @@ fn run(pair: &Pair, dir: &TestDir) -> Result<()> {
             protocol: Protocol::Udp,
             duration: second,
             bitrate: Some(20_000_000),
-            length: Some(1200),
+            length: Some(UDP_LENGTH),
             reverse: true,
             ..IperfOptions::default()
         },
+        RETRY_TIMEOUT,
     )
     .context("UDP out of gatewayd's side")?;
-    let sent = udp.packets.context("iperf3 reported no UDP packet count")?;
-    let arrived = sent.saturating_sub(udp.lost_packets.unwrap_or(sent));
+    // What the receiver counted: iperf3's sent-minus-lost misses a tail still queued when
+    // the test ended.
+    let arrived = udp.received_bytes / u64::from(UDP_LENGTH);
     ensure!(arrived > 0, "no UDP datagram arrived: {udp:?}");
     delivered.udp_datagrams_out = arrived;
 
@@ -120,20 +125,6 @@ fn run(pair: &Pair, dir: &TestDir) -> Result<()> {
         DataPath::Ebpf => check_ebpf_carried(&delivered, &stats, &paths_before, &paths),
         DataPath::Userspace => check_userspace_carried(pair, &delivered, &paths_before, &paths),
     }
-}
-
-/// A burst of pings that all came back. Retried: on a loaded machine a burst may lose a reply;
-/// a broken tunnel never passes.
-fn clean_ping_burst(dir: &TestDir, from: &Netns, to: IpAddr) -> Result<PingReport> {
-    let what = format!("{PINGS} of {PINGS} replies from {to} in {}", from.name());
-    dir.wait_for(&what, RETRY_TIMEOUT, || {
-        let report = ping(from, to, PINGS)?;
-        Ok(if report.all_received() {
-            Probe::Ready(report)
-        } else {
-            Probe::NotYet(format!("{report:?}"))
-        })
-    })
 }
 
 /// Every echo request and reply, every TCP segment in, every UDP datagram out went through the

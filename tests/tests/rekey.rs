@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, ensure};
 use gateway_common::maps::Stat;
 use gateway_tests::gatewayd::{DataPath, EbpfStats, GatewaydOptions};
 use gateway_tests::pair::{Family, GATEWAYD_TUNNEL, Initiator, PEER_TUNNEL, Pair, PairSpec};
-use gateway_tests::traffic::{PingOptions, ping_with, wait_for_ping};
+use gateway_tests::traffic::{PingOptions, ping_until_clean, ping_with, wait_for_ping};
 use gateway_tests::wg::{Implementation, KeyPair};
 use gateway_tests::{TestDir, require_root, require_tools};
 
@@ -190,14 +190,13 @@ fn change_keys(mut pair: Pair, dir: &TestDir) -> Result<()> {
 
 /// A clean burst both ways, and with eBPF on the programs carried it on the new sessions.
 fn check_carried(pair: &Pair, before: &EbpfStats, when: &str) -> Result<()> {
-    let options = PingOptions::count(5);
     let mut replies = 0;
     for (from, to) in [
         (pair.gatewayd_ns(), IpAddr::V4(PEER_TUNNEL.0)),
         (pair.peer_ns(), IpAddr::V4(GATEWAYD_TUNNEL.0)),
     ] {
-        let report = ping_with(from, to, &options)?;
-        ensure!(report.all_received(), "{when}: pings to {to} were lost: {report:?}");
+        let report = ping_until_clean(from, to, 5, IMMEDIATE * 4)
+            .with_context(|| format!("{when}: pings to {to}"))?;
         replies += u64::from(report.received);
     }
     let stats = pair.gatewayd.ebpf_stats()?.since(before);

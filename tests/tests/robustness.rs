@@ -13,7 +13,7 @@ use gateway_tests::pair::{
     Family, GATEWAYD_PORT, GATEWAYD_TUNNEL, Initiator, PEER_TUNNEL, Pair, PairSpec,
 };
 use gateway_tests::traffic::{
-    PacketCapture, PingOptions, ping_with, send_all, udp_socket, wait_for_ping,
+    PacketCapture, PingOptions, ping_until_clean, ping_with, send_all, udp_socket, wait_for_ping,
 };
 use gateway_tests::wg::Implementation;
 use gateway_tests::{TestDir, require_root, require_tools};
@@ -157,11 +157,8 @@ fn survive(data_path: DataPath) -> Result<()> {
             (pair.peer_ns(), IpAddr::V4(GATEWAYD_TUNNEL.0)),
             (pair.gatewayd_ns(), IpAddr::V4(PEER_TUNNEL.0)),
         ] {
-            let report = ping_with(from, to, &PingOptions::count(5))?;
-            ensure!(
-                report.all_received(),
-                "after {sent} bad datagrams, pings to {to} were lost: {report:?}"
-            );
+            ping_until_clean(from, to, 5, Duration::from_secs(15))
+                .with_context(|| format!("after {sent} bad datagrams, pings to {to}"))?;
         }
         let after = pair.gatewayd.status()?;
         let threw_away = |status: &gateway::daemon::status::Status| -> u64 {

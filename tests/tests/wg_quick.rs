@@ -15,7 +15,7 @@ use gateway_tests::pair::{
     GATEWAYD_PORT, GATEWAYD_TUNNEL, PEER_PORT, PEER_TUNNEL, TUNNEL_MTU, tunnel_cidrs, wg_config,
 };
 use gateway_tests::topology::{Direct, TopologyOptions};
-use gateway_tests::traffic::{PingOptions, ping_with, wait_for_ping};
+use gateway_tests::traffic::{ping_until_clean, wait_for_ping};
 use gateway_tests::wg::{Implementation, KeyPair, WgPeer};
 use gateway_tests::{Netns, Probe, TestDir, require_root, require_tools, unique_ifname};
 
@@ -125,11 +125,8 @@ fn wg_quick_up_traffic_down_leaves_nothing() -> Result<()> {
             status.data_path
         );
         wait_for_ping(&direct.client, IpAddr::V4(PEER_TUNNEL.0), TIMEOUT)?;
-        let report =
-            ping_with(&direct.server, IpAddr::V4(GATEWAYD_TUNNEL.0), &PingOptions::count(5))?;
-        ensure!(report.all_received(), "pings from the peer were lost: {report:?}");
-        let report6 = ping_with(&direct.client, IpAddr::V6(PEER_TUNNEL.1), &PingOptions::count(3))?;
-        ensure!(report6.all_received(), "IPv6 pings through the tunnel were lost: {report6:?}");
+        let report = ping_until_clean(&direct.server, IpAddr::V4(GATEWAYD_TUNNEL.0), 5, TIMEOUT)?;
+        ping_until_clean(&direct.client, IpAddr::V6(PEER_TUNNEL.1), 3, TIMEOUT)?;
         let status = read_status(&gateway::daemon::status::socket_path(&ifname))?;
         let delivered =
             status.ebpf_stats.get(&format!("{:?}", Stat::RxDeliveredLocal)).copied().unwrap_or(0);

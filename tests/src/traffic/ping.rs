@@ -77,12 +77,14 @@ pub struct PingOptions {
 }
 
 impl PingOptions {
+    /// `count` echo requests 0.2 s apart, each given 3 s to come back (a loaded machine
+    /// stalls for a second now and then; a broken path never answers).
     pub fn count(count: u32) -> PingOptions {
         PingOptions {
             count,
             interval: Duration::from_millis(200),
             size: None,
-            reply_timeout: Duration::from_secs(1),
+            reply_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -108,10 +110,36 @@ pub fn ping_with(netns: &Netns, destination: IpAddr, options: &PingOptions) -> R
     PingReport::parse(&stdout)
 }
 
+/// Bursts of `count` pings until one comes back whole, for at most `timeout`; returns it. A
+/// burst that lost replies (the machine stalled) is tried again; a broken path never passes.
+pub fn ping_until_clean(
+    netns: &Netns,
+    destination: IpAddr,
+    count: u32,
+    timeout: Duration,
+) -> Result<PingReport> {
+    let what = format!("{count} of {count} replies from {destination} in {}", netns.name());
+    let mut lossy = Vec::new();
+    let report = wait_for(&what, timeout, || {
+        let report = ping(netns, destination, count)?;
+        Ok(if report.all_received() {
+            Probe::Ready(report)
+        } else {
+            lossy.push(report.clone());
+            Probe::NotYet(format!("{report:?}"))
+        })
+    })?;
+    if !lossy.is_empty() {
+        eprintln!("{what}: lossy bursts before a clean one: {lossy:?}");
+    }
+    Ok(report)
+}
+
 pub fn wait_for_ping(netns: &Netns, destination: IpAddr, timeout: Duration) -> Result<()> {
     let what = format!("a ping reply from {destination} in {}", netns.name());
     wait_for(&what, timeout, || {
-        let output = ping_output(netns, destination, &PingOptions::count(1))?;
+        let quick = PingOptions { reply_timeout: Duration::from_secs(1), ..PingOptions::count(1) };
+        let output = ping_output(netns, destination, &quick)?;
         if output.status.success() {
             return Ok(Probe::Ready(()));
         }
