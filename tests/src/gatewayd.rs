@@ -106,6 +106,14 @@ pub fn gatewayd_binary() -> Result<PathBuf> {
     )
 }
 
+/// The operator CLI `gateway`, built next to gatewayd.
+pub fn gateway_cli_binary() -> Result<PathBuf> {
+    let daemon = gatewayd_binary()?;
+    let cli = daemon.with_file_name("gateway");
+    ensure!(cli.is_file(), "the gateway CLI is not built next to {}", daemon.display());
+    Ok(cli)
+}
+
 /// A running `gatewayd -f`. Drop stops it (SIGTERM, which removes its interface and sockets).
 #[derive(Debug)]
 pub struct Gatewayd {
@@ -161,6 +169,16 @@ impl Gatewayd {
         read_status(&self.status_socket)
     }
 
+    /// What `gateway status <ifname> [--json]` prints.
+    pub fn cli_status(&self, json: bool) -> Result<String> {
+        let mut command = std::process::Command::new(gateway_cli_binary()?);
+        command.args(["status", self.ifname()]);
+        if json {
+            command.arg("--json");
+        }
+        crate::command::run(&mut command)
+    }
+
     /// The eBPF programs' counters now (all zero without eBPF).
     pub fn ebpf_stats(&self) -> Result<EbpfStats> {
         Ok(EbpfStats(self.status()?.ebpf_stats))
@@ -180,6 +198,11 @@ impl Gatewayd {
     /// An error with the daemon's log if it is no longer running.
     pub fn check_running(&mut self) -> Result<()> {
         self.daemon.process().check_running()
+    }
+
+    /// Waits (up to `timeout`) for the daemon to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        self.daemon.process().wait_exit(timeout)
     }
 
     /// Sends `signal` to the daemon and waits (up to `timeout`) for it to exit.

@@ -1,6 +1,7 @@
-//! SIGTERM and SIGINT stop gatewayd cleanly: exit status 0, and its interface, UAPI socket,
-//! status socket and (eBPF on) every program it attached — XDP on the underlay it found from
-//! the peer's endpoint, TC on its TUN — are gone.
+//! SIGTERM and SIGINT stop gatewayd cleanly, and so does deleting its interface (as with
+//! wireguard-go): exit status 0, and its interface, UAPI socket, status socket and (eBPF on)
+//! every program it attached — XDP on the underlay it found from the peer's endpoint, TC on
+//! its TUN — are gone.
 
 use std::time::Duration;
 
@@ -13,10 +14,16 @@ use gateway_tests::{TestDir, require_root, require_tools};
 const TOOLS: &[&str] = &["ip", "ping", "wg", "bpftool", "wireguard-go"];
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn clean_exit(signal: i32, data_path: DataPath) -> Result<()> {
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Signal(i32),
+    DeleteInterface,
+}
+
+fn clean_exit(stop: Stop, data_path: DataPath) -> Result<()> {
     require_root()?;
     require_tools(TOOLS)?;
-    let dir = TestDir::new(&format!("clean-exit-{signal}-{data_path}"))?;
+    let dir = TestDir::new(&format!("clean-exit-{stop:?}-{data_path}"))?;
     let spec = PairSpec {
         peer: Implementation::WireguardGo,
         initiator: Initiator::Gatewayd,
@@ -45,10 +52,16 @@ fn clean_exit(signal: i32, data_path: DataPath) -> Result<()> {
                 "before stopping, no {what} was found in {netns}: {before:?}"
             );
         }
-        let status = pair.gatewayd.signal_and_wait(signal, EXIT_TIMEOUT)?;
-        ensure!(status.success(), "gatewayd exited with {status} on signal {signal}");
+        let status = match stop {
+            Stop::Signal(signal) => pair.gatewayd.signal_and_wait(signal, EXIT_TIMEOUT)?,
+            Stop::DeleteInterface => {
+                pair.gatewayd_ns().ip(&["link", "delete", &ifname])?;
+                pair.gatewayd.wait_exit(EXIT_TIMEOUT)?
+            }
+        };
+        ensure!(status.success(), "gatewayd exited with {status} after {stop:?}");
         let after = leftovers(pair.gatewayd_ns(), &ifname, &links)?;
-        ensure!(after.is_empty(), "left behind after signal {signal}: {after:?}");
+        ensure!(after.is_empty(), "left behind after {stop:?}: {after:?}");
         Ok(())
     })();
     result.map_err(|error| dir.attach_logs(error))
@@ -56,15 +69,20 @@ fn clean_exit(signal: i32, data_path: DataPath) -> Result<()> {
 
 #[test]
 fn sigterm_with_ebpf_removes_everything() -> Result<()> {
-    clean_exit(libc::SIGTERM, DataPath::Ebpf)
+    clean_exit(Stop::Signal(libc::SIGTERM), DataPath::Ebpf)
 }
 
 #[test]
 fn sigint_with_ebpf_removes_everything() -> Result<()> {
-    clean_exit(libc::SIGINT, DataPath::Ebpf)
+    clean_exit(Stop::Signal(libc::SIGINT), DataPath::Ebpf)
 }
 
 #[test]
 fn sigterm_without_ebpf_removes_everything() -> Result<()> {
-    clean_exit(libc::SIGTERM, DataPath::Userspace)
+    clean_exit(Stop::Signal(libc::SIGTERM), DataPath::Userspace)
+}
+
+#[test]
+fn deleting_the_interface_with_ebpf_removes_everything() -> Result<()> {
+    clean_exit(Stop::DeleteInterface, DataPath::Ebpf)
 }

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
+use gateway::daemon::status::Status;
 use gateway_common::maps::Stat;
 use gateway_tests::gatewayd::{DataPath, EbpfStats, GatewaydOptions, PeerPaths};
 use gateway_tests::pair::{Family, GATEWAYD_TUNNEL, Initiator, PEER_TUNNEL, Pair, PairSpec};
@@ -121,10 +122,30 @@ fn run(pair: &Pair, dir: &TestDir) -> Result<()> {
     let stats = pair.gatewayd.ebpf_stats()?.since(&stats_before);
     let paths = pair.gatewayd.peer_counters(&pair.peer_keys.public_key)?;
     eprintln!("delivered {delivered:?}; eBPF counters grew by {}", stats.nonzero());
+    check_cli(pair)?;
     match pair.spec.gatewayd.data_path {
         DataPath::Ebpf => check_ebpf_carried(&delivered, &stats, &paths_before, &paths),
         DataPath::Userspace => check_userspace_carried(pair, &delivered, &paths_before, &paths),
     }
+}
+
+/// `gateway status` shows the same daemon the status socket does, as JSON and as text.
+fn check_cli(pair: &Pair) -> Result<()> {
+    let json = pair.gatewayd.cli_status(true)?;
+    let status: Status = serde_json::from_str(&json).context("`gateway status --json`")?;
+    let key = &pair.peer_keys.public_key;
+    ensure!(
+        status.interface == pair.gatewayd.ifname()
+            && status.data_path == pair.spec.gatewayd.data_path.to_string()
+            && status.peers.iter().any(|peer| &peer.public_key == key),
+        "`gateway status --json` disagrees with the daemon: {status:?}"
+    );
+    let text = pair.gatewayd.cli_status(false)?;
+    ensure!(
+        text.contains(pair.gatewayd.ifname()) && text.contains(key.as_str()),
+        "`gateway status` does not show the interface and its peer:\n{text}"
+    );
+    Ok(())
 }
 
 /// Every echo request and reply, every TCP segment in, every UDP datagram out went through the
