@@ -229,23 +229,32 @@ fn conntrack_udp(netns: &Netns, port: u16) -> Result<Vec<String>> {
         .collect())
 }
 
-macro_rules! cases {
-    ($body:ident: $($name:ident: $($arg:ident)::+ $(, $more:ident)?;)*) => {$(
-        #[test]
-        fn $name() -> Result<()> {
-            $body($($arg)::+ $(, DataPath::$more)?)
-        }
-    )*};
+#[test]
+fn roaming_wireguard_go_ebpf() -> Result<()> {
+    roaming(Implementation::WireguardGo, DataPath::Ebpf)
 }
 
-cases! { roaming:
-    roaming_wireguard_go_ebpf: Implementation::WireguardGo, Ebpf;
-    roaming_wireguard_go_userspace: Implementation::WireguardGo, Userspace;
-    roaming_boringtun_ebpf: Implementation::Boringtun, Ebpf;
-    roaming_boringtun_userspace: Implementation::Boringtun, Userspace;
+#[test]
+fn roaming_wireguard_go_userspace() -> Result<()> {
+    roaming(Implementation::WireguardGo, DataPath::Userspace)
 }
 
-cases! { keepalive_through_nat:
-    nat_keepalive_ebpf: DataPath::Ebpf;
-    nat_keepalive_userspace: DataPath::Userspace;
+#[test]
+fn roaming_boringtun_ebpf() -> Result<()> {
+    roaming(Implementation::Boringtun, DataPath::Ebpf)
+}
+
+#[test]
+fn roaming_boringtun_userspace() -> Result<()> {
+    roaming(Implementation::Boringtun, DataPath::Userspace)
+}
+
+#[test]
+fn nat_keepalive_ebpf() -> Result<()> {
+    keepalive_through_nat(DataPath::Ebpf)
+}
+
+#[test]
+fn nat_keepalive_userspace() -> Result<()> {
+    keepalive_through_nat(DataPath::Userspace)
 }
