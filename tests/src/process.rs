@@ -100,7 +100,7 @@ impl Process {
         }
     }
 
-    /// SIGTERM to the group, SIGKILL after [`GRACE`]; waits for the exit. Idempotent.
+    /// SIGTERM to the group, SIGKILL after a grace period (2 s); waits for the exit. Idempotent.
     ///
     /// The group is signalled only while its leader is unreaped (running, or a zombie): once
     /// reaped, its pid — the group id — may already belong to a new process, e.g. another
