@@ -7,7 +7,7 @@
 //! /var/run/wireguard) and `wg` (`apt-get install --no-install-recommends wireguard-tools`).
 
 use std::collections::HashSet;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::os::unix::net::UnixStream;
@@ -301,19 +301,18 @@ fn exchange(stream: &mut UnixStream, request: &str) -> String {
     read_reply(stream)
 }
 
+/// Reads byte by byte: a buffered reader would swallow the start of the next reply when two
+/// arrive back to back (pipelined requests), and lose it when dropped.
 fn read_reply(stream: &mut UnixStream) -> String {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut reply = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap() == 0 {
-            return reply;
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while !(reply.ends_with(b"\n\n") || reply == b"\n") {
+        if stream.read(&mut byte).unwrap() == 0 {
+            break;
         }
-        reply.push_str(&line);
-        if line == "\n" {
-            return reply;
-        }
+        reply.push(byte[0]);
     }
+    String::from_utf8(reply).unwrap()
 }
 
 /// Whether the server closed the connection: EOF, or ECONNRESET when it closed with some of

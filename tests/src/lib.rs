@@ -6,11 +6,22 @@
 //! - [`Process`] and [`TestDir`]: daemons inside namespaces with their output in a per-test
 //!   folder, stopped on drop; [`wait_for`] with errors that say what was last seen.
 //! - [`wg`]: wireguard-go and boringtun peers, keys, `wg show dump`.
-//! - [`traffic`]: ping, iperf3, ncat echo.
+//! - [`traffic`]: ping, iperf3, ncat echo, the test's own UDP sockets, packet capture.
+//! - [`gatewayd`]: our daemon with its options, its status socket parsed, eBPF counters, the
+//!   BPF links it holds and what it left behind; `xdp_pass` for veth ends.
+//! - [`pair`]: gatewayd and a reference peer joined by one tunnel, either side initiating.
 //! - [`topology`]: the shapes the tests share ([`topology::Direct`], [`topology::Hub`]).
 //!
 //! Everything here needs root and the tools `cargo xtask setup` installs; what is missing is
 //! reported as an error naming it.
+//!
+//! The gatewayd tests (each eBPF on and with `--no-ebpf`; about two minutes together):
+//! `interop` (wireguard-go and boringtun, either side initiating, IPv4/IPv6 underlays, ping,
+//! TCP, UDP), `rekey` (by time under the test timer divisor, by private-key changes),
+//! `endpoints` (roaming, persistent keepalive through an expiring NAT), `hub` (XDP, stack and
+//! userspace forwarding), `differential` (eBPF and userspace indistinguishable from outside),
+//! `wg_quick`, `bad_input`, `robustness` (malformed, replayed and forged datagrams) and
+//! `clean_exit`.
 
 mod command;
 mod guard;
@@ -21,6 +32,8 @@ mod require;
 mod test_dir;
 mod wait;
 
+pub mod gatewayd;
+pub mod pair;
 pub mod topology;
 pub mod traffic;
 pub mod wg;

@@ -1,11 +1,12 @@
 //! Network namespaces and what the tests put in them: links, addresses, routes, sysctls, nftables.
 
 use std::ffi::OsStr;
+use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd as _;
 use std::process::Command;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 
 use crate::names::{self, NAME_PREFIX};
 use crate::{command, guard, require};
@@ -112,19 +113,21 @@ impl Netns {
             .map(drop)
     }
 
-    /// Moves the calling thread into this namespace until the guard drops (for work that must
-    /// happen inside it in-process, e.g. attaching a BPF program by interface name).
-    pub fn enter(&self) -> Result<Entered> {
-        let original = std::fs::File::open("/proc/thread-self/ns/net")
-            .context("opening this thread's network namespace")?;
-        let target = std::fs::File::open(format!("/var/run/netns/{}", self.name))
-            .with_context(|| format!("opening namespace {}", self.name))?;
-        // SAFETY: setns on the calling thread with a namespace descriptor.
-        if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("entering namespace {}", self.name));
+    /// The packets every `counter` in an nftables chain has counted, summed (e.g. `("inet",
+    /// "test", "forward")`).
+    pub fn nft_counted_packets(&self, family: &str, table: &str, chain: &str) -> Result<u64> {
+        let listing = self.run("nft", &["list", "chain", family, table, chain])?;
+        let mut total = 0;
+        for (at, _) in listing.match_indices("counter packets ") {
+            let number = listing[at + "counter packets ".len()..]
+                .split_whitespace()
+                .next()
+                .unwrap_or_default();
+            total += number
+                .parse::<u64>()
+                .with_context(|| format!("counter value {number:?} in:\n{listing}"))?;
         }
-        Ok(Entered { original })
+        Ok(total)
     }
 
     /// A veth pair whose ends are born in their namespaces (`ip link add A netns X type veth peer
@@ -149,16 +152,41 @@ impl Netns {
     }
 }
 
-/// The calling thread is inside a namespace; dropping this takes it back.
+impl Netns {
+    /// Moves the calling thread into this namespace until the guard drops. Sockets made
+    /// meanwhile stay in it afterwards: this is how a test sends its own datagrams from inside.
+    pub fn enter(&self) -> Result<Entered> {
+        let original = File::open("/proc/thread-self/ns/net")
+            .context("cannot open this thread's network namespace")?;
+        let path = format!("/var/run/netns/{}", self.name);
+        let target = File::open(&path).with_context(|| format!("cannot open {path}"))?;
+        set_network_namespace(&target).with_context(|| format!("cannot enter {}", self.name))?;
+        Ok(Entered { original })
+    }
+}
+
+/// The calling thread is in another namespace until this drops.
+#[derive(Debug)]
 pub struct Entered {
-    original: std::fs::File,
+    original: File,
 }
 
 impl Drop for Entered {
     fn drop(&mut self) {
-        // SAFETY: back to the namespace the thread came from.
-        unsafe { libc::setns(self.original.as_raw_fd(), libc::CLONE_NEWNET) };
+        if let Err(error) = set_network_namespace(&self.original) {
+            // Carrying on in the wrong namespace would make later steps act on the wrong
+            // network: stop here.
+            panic!("cannot return to the original network namespace: {error}");
+        }
     }
+}
+
+fn set_network_namespace(namespace: &File) -> Result<()> {
+    // SAFETY: setns on the calling thread with a namespace file descriptor we hold open.
+    if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Drop for Netns {

@@ -4,7 +4,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -75,25 +75,87 @@ impl Process {
         Ok(())
     }
 
-    /// SIGTERM to the group, SIGKILL after [`GRACE`]; waits for the exit. Idempotent.
+    /// Sends `signal` to the process itself (not its group).
+    pub fn signal(&mut self, signal: i32) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: plain syscall on our own child, which has not been reaped.
+            unsafe { libc::kill(pid_as_i32(self.child.id()), signal) };
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit and returns its status; an error (with
+    /// the log) if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) =
+                self.child.try_wait().with_context(|| format!("waiting on {}", self.label))?
+            {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("{} still runs after {timeout:?}; its output:\n{}", self.label, self.log());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM to the group, SIGKILL after a grace period (2 s); waits for the exit. Idempotent.
+    ///
+    /// The group is signalled only while its leader is unreaped (running, or a zombie): once
+    /// reaped, its pid — the group id — may already belong to a new process, e.g. another
+    /// test's daemon.
     pub fn stop(&mut self) {
         if self.stopped {
             return;
         }
         self.stopped = true;
-        let pgid = pid_as_i32(self.child.id());
-        if matches!(self.child.try_wait(), Ok(None)) {
-            signal_group(pgid, libc::SIGTERM);
+        let pid = pid_as_i32(self.child.id());
+        let mut state = leader_state(pid);
+        if state == Leader::Running {
+            signal_group(pid, libc::SIGTERM);
             let deadline = Instant::now() + GRACE;
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            while state == Leader::Running && Instant::now() < deadline {
                 thread::sleep(Duration::from_millis(20));
+                state = leader_state(pid);
             }
         }
-        // Also reaches grandchildren that outlived the leader.
-        signal_group(pgid, libc::SIGKILL);
+        if state != Leader::Reaped {
+            // Also reaches grandchildren that outlived the leader.
+            signal_group(pid, libc::SIGKILL);
+        }
         let _ = self.child.wait();
-        guard::untrack_process_group(pgid);
+        guard::untrack_process_group(pid);
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leader {
+    Running,
+    /// Exited but not reaped: its pid is still reserved.
+    Exited,
+    /// Already waited for (by `try_wait`): its pid is free for reuse.
+    Reaped,
+}
+
+/// Looks at a child without reaping it (`waitid` with `WNOWAIT`).
+fn leader_state(pid: i32) -> Leader {
+    // SAFETY: an all-zero siginfo_t is valid; waitid fills it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid on our own child, with a valid siginfo_t out-parameter.
+    let result = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    if result != 0 {
+        return Leader::Reaped;
+    }
+    // SAFETY: waitid succeeded, so si_pid is set (0 when the child has not exited).
+    if unsafe { info.si_pid() } == 0 { Leader::Running } else { Leader::Exited }
 }
 
 impl Drop for Process {

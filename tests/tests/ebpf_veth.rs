@@ -296,12 +296,25 @@ fn detach_leaves_nothing_attached() {
             .map(str::to_string)
             .collect()
     };
+    // A link lives until the last reference to its file goes. A child another test thread
+    // is forking at that moment holds a copy of every descriptor until it execs, so the
+    // kernel may list a closed link a moment longer: look again until it is gone.
+    let settled = || -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let links = our_links();
+            if links.is_empty() || Instant::now() >= deadline {
+                return links;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
     let links = our_links();
     assert_eq!(links.len(), 4, "rx xdp, handoff, tx tun, xdp_pass: {links:?}");
     assert!(w.a.ip(&["link", "show", "a0"]).contains("prog/xdp"));
     w.dp.detach_all().unwrap();
     assert!(w.dp.attached().is_empty());
-    assert_eq!(our_links(), Vec::<String>::new());
+    assert_eq!(settled(), Vec::<String>::new());
     assert!(!w.a.ip(&["link", "show", "a0"]).contains("prog/xdp"));
     assert!(!w.b.ip(&["link", "show", "b0"]).contains("prog/xdp"));
     assert!(!w.a.exec(&["tc", "qdisc", "show"]).contains("clsact"), "no clsact qdisc");
@@ -312,7 +325,7 @@ fn detach_leaves_nothing_attached() {
     }
     assert_eq!(our_links().len(), 2);
     drop(w.dp);
-    assert_eq!(our_links(), Vec::<String>::new());
+    assert_eq!(settled(), Vec::<String>::new());
     assert!(!w.a.ip(&["link", "show", "a0"]).contains("prog/xdp"));
 }
 

@@ -10,7 +10,11 @@ use gateway::dataplane::{AttachPreference, Capacities};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "WireGuard gateway daemon (eBPF data path, wg-compatible UAPI)")]
+#[command(
+    name = "gatewayd",
+    version,
+    about = "WireGuard gateway daemon (eBPF data path, wg-compatible UAPI)"
+)]
 struct Args {
     /// Stay in the foreground instead of daemonizing (also: WG_PROCESS_FOREGROUND=1).
     #[arg(short, long)]

@@ -21,6 +21,7 @@ use crate::dataplane::{
 use crate::wg::PeerId;
 use crate::wg::device::{Device, Event, ObservedActivity};
 use crate::wg::keypair::Keypair;
+use crate::wg::timers::{REJECT_AFTER_TIME, TimerScale};
 
 /// How often the programs' activity is folded into the timers. The kernel's own timers for
 /// these events fire with up to ~12% slack (its timer wheel), far more than this.
@@ -59,6 +60,8 @@ pub struct EbpfSink {
     /// Interfaces with the receive programs (or where attaching failed: not retried).
     underlays: HashMap<u32, String>,
     peers: HashMap<PeerId, PeerMirror>,
+    /// How much earlier than its birth a session is published (see `with_timer_scale`).
+    birth_shift: Duration,
 }
 
 impl EbpfSink {
@@ -89,7 +92,24 @@ impl EbpfSink {
             let (index, name) = crate::dataplane::Interface::from(name.as_str()).resolve()?;
             underlays.insert(index, name);
         }
-        Ok(EbpfSink { dp, config, prefer: options.prefer, underlays, peers: HashMap::new() })
+        Ok(EbpfSink {
+            dp,
+            config,
+            prefer: options.prefer,
+            underlays,
+            peers: HashMap::new(),
+            birth_shift: Duration::ZERO,
+        })
+    }
+
+    /// The programs expire sessions after the protocol's REJECT_AFTER_TIME, a constant they
+    /// compare each session's age with. Under a shortened test timer scale the daemon expires
+    /// them sooner; publishing each session as born earlier by the difference makes the
+    /// programs expire it at the same moment, so the eBPF path hands expired sessions' traffic
+    /// to the daemon (which rekeys) exactly as it would at the real scale.
+    pub fn with_timer_scale(mut self, scale: TimerScale) -> EbpfSink {
+        self.birth_shift = REJECT_AFTER_TIME - scale.apply(REJECT_AFTER_TIME);
+        self
     }
 
     /// Where sessions' counters live: the device must allocate from it.
@@ -127,12 +147,14 @@ impl EbpfSink {
         }
     }
 
-    fn session_params(peer: PeerSlot, k: &Keypair, usable: SessionUse) -> SessionParams {
+    fn session_params(&self, peer: PeerSlot, k: &Keypair, usable: SessionUse) -> SessionParams {
         SessionParams {
             peer,
             local_index: k.local_index,
             remote_index: k.remote_index,
-            created: k.birth,
+            // Within REJECT_AFTER_TIME of boot the monotonic clock cannot go back that far;
+            // the programs then expire it late, and the daemon's own checks still apply.
+            created: k.birth.checked_sub(self.birth_shift).unwrap_or(k.birth),
             send_key: *k.send_key(),
             recv_key: *k.recv_key(),
             usable,
@@ -176,9 +198,7 @@ impl EbpfSink {
         for (slot, k, usable) in &wanted {
             let before = old.iter().find(|p| p.slot == *slot && p.local_index == k.local_index);
             let result = match before {
-                None => {
-                    self.dp.publish_session(*slot, &Self::session_params(peer_slot, k, *usable))
-                }
+                None => self.dp.publish_session(*slot, &self.session_params(peer_slot, k, *usable)),
                 Some(p) if p.usable != *usable => self.dp.set_session_use(*slot, *usable),
                 Some(_) => Ok(()),
             };

@@ -106,7 +106,10 @@ fn acquire(options: &Options) -> Result<Setup, DaemonError> {
         Some(ebpf_options) => {
             let mtu = tun.mtu().unwrap_or(tun::DEFAULT_MTU);
             let sink = crate::dataplane::Dataplane::load(options.capacities)
-                .and_then(|dp| ebpf::EbpfSink::new(dp, tun.ifindex(), mtu, ebpf_options));
+                .and_then(|dp| ebpf::EbpfSink::new(dp, tun.ifindex(), mtu, ebpf_options))
+                .map(|sink| {
+                    sink.with_timer_scale(TimerScale { divisor: options.timer_divisor.max(1) })
+                });
             match sink {
                 Ok(sink) => Some(sink),
                 // Interfaces the operator named must get the programs: that is an error.

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::Value;
 
 use super::Protocol;
-use crate::wait::Probe;
+use crate::wait::{Probe, wait_for};
 use crate::{Netns, Process, TestDir, command};
 
 const SERVER_START_TIMEOUT: Duration = Duration::from_secs(5);
@@ -158,6 +158,29 @@ pub fn iperf3_client(
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
         )
+    })
+}
+
+/// [`iperf3_client`], tried again (for up to `timeout`) while the server is not ready for a
+/// new test: iperf3 serves one client at a time, and on a loaded machine it may still be
+/// finishing the previous one ("busy", "unable to connect", a reset control connection).
+pub fn iperf3_client_when_ready(
+    netns: &Netns,
+    server: IpAddr,
+    port: u16,
+    options: &IperfOptions,
+    timeout: Duration,
+) -> Result<IperfReport> {
+    let what = format!("iperf3 to {server}:{port} to run");
+    wait_for(&what, timeout, || match iperf3_client(netns, server, port, options) {
+        Ok(report) => Ok(Probe::Ready(report)),
+        Err(error) => {
+            let text = format!("{error:#}");
+            let not_ready = ["busy", "unable to connect", "reset by peer", "unable to receive"]
+                .iter()
+                .any(|sign| text.contains(sign));
+            if not_ready { Ok(Probe::NotYet(text)) } else { Err(error) }
+        }
     })
 }
 

@@ -64,10 +64,40 @@ impl PingReport {
 
 /// Sends `count` echo requests 0.2 s apart from `netns`, waiting up to a second for the last
 /// reply. Losing replies is a result, not an error; being unable to ping at all is an error.
+/// How [`ping_with`] pings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PingOptions {
+    pub count: u32,
+    /// Between echo requests (below 0.2 s needs root, which the tests have).
+    pub interval: Duration,
+    /// ICMP payload bytes (`-s`); ping's default (56) when `None`.
+    pub size: Option<u32>,
+    /// How long ping waits for each reply (`-W`, whole seconds).
+    pub reply_timeout: Duration,
+}
+
+impl PingOptions {
+    /// `count` echo requests 0.2 s apart, each given 3 s to come back (a loaded machine
+    /// stalls for a second now and then; a broken path never answers).
+    pub fn count(count: u32) -> PingOptions {
+        PingOptions {
+            count,
+            interval: Duration::from_millis(200),
+            size: None,
+            reply_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
 pub fn ping(netns: &Netns, destination: IpAddr, count: u32) -> Result<PingReport> {
-    let output = ping_output(netns, destination, count)?;
+    ping_with(netns, destination, &PingOptions::count(count))
+}
+
+/// Pings and returns the summary whatever was lost; an error only when ping itself failed
+/// (no route, bad address) or printed no summary.
+pub fn ping_with(netns: &Netns, destination: IpAddr, options: &PingOptions) -> Result<PingReport> {
+    let output = ping_output(netns, destination, options)?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    // iputils: 0 = replies, 1 = no (or too few) replies, 2 = other error.
     if output.status.code() == Some(2) || !stdout.contains("packets transmitted") {
         bail!(
             "ping {destination} from {} failed ({}): {}{}",
@@ -80,11 +110,36 @@ pub fn ping(netns: &Netns, destination: IpAddr, count: u32) -> Result<PingReport
     PingReport::parse(&stdout)
 }
 
-/// Pings once at a time until a reply comes back (e.g. until a tunnel is up).
+/// Bursts of `count` pings until one comes back whole, for at most `timeout`; returns it. A
+/// burst that lost replies (the machine stalled) is tried again; a broken path never passes.
+pub fn ping_until_clean(
+    netns: &Netns,
+    destination: IpAddr,
+    count: u32,
+    timeout: Duration,
+) -> Result<PingReport> {
+    let what = format!("{count} of {count} replies from {destination} in {}", netns.name());
+    let mut lossy = Vec::new();
+    let report = wait_for(&what, timeout, || {
+        let report = ping(netns, destination, count)?;
+        Ok(if report.all_received() {
+            Probe::Ready(report)
+        } else {
+            lossy.push(report.clone());
+            Probe::NotYet(format!("{report:?}"))
+        })
+    })?;
+    if !lossy.is_empty() {
+        eprintln!("{what}: lossy bursts before a clean one: {lossy:?}");
+    }
+    Ok(report)
+}
+
 pub fn wait_for_ping(netns: &Netns, destination: IpAddr, timeout: Duration) -> Result<()> {
     let what = format!("a ping reply from {destination} in {}", netns.name());
     wait_for(&what, timeout, || {
-        let output = ping_output(netns, destination, 1)?;
+        let quick = PingOptions { reply_timeout: Duration::from_secs(1), ..PingOptions::count(1) };
+        let output = ping_output(netns, destination, &quick)?;
         if output.status.success() {
             return Ok(Probe::Ready(()));
         }
@@ -97,20 +152,19 @@ pub fn wait_for_ping(netns: &Netns, destination: IpAddr, timeout: Duration) -> R
     })
 }
 
-fn ping_output(netns: &Netns, destination: IpAddr, count: u32) -> Result<std::process::Output> {
-    let count = count.to_string();
-    let destination = destination.to_string();
-    command::output(netns.command("ping").args([
-        "-n",
-        "-q",
-        "-c",
-        &count,
-        "-i",
-        "0.2",
-        "-W",
-        "1",
-        &destination,
-    ]))
+fn ping_output(
+    netns: &Netns,
+    destination: IpAddr,
+    options: &PingOptions,
+) -> Result<std::process::Output> {
+    let mut command = netns.command("ping");
+    command.args(["-n", "-q", "-W", &options.reply_timeout.as_secs().max(1).to_string()]);
+    command.args(["-c", &options.count.to_string()]);
+    command.args(["-i", &format!("{:.3}", options.interval.as_secs_f64())]);
+    if let Some(size) = options.size {
+        command.args(["-s", &size.to_string()]);
+    }
+    command::output(command.arg(destination.to_string()))
 }
 
 #[cfg(test)]

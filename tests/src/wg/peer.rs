@@ -3,7 +3,9 @@
 
 use std::fmt;
 use std::fs;
+use std::io::{Read as _, Write as _};
 use std::net::IpAddr;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -154,6 +156,28 @@ impl WgPeer {
         let text = self.wg(&["show", &self.ifname, "dump"])?;
         WgDump::parse(&text)
             .with_context(|| format!("parsing `wg show {} dump`:\n{text}", self.ifname))
+    }
+
+    /// One raw request on the UAPI socket (e.g. `"set=1\nlisten_port=70000\n\n"`), for what
+    /// `wg` refuses to send; returns the reply up to its closing blank line.
+    pub fn uapi_request(&self, request: &str) -> Result<String> {
+        let socket = self.uapi_socket();
+        let mut stream = UnixStream::connect(&socket)
+            .with_context(|| format!("cannot connect to {}", socket.display()))?;
+        stream.set_read_timeout(Some(STARTUP_TIMEOUT))?;
+        stream.write_all(request.as_bytes())?;
+        let mut reply = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !reply.ends_with(b"\n\n") {
+            let count = stream
+                .read(&mut buffer)
+                .with_context(|| format!("reading the reply to {request:?}"))?;
+            if count == 0 {
+                break;
+            }
+            reply.extend_from_slice(&buffer[..count]);
+        }
+        Ok(String::from_utf8_lossy(&reply).into_owned())
     }
 
     /// Addresses (with their prefix lengths), MTU, link up: what wg-quick would do before routes.
