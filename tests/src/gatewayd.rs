@@ -50,11 +50,18 @@ pub struct GatewaydOptions {
     pub fast_forward: bool,
     /// `--test-timer-divisor`: every protocol timer this many times shorter.
     pub timer_divisor: Option<u32>,
+    /// `--lan-iface`: LAN ports served in XDP.
+    pub lan_ifaces: Vec<String>,
 }
 
 impl GatewaydOptions {
     pub fn new(data_path: DataPath) -> GatewaydOptions {
-        GatewaydOptions { data_path, fast_forward: true, timer_divisor: None }
+        GatewaydOptions {
+            data_path,
+            fast_forward: true,
+            timer_divisor: None,
+            lan_ifaces: Vec::new(),
+        }
     }
 
     /// The command-line options (everything but `-f` and the interface name).
@@ -70,6 +77,9 @@ impl GatewaydOptions {
         if let Some(divisor) = self.timer_divisor {
             args.extend(["--test-timer-divisor".to_string(), divisor.to_string()]);
         }
+        for lan in &self.lan_ifaces {
+            args.extend(["--lan-iface".to_string(), lan.clone()]);
+        }
         args
     }
 }
@@ -84,11 +94,12 @@ pub fn gatewayd_binary() -> Result<PathBuf> {
         return Ok(path);
     }
     let mut candidates = Vec::new();
-    // The test binary is target/<profile>/deps/<name>-<hash>.
-    if let Ok(test_binary) = std::env::current_exe()
-        && let Some(profile_dir) = test_binary.parent().and_then(Path::parent)
-    {
-        candidates.push(profile_dir.join("gatewayd"));
+    // A test binary is target/<profile>/deps/<name>-<hash>; a binary of this crate (the demo,
+    // the benchmark tools) is target/<profile>/<name>.
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            candidates.push(dir.join("gatewayd"));
+        }
     }
     if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
         for profile in ["debug", "release"] {

@@ -7,16 +7,16 @@ mod report;
 mod topology;
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use gateway_tests::gatewayd::{DataPath, Gatewayd, GatewaydOptions, gateway_cli_binary};
 use gateway_tests::traffic::{
     IperfOptions, IperfServer, Protocol, iperf3_client, ping, wait_for_ping,
 };
 use gateway_tests::wg::{Implementation, KeyPair, WgPeer};
-use gateway_tests::{Netns, Probe, Process, TestDir, unique_ifname};
+use gateway_tests::{Probe, Process, TestDir, unique_ifname};
 
 use topology::{CGNAT_PUBLIC, CLIENT_PUBLIC, HOME_LAN_IF, NAS, VPS_PUBLIC, VPS_UPLINK, World};
 
@@ -26,36 +26,6 @@ const FORWARDED_PORT: u16 = 8080;
 
 fn say(text: impl AsRef<str>) {
     println!("[demo] {}", text.as_ref());
-}
-
-struct Binaries {
-    gatewayd: PathBuf,
-    gateway: PathBuf,
-}
-
-fn binaries() -> Result<Binaries> {
-    let dir = std::env::current_exe()?.parent().map(Path::to_path_buf).context("no exe dir")?;
-    let find = |name: &str| {
-        let p = dir.join(name);
-        if p.is_file() {
-            Ok(p)
-        } else {
-            bail!("{} is missing: build the gateway crate first", p.display())
-        }
-    };
-    Ok(Binaries { gatewayd: find("gatewayd")?, gateway: find("gateway")? })
-}
-
-fn start_gatewayd(
-    netns: &Netns,
-    dir: &TestDir,
-    gatewayd: &Path,
-    ifname: &str,
-    extra: &[&str],
-) -> Result<WgPeer> {
-    let mut command = netns.command(gatewayd);
-    command.args(["-f"]).args(extra).arg(ifname);
-    WgPeer::start_command(netns, dir, ifname, &mut command)
 }
 
 /// The phone's WireGuard app understands the wg-quick format; `wg setconf` does not take its
@@ -75,7 +45,7 @@ fn app_config(conf: &str) -> (String, Vec<String>) {
 }
 
 fn run() -> Result<()> {
-    let bins = binaries()?;
+    let gateway_cli = gateway_cli_binary()?;
     let dir = TestDir::new("demo")?;
     say("building the world: isp, VPS, CGNAT, home router, NAS, phone, internet client");
     let world = World::build()?;
@@ -86,12 +56,15 @@ fn run() -> Result<()> {
     say(format!(
         "VPS {VPS_PUBLIC}: gatewayd {vps_if} (eBPF data path, hub for the phone and the home)"
     ));
-    let vps = start_gatewayd(&world.vps, &dir, &bins.gatewayd, &vps_if, &[])?;
+    let vps = Gatewayd::start(&world.vps, &dir, &vps_if, &GatewaydOptions::new(DataPath::Ebpf))?;
     say(format!(
         "home router (behind CGNAT {CGNAT_PUBLIC}): gatewayd {home_if} with LAN interface {HOME_LAN_IF}"
     ));
-    let home =
-        start_gatewayd(&world.home, &dir, &bins.gatewayd, &home_if, &["--lan-iface", HOME_LAN_IF])?;
+    let home_options = GatewaydOptions {
+        lan_ifaces: vec![HOME_LAN_IF.to_string()],
+        ..GatewaydOptions::new(DataPath::Ebpf)
+    };
+    let home = Gatewayd::start(&world.home, &dir, &home_if, &home_options)?;
 
     let vps_keys = KeyPair::generate()?;
     let home_keys = KeyPair::generate()?;
@@ -115,7 +88,7 @@ fn run() -> Result<()> {
     say(
         "provisioning the phone on the VPS: gateway add-peer (prints the app's config and a QR code)",
     );
-    let output = std::process::Command::new(&bins.gateway)
+    let output = std::process::Command::new(&gateway_cli)
         .args(["add-peer", &vps_if, "--address", "10.88.0.3/32"])
         .args(["--endpoint", &format!("{VPS_PUBLIC}:{PORT}")])
         .args(["--route", "10.88.0.0/24", "--route", "192.168.1.0/24"])
@@ -159,7 +132,7 @@ fn run() -> Result<()> {
     say("waiting for the home router's handshake through the CGNAT");
     wait_for_ping(&world.home, IpAddr::from([10, 88, 0, 1]), Duration::from_secs(20))?;
 
-    let before = report::Snapshot::take(&[&vps_if, &home_if])?;
+    let before = report::Snapshot::take(&[&vps, &home])?;
 
     let step = |n: u32, what: &str| say(format!("{n}. {what}"));
     step(1, "phone → VPS → home → NAS: ping 192.168.1.10");
@@ -240,7 +213,7 @@ fn run() -> Result<()> {
         r.lost_percent.unwrap_or(f64::NAN)
     ));
 
-    let after = report::Snapshot::take(&[&vps_if, &home_if])?;
+    let after = report::Snapshot::take(&[&vps, &home])?;
     say("what flowed where (this demo's traffic; bytes are WireGuard message bytes):");
     report::print(&before, &after, &[("VPS", &vps_if), ("home", &home_if)]);
     let peers = vps.show()?;

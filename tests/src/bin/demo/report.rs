@@ -2,28 +2,18 @@
 //! traffic, and the difference printed.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::os::unix::net::UnixStream;
 
-use anyhow::{Context as _, Result};
-use gateway::daemon::status::{PathCounters, Status, socket_path};
+use anyhow::Result;
+use gateway::daemon::status::{PathCounters, Status};
+use gateway_tests::gatewayd::Gatewayd;
 
 pub struct Snapshot(BTreeMap<String, Status>);
 
-fn read_status(interface: &str) -> Result<Status> {
-    let path = socket_path(interface);
-    let mut stream =
-        UnixStream::connect(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    serde_json::from_str(&text).with_context(|| format!("parsing the status of {interface}"))
-}
-
 impl Snapshot {
-    pub fn take(interfaces: &[&str]) -> Result<Snapshot> {
+    pub fn take(daemons: &[&Gatewayd]) -> Result<Snapshot> {
         let mut all = BTreeMap::new();
-        for i in interfaces {
-            all.insert(i.to_string(), read_status(i)?);
+        for d in daemons {
+            all.insert(d.ifname().to_string(), d.status()?);
         }
         Ok(Snapshot(all))
     }

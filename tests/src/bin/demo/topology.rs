@@ -14,9 +14,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use anyhow::{Context as _, Result};
-use gateway::dataplane::{Capacities, Dataplane};
+use anyhow::Result;
 use gateway_tests::Netns;
+use gateway_tests::gatewayd::XdpPass;
 
 pub const VPS_PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 pub const CGNAT_PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 51, 101, 1);
@@ -32,8 +32,11 @@ pub const HOME_WAN_IF: &str = "home-wan";
 pub const HOME_LAN_IF: &str = "home-lan";
 
 pub struct World {
-    // Declared first: detached before the namespaces go.
-    pub xdp_receivers: Option<VethXdpReceivers>,
+    /// veth delivers frames an XDP program transmits or redirects only to a peer that runs
+    /// an XDP program itself (a physical NIC has no such condition): the far ends of the links
+    /// gatewayd forwards over in XDP get the object's do-nothing `xdp_pass`. Declared first:
+    /// detached before the namespaces go.
+    pub xdp_receivers: Vec<XdpPass>,
     pub isp: Netns,
     pub vps: Netns,
     pub cgnat: Netns,
@@ -79,28 +82,10 @@ fn cable(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
     like_a_wire(b, b_if)
 }
 
-/// veth delivers frames an XDP program transmits or redirects (`XDP_TX`, `XDP_REDIRECT`) only
-/// to a peer that runs an XDP program itself; a physical NIC has no such condition. The far
-/// ends of the links gatewayd forwards over in XDP get the object's do-nothing `xdp_pass`.
-pub struct VethXdpReceivers(#[allow(dead_code, reason = "held: dropping it detaches")] Dataplane);
-
-impl VethXdpReceivers {
-    pub fn attach(ends: &[(&Netns, &str)]) -> Result<VethXdpReceivers> {
-        let small = Capacities { sessions: 1, peers: 1, allowed_ips: 1 };
-        let mut dp = Dataplane::load(small).context("loading the eBPF object for xdp_pass")?;
-        for (netns, device) in ends {
-            let _inside = netns.enter()?;
-            dp.attach_xdp_pass(*device)
-                .with_context(|| format!("xdp_pass on {device} in {}", netns.name()))?;
-        }
-        Ok(VethXdpReceivers(dp))
-    }
-}
-
 impl World {
     pub fn build() -> Result<World> {
         let mut world = World {
-            xdp_receivers: None,
+            xdp_receivers: Vec::new(),
             isp: Netns::new("isp")?,
             vps: Netns::new("vps")?,
             cgnat: Netns::new("cgn")?,
@@ -142,9 +127,11 @@ impl World {
         nas.add_route_via("default", ip(HOME_LAN_GATEWAY))?;
         // The VPS routes the home's traffic between peers and forwards port 8080 to the NAS.
         vps.enable_forwarding()?;
-        let receivers =
-            VethXdpReceivers::attach(&[(isp, "isp-vps"), (cgnat, "cgn-in"), (nas, "nas-eth")])?;
-        world.xdp_receivers = Some(receivers);
+        let receivers = [(isp, "isp-vps"), (cgnat, "cgn-in"), (nas, "nas-eth")]
+            .into_iter()
+            .map(|(netns, device)| XdpPass::attach(netns, device))
+            .collect::<Result<Vec<_>>>()?;
+        world.xdp_receivers = receivers;
         Ok(world)
     }
 }
