@@ -11,6 +11,7 @@ use gateway_common::maps::{
     Session, Stat,
 };
 
+use crate::packet::L3;
 use crate::scratch::Scratch;
 
 #[map]
@@ -84,15 +85,24 @@ pub fn rx_session_slot(receiver: u32) -> Option<u32> {
     unsafe { RX_INDEX.get(receiver).copied() }
 }
 
-/// The peer slot whose AllowedIPs hold `addr` (network order, as loaded from the packet).
+/// The peer slot whose AllowedIPs hold `addr` (network-order words, as loaded from the
+/// packet; IPv4 in the first word).
 #[inline(always)]
-pub fn allowed_v4(addr: u32) -> Option<u32> {
+pub fn allowed(family: L3, addr: &[u32; 4]) -> Option<u32> {
+    match family {
+        L3::V4 => allowed_v4(addr[0]),
+        L3::V6 => allowed_v6(addr),
+    }
+}
+
+#[inline(always)]
+fn allowed_v4(addr: u32) -> Option<u32> {
     let key = Key::new(32, addr.to_ne_bytes());
     ALLOWED_V4.get(&key).copied()
 }
 
 #[inline(always)]
-pub fn allowed_v6(addr: &[u32; 4]) -> Option<u32> {
+fn allowed_v6(addr: &[u32; 4]) -> Option<u32> {
     let mut data = [0u8; 16];
     let mut i = 0;
     while i < 4 {

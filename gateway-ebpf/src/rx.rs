@@ -15,9 +15,7 @@ use gateway_common::{
 use crate::activity;
 use crate::crypto::{self, MAX_PLAINTEXT};
 use crate::encap;
-use crate::maps::{
-    allowed_v4, allowed_v6, config, count, peer, redirect_iface, rx_session_slot, session,
-};
+use crate::maps::{allowed, config, count, peer, redirect_iface, rx_session_slot, session};
 use crate::packet::{L3, Packet};
 use crate::parse::{self, ETH_P_IP, ETH_P_IPV6, Inner, Outer, Parsed};
 use crate::rewrite;
@@ -48,14 +46,6 @@ fn pass(stat: Stat) -> RxAction {
 fn drop(stat: Stat) -> RxAction {
     count(stat);
     RxAction::Drop
-}
-
-#[inline(always)]
-fn allowed(family: L3, addr: &[u32; 4]) -> Option<u32> {
-    match family {
-        L3::V4 => allowed_v4(addr[0]),
-        L3::V6 => allowed_v6(addr),
-    }
 }
 
 /// Handles one frame from the underlay; `ingress` is the interface it arrived on.

@@ -16,21 +16,13 @@ use gateway_common::{
 
 use crate::csum;
 use crate::encap::{self, EncapError, Verify};
-use crate::maps::{allowed_v4, allowed_v6, config, count};
+use crate::maps::{allowed, config, count};
 use crate::packet::{L3, Packet, TcL3, Xdp};
 use crate::parse::{self, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, Inner};
 use crate::rewrite;
 use crate::route::{self, FIB_FRAG_NEEDED, FIB_NO_NEIGH, FIB_SUCCESS};
 use crate::scratch::{HDR_ETH, Scratch};
 use crate::words::{be16, byte};
-
-#[inline(always)]
-fn allowed(family: L3, addr: &[u32; 4]) -> Option<u32> {
-    match family {
-        L3::V4 => allowed_v4(addr[0]),
-        L3::V6 => allowed_v6(addr),
-    }
-}
 
 /// How to check the inner TCP/UDP checksum while sealing (see `encap::encapsulate`), or None
 /// when there is none to check: not TCP/UDP, a fragment, IPv4 UDP without a checksum.
