@@ -8,6 +8,8 @@
 //! - [`wg`]: wireguard-go and boringtun peers, keys, `wg show dump`.
 //! - [`traffic`]: ping, iperf3, ncat echo.
 //! - [`topology`]: the shapes the tests share ([`topology::Direct`], [`topology::Hub`]).
+//! - `ebpf` (feature `dataplane`, on by default): what the eBPF program tests and the
+//!   per-program benchmark share.
 //!
 //! Everything here needs root and the tools `cargo xtask setup` installs; what is missing is
 //! reported as an error naming it.
@@ -21,6 +23,8 @@ mod require;
 mod test_dir;
 mod wait;
 
+#[cfg(feature = "dataplane")]
+pub mod ebpf;
 pub mod topology;
 pub mod traffic;
 pub mod wg;

@@ -1,0 +1,171 @@
+//! The highest UDP packet rate a path carries with at most 1% loss, measured at the receiver.
+//!
+//! A probe offers a rate for a fixed time with `gateway-bench udp-send` (paced sendmmsg
+//! batches) while `gateway-bench udp-recv` counts what arrives (recvmmsg); loss is
+//! 1 − received / sent. The search:
+//!
+//! 1. one probe as fast as the generator can send: if that loses ≤ 1%, the path carried all
+//!    the generator offered and the figure is flagged as generator-bound;
+//! 2. otherwise, start just below what got through (a flood usually loses to CPU contention,
+//!    so the sustainable rate is often higher), then bisect geometrically between the highest
+//!    rate that passed and the lowest that failed, using the rates the generator really
+//!    offered.
+//!
+//! The figure is the received rate of the best passing probe.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+
+use crate::bench::tool::{self, Background, number};
+use crate::bench::tunnel::TrafficPath;
+
+pub const MAX_LOSS: f64 = 0.01;
+const RECEIVER_PORT: u16 = 5300;
+/// The receiver stops once nothing arrived for this long (the queues of the slowest tunnels
+/// drain well within it).
+const RECEIVER_IDLE: Duration = Duration::from_millis(250);
+/// A probe whose generator offered less than this share of the asked rate did not test it.
+const OFFERED_ENOUGH: f64 = 0.97;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    pub asked_pps: f64,
+    pub offered_pps: f64,
+    pub received_pps: f64,
+    pub loss: f64,
+}
+
+impl Probe {
+    fn passed(&self) -> bool {
+        self.loss <= MAX_LOSS
+    }
+}
+
+pub struct Search {
+    /// Received packets per second of the best passing probe.
+    pub rate_pps: Option<f64>,
+    /// The path carried everything the generator could offer.
+    pub generator_bound: bool,
+    pub probes: Vec<Probe>,
+}
+
+impl Search {
+    pub fn describe(&self) -> String {
+        let rate = match self.rate_pps {
+            Some(rate) => format!("{:.1} kpps", rate / 1e3),
+            None => "no rate with ≤1% loss".to_string(),
+        };
+        let bound = if self.generator_bound { " (generator-bound)" } else { "" };
+        let flood = self.probes.first().map_or(String::new(), |probe| {
+            format!(
+                "; flood: {:.0} kpps offered, {:.1}% lost",
+                probe.offered_pps / 1e3,
+                probe.loss * 100.0
+            )
+        });
+        format!("{rate}{bound}{flood}, {} probes", self.probes.len())
+    }
+}
+
+pub struct Generator<'a> {
+    pub tool: &'a Path,
+    pub path: &'a TrafficPath<'a>,
+    pub size: usize,
+    pub probe_duration: Duration,
+}
+
+impl Generator<'_> {
+    pub fn search(&self, steps: usize) -> Result<Search> {
+        let flood = self.probe(0.0)?;
+        let mut probes = vec![flood];
+        if flood.passed() {
+            return Ok(Search {
+                rate_pps: Some(flood.received_pps),
+                generator_bound: true,
+                probes,
+            });
+        }
+        let mut best: Option<Probe> = None;
+        let mut low = 0.0;
+        let mut high = flood.offered_pps;
+        let mut asked = flood.received_pps * 0.95;
+        for _ in 0..steps {
+            if asked < 1.0 {
+                break;
+            }
+            let probe = self.probe(asked)?;
+            probes.push(probe);
+            if probe.passed() {
+                low = probe.offered_pps;
+                if best.is_none_or(|best| probe.received_pps > best.received_pps) {
+                    best = Some(probe);
+                }
+            } else {
+                high = high.min(probe.offered_pps.max(low));
+            }
+            asked = if low > 0.0 { (low * high).sqrt() } else { asked / 2.0 };
+            if low > 0.0 && high <= low * 1.02 {
+                break;
+            }
+        }
+        let generator_bound =
+            best.is_some_and(|best| best.offered_pps < best.asked_pps * OFFERED_ENOUGH);
+        Ok(Search { rate_pps: best.map(|best| best.received_pps), generator_bound, probes })
+    }
+
+    /// Offers `rate` packets per second (0: as fast as possible) for the probe duration.
+    fn probe(&self, rate: f64) -> Result<Probe> {
+        let run_id = run_id();
+        let duration_ms = self.probe_duration.as_millis() as u64;
+        let receiver = Background::start(
+            self.tool,
+            self.path.destination,
+            &[
+                "udp-recv".into(),
+                "--bind".into(),
+                format!("0.0.0.0:{RECEIVER_PORT}"),
+                "--run-id".into(),
+                run_id.to_string(),
+                "--idle-ms".into(),
+                RECEIVER_IDLE.as_millis().to_string(),
+                "--max-ms".into(),
+                (duration_ms + 10_000).to_string(),
+            ],
+        )?;
+        let sent = tool::run_json(
+            self.tool,
+            Some(self.path.source),
+            &[
+                "udp-send".into(),
+                "--target".into(),
+                format!("{}:{RECEIVER_PORT}", self.path.address),
+                "--size".into(),
+                self.size.to_string(),
+                "--rate".into(),
+                format!("{}", rate.round() as u64),
+                "--duration-ms".into(),
+                duration_ms.to_string(),
+                "--run-id".into(),
+                run_id.to_string(),
+            ],
+        )?;
+        let received = receiver.finish()?;
+        let sent_packets = number(&sent, "sent")?;
+        let seconds = number(&sent, "seconds")?.max(f64::EPSILON);
+        let received_packets = number(&received, "packets")?;
+        Ok(Probe {
+            asked_pps: rate,
+            offered_pps: sent_packets / seconds,
+            received_pps: received_packets / seconds,
+            loss: if sent_packets > 0.0 { 1.0 - received_packets / sent_packets } else { 1.0 },
+        })
+    }
+}
+
+/// Distinct per probe, so a probe never counts an earlier probe's stragglers.
+fn run_id() -> u32 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    now.subsec_nanos() ^ (now.as_secs() as u32).rotate_left(16)
+}

@@ -1,0 +1,106 @@
+//! Repetitions under watch: each one is preceded by a load sample (waiting briefly for the
+//! machine to settle) and followed by a check of what other processes used meanwhile; a
+//! disturbed repetition is measured again, up to the profile's retries, then kept and flagged.
+
+use std::collections::HashSet;
+
+use anyhow::Result;
+
+use super::load::{Conditions, Thresholds, Watch};
+use super::stats::Reps;
+
+/// One kept repetition.
+pub struct Measured<T> {
+    pub value: T,
+    pub conditions: Conditions,
+    /// Why it is not to be trusted, if it is not.
+    pub flag: Option<String>,
+}
+
+pub struct Repeater {
+    pub reps: usize,
+    pub retries: usize,
+    pub thresholds: Thresholds,
+    /// The benchmark's own namespaces: processes inside them are not "other processes".
+    pub own_namespaces: HashSet<u64>,
+}
+
+impl Repeater {
+    /// Runs `measure` for every repetition; `describe` turns a value into its progress text.
+    pub fn run<T>(
+        &self,
+        label: &str,
+        mut measure: impl FnMut() -> Result<T>,
+        describe: impl Fn(&T) -> String,
+    ) -> Result<Vec<Measured<T>>> {
+        let mut kept = Vec::with_capacity(self.reps);
+        for rep in 1..=self.reps {
+            for attempt in 0..=self.retries {
+                let watch = Watch::start(&self.thresholds, &self.own_namespaces)?;
+                let value = measure()?;
+                let conditions = watch.finish();
+                let reasons = conditions.disturbances(&self.thresholds);
+                let state = format!(
+                    "idle {:.0}% before, load {:.2}, others {:.2} cores",
+                    conditions.idle_before * 100.0,
+                    conditions.loadavg[0],
+                    conditions.foreign_cores
+                );
+                if !reasons.is_empty() && attempt < self.retries {
+                    progress(&format!(
+                        "{label} rep {rep}/{}: {} ({state}): disturbed ({}), measuring again",
+                        self.reps,
+                        describe(&value),
+                        reasons.join("; ")
+                    ));
+                    continue;
+                }
+                let flag = (!reasons.is_empty()).then(|| {
+                    format!(
+                        "rep {rep}: disturbed after {} attempts: {}",
+                        attempt + 1,
+                        reasons.join("; ")
+                    )
+                });
+                let mark = if flag.is_some() { " [flagged: disturbed]" } else { "" };
+                progress(&format!(
+                    "{label} rep {rep}/{}: {} ({state}){mark}",
+                    self.reps,
+                    describe(&value)
+                ));
+                kept.push(Measured { value, conditions, flag });
+                break;
+            }
+        }
+        Ok(kept)
+    }
+}
+
+/// The repetitions' `extract`ed figures as [`Reps`]; `None` if no repetition produced one.
+/// A repetition without a figure (e.g. a rate search where no rate met the loss limit) is
+/// flagged with `missing`.
+pub fn summarise<T>(
+    measured: &[Measured<T>],
+    extract: impl Fn(&T) -> Option<f64>,
+    missing: &str,
+) -> Option<Reps> {
+    let mut values = Vec::new();
+    let mut flags = Vec::new();
+    let mut conditions = Vec::new();
+    for (index, item) in measured.iter().enumerate() {
+        match extract(&item.value) {
+            Some(value) => {
+                values.push(value);
+                conditions.push(item.conditions.clone());
+            }
+            None => flags.push(format!("rep {}: {missing}", index + 1)),
+        }
+        flags.extend(item.flag.clone());
+    }
+    Reps::new(values, flags, conditions)
+}
+
+/// One progress line.
+pub fn progress(text: &str) {
+    println!("[bench] {text}");
+}
