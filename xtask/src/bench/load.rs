@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde::Serialize;
 
-use super::procfs::{CpuTimes, ForeignSnapshot, TICKS_PER_SECOND, loadavg};
+use super::procfs::{CpuTimes, OwnProcesses, TICKS_PER_SECOND, loadavg};
 
 /// When a repetition counts as disturbed.
 #[derive(Debug, Clone)]
@@ -31,7 +31,8 @@ pub struct Conditions {
     pub loadavg: [f64; 3],
     /// Idle share of all CPUs over the sample just before it.
     pub idle_before: f64,
-    /// Cores other processes used on average while it ran.
+    /// Cores other processes used on average while it ran (the machine's user and system
+    /// time less our processes').
     pub foreign_cores: f64,
     /// Seconds spent waiting for the machine to settle first.
     pub waited_s: f64,
@@ -61,7 +62,7 @@ pub struct Watch {
     loadavg: [f64; 3],
     idle_before: f64,
     waited: Duration,
-    foreign: ForeignSnapshot,
+    own: OwnProcesses,
     started: Instant,
     own_namespaces: HashSet<u64>,
 }
@@ -81,21 +82,21 @@ impl Watch {
             loadavg: loadavg()?,
             idle_before,
             waited: settle_started.elapsed().saturating_sub(thresholds.idle_sample),
-            foreign: ForeignSnapshot::take(own_namespaces),
+            own: OwnProcesses::take(own_namespaces)?,
             started: Instant::now(),
             own_namespaces: own_namespaces.clone(),
         })
     }
 
-    pub fn finish(self) -> Conditions {
+    pub fn finish(self) -> Result<Conditions> {
         let elapsed = self.started.elapsed().as_secs_f64().max(f64::EPSILON);
-        let foreign_ticks = ForeignSnapshot::take(&self.own_namespaces).ticks_since(&self.foreign);
-        Conditions {
+        let foreign_ticks = OwnProcesses::take(&self.own_namespaces)?.foreign_ticks(&self.own);
+        Ok(Conditions {
             loadavg: self.loadavg,
             idle_before: self.idle_before,
             foreign_cores: foreign_ticks as f64 / TICKS_PER_SECOND / elapsed,
             waited_s: self.waited.as_secs_f64(),
-        }
+        })
     }
 }
 
@@ -133,7 +134,7 @@ mod tests {
     #[test]
     fn a_watch_reports_plausible_conditions() {
         let watch = Watch::start(&thresholds(), &HashSet::new()).unwrap();
-        let conditions = watch.finish();
+        let conditions = watch.finish().unwrap();
         assert!((0.0..=1.0).contains(&conditions.idle_before));
         assert!(conditions.foreign_cores >= 0.0);
     }

@@ -138,10 +138,12 @@ pub const UDP_1392: Metric =
     metric("udp_1392_rate", "UDP 1392 B, ≤1% loss", "kpps", Better::Higher);
 pub const RTT_P50: Metric = metric("rtt_p50", "ping p50", "ms", Better::Lower);
 pub const RTT_P99: Metric = metric("rtt_p99", "ping p99", "ms", Better::Lower);
-pub const TUNNEL_CPU: Metric =
-    metric("tunnel_cpu_per_gb", "tunnel CPU", "core-s/GB", Better::Lower);
 pub const MACHINE_CPU: Metric =
-    metric("machine_cpu_per_gb", "machine CPU", "core-s/GB", Better::Lower);
+    metric("machine_cpu_per_gb", "CPU, whole machine", "core-s/GB", Better::Lower);
+pub const DAEMON_CPU: Metric =
+    metric("daemon_cpu_per_gb", "CPU, tunnel daemons", "core-s/GB", Better::Lower);
+pub const SOFTIRQ_CPU: Metric =
+    metric("softirq_cpu_per_gb", "CPU, softirq", "core-s/GB", Better::Lower);
 /// Share of data packets the eBPF programs carried (gatewayd-ebpf only), per tunnel endpoint.
 pub const EBPF_SHARE: Metric = metric("ebpf_share", "carried by eBPF", "%", Better::Higher);
 pub const TCP_1_PEERS_1: Metric =
@@ -160,9 +162,17 @@ pub const MICRO_FLOOR: Metric =
 /// The metrics of each scenario, in table order (the eBPF share is reported as a note).
 pub fn metrics(scenario: Scenario) -> &'static [Metric] {
     match scenario {
-        Scenario::Direct | Scenario::Hub => {
-            &[TCP_1, TCP_4, UDP_64, UDP_1392, RTT_P50, RTT_P99, TUNNEL_CPU, MACHINE_CPU]
-        }
+        Scenario::Direct | Scenario::Hub => &[
+            TCP_1,
+            TCP_4,
+            UDP_64,
+            UDP_1392,
+            RTT_P50,
+            RTT_P99,
+            MACHINE_CPU,
+            DAEMON_CPU,
+            SOFTIRQ_CPU,
+        ],
         Scenario::Scale => &[TCP_1_PEERS_1, TCP_1_PEERS_10K, SETCONF_130K, HANDSHAKES],
         Scenario::EbpfMicro => &[MICRO_DECRYPT, MICRO_ENCRYPT, MICRO_HUB, MICRO_FLOOR],
     }

@@ -94,7 +94,6 @@ pub fn process_ticks(pid: u32) -> Option<u64> {
 }
 
 struct ProcessStat {
-    ppid: u32,
     flags: u64,
     utime: u64,
     stime: u64,
@@ -108,11 +107,10 @@ struct ProcessStat {
 fn parse_process_stat(text: &str) -> Option<ProcessStat> {
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state(3) ppid(4) ... flags(9) ... utime(14) stime(15) cutime(16)
+    // After the name: state(3) ... flags(9) ... utime(14) stime(15) cutime(16)
     // cstime(17) ... starttime(22), numbered as in proc(5).
     let field = |number: usize| fields.get(number - 3)?.parse::<u64>().ok();
     Some(ProcessStat {
-        ppid: u32::try_from(field(4)?).ok()?,
         flags: field(9)?,
         utime: field(14)?,
         stime: field(15)?,
@@ -143,57 +141,65 @@ pub fn netns_inode(name: &str) -> Result<u64> {
 
 const PF_KTHREAD: u64 = 0x0020_0000;
 
-/// The CPU ticks of every process that is not the benchmark's: not this process or its direct
-/// children, not inside one of `own_namespaces`, not a kernel thread. Children's time that
-/// foreign processes reaped (a build's compiler runs) is included through their parents.
+/// The CPU ticks of the benchmark's own processes: this process with the children it reaped
+/// (iperf3 clients, pings, generators), and every process inside one of `own_namespaces`
+/// (daemons, servers). Whatever else the machine did in user and system time was someone
+/// else's: see [`OwnProcesses::foreign_ticks`].
 #[derive(Debug, Default)]
-pub struct ForeignSnapshot {
-    /// pid → (start time, ticks), so a reused pid is not mistaken for the same process.
-    processes: HashMap<u32, (u64, u64)>,
+pub struct OwnProcesses {
+    machine: CpuTimes,
+    /// This process: user + system of itself and of its reaped children.
+    own: u64,
+    /// pid → (start time, ticks) of the processes in our namespaces, so a reused pid is not
+    /// mistaken for the same process.
+    inside: HashMap<u32, (u64, u64)>,
 }
 
-impl ForeignSnapshot {
-    pub fn take(own_namespaces: &HashSet<u64>) -> ForeignSnapshot {
+impl OwnProcesses {
+    pub fn take(own_namespaces: &HashSet<u64>) -> Result<OwnProcesses> {
+        let machine = CpuTimes::read()?;
         let own_pid = std::process::id();
-        let mut processes = HashMap::new();
-        let Ok(entries) = fs::read_dir("/proc") else { return ForeignSnapshot::default() };
+        let mut own = 0;
+        let mut inside = HashMap::new();
+        let entries = fs::read_dir("/proc").context("listing /proc")?;
         for entry in entries.flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok())
             else {
                 continue;
             };
-            if pid == own_pid {
-                continue;
-            }
             let Some(stat) = fs::read_to_string(entry.path().join("stat"))
                 .ok()
                 .and_then(|text| parse_process_stat(&text))
             else {
                 continue;
             };
-            if stat.flags & PF_KTHREAD != 0 || stat.ppid == own_pid || stat.ppid == 2 {
-                continue;
+            if pid == own_pid {
+                own = stat.utime + stat.stime + stat.cutime + stat.cstime;
+            } else if stat.flags & PF_KTHREAD == 0
+                && netns_of(pid).is_some_and(|inode| own_namespaces.contains(&inode))
+            {
+                inside.insert(pid, (stat.start_time, stat.utime + stat.stime));
             }
-            if netns_of(pid).is_some_and(|inode| own_namespaces.contains(&inode)) {
-                continue;
-            }
-            let ticks = stat.utime + stat.stime + stat.cutime + stat.cstime;
-            processes.insert(pid, (stat.start_time, ticks));
         }
-        ForeignSnapshot { processes }
+        Ok(OwnProcesses { machine, own, inside })
     }
 
-    /// Foreign ticks from `earlier` to `self`; a process that started in between counts whole.
-    pub fn ticks_since(&self, earlier: &ForeignSnapshot) -> u64 {
-        self.processes
+    /// User and system ticks of the machine from `earlier` to `self` that none of our
+    /// processes used (softirq and irq are left out: they are mostly our traffic).
+    pub fn foreign_ticks(&self, earlier: &OwnProcesses) -> u64 {
+        let machine = self.machine.since(&earlier.machine);
+        let inside: u64 = self
+            .inside
             .iter()
-            .map(|(pid, (start, ticks))| match earlier.processes.get(pid) {
+            .map(|(pid, (start, ticks))| match earlier.inside.get(pid) {
                 Some((earlier_start, earlier_ticks)) if earlier_start == start => {
                     ticks.saturating_sub(*earlier_ticks)
                 }
                 _ => *ticks,
             })
-            .sum()
+            .sum();
+        let ours = self.own.saturating_sub(earlier.own) + inside;
+        (machine.user + machine.nice + machine.system).saturating_sub(ours)
     }
 }
 
@@ -235,7 +241,7 @@ mod tests {
         let text = "42 (a (weird) name) S 7 42 42 0 -1 4194560 10 0 0 0 \
                     120 30 5 6 20 0 4 0 12345 1000 100 0 0";
         let stat = parse_process_stat(text).unwrap();
-        assert_eq!(stat.ppid, 7);
+        assert_eq!(stat.flags, 4_194_560);
         assert_eq!((stat.utime, stat.stime, stat.cutime, stat.cstime), (120, 30, 5, 6));
         assert_eq!(stat.start_time, 12345);
         assert!(parse_process_stat("42 (x) S 7").is_none());

@@ -38,7 +38,7 @@ impl Repeater {
             for attempt in 0..=self.retries {
                 let watch = Watch::start(&self.thresholds, &self.own_namespaces)?;
                 let value = measure()?;
-                let conditions = watch.finish();
+                let conditions = watch.finish()?;
                 let reasons = conditions.disturbances(&self.thresholds);
                 let state = format!(
                     "idle {:.0}% before, load {:.2}, others {:.2} cores",

@@ -55,7 +55,7 @@ impl Runner {
     /// Direct and hub: throughput, CPU, packet rates and latency along the scenario's path.
     fn path_scenario(&mut self, scenario: Scenario, implementation: Implementation) -> Result<()> {
         let dir = TestDir::new(&format!("bench-{scenario}-{implementation}"))?;
-        let topology = Topology::build(scenario)?;
+        let topology = Topology::build(scenario, &self.binaries.tool)?;
         let mut tunnel = Tunnel::start(&topology, implementation, &self.binaries, &dir)?;
         let path = tunnel.path(&topology);
         let repeater = self.repeater(&topology)?;
@@ -113,9 +113,11 @@ impl Runner {
                     );
                     if let Some(reps) = &mut reps {
                         for (index, item) in measured.iter().enumerate() {
-                            if item.value.generator_bound {
+                            if item.value.sender_bound {
                                 reps.flags.push(format!(
-                                    "rep {}: generator-bound: the path carried all the generator offered",
+                                    "rep {}: sender-bound: the path carried all the sender \
+                                     could offer (the generator, or a send path running in \
+                                     the sender's context)",
                                     index + 1
                                 ));
                             }
@@ -160,20 +162,15 @@ impl Runner {
         implementation: Implementation,
         measured: &[Measured<TcpRun>],
     ) {
-        self.record(
-            scenario,
-            implementation,
-            plan::TUNNEL_CPU,
-            None,
-            summarise(measured, |run| Some(run.tunnel_cpu_per_gb), ""),
-        );
-        self.record(
-            scenario,
-            implementation,
-            plan::MACHINE_CPU,
-            None,
-            summarise(measured, |run| Some(run.machine_cpu_per_gb), ""),
-        );
+        let figures: [(Metric, fn(&TcpRun) -> f64); 3] = [
+            (plan::MACHINE_CPU, |run| run.machine_cpu_per_gb),
+            (plan::DAEMON_CPU, |run| run.daemon_cpu_per_gb),
+            (plan::SOFTIRQ_CPU, |run| run.softirq_per_gb),
+        ];
+        for (metric, figure) in figures {
+            let reps = summarise(measured, |run| Some(figure(run)), "");
+            self.record(scenario, implementation, metric, None, reps);
+        }
         let roles: Vec<&'static str> = measured
             .first()
             .map(|item| item.value.ebpf_shares.iter().map(|(role, _)| *role).collect())
@@ -195,7 +192,7 @@ impl Runner {
     fn scale(&mut self, implementation: Implementation) -> Result<()> {
         let scenario = Scenario::Scale;
         let dir = TestDir::new(&format!("bench-scale-{implementation}"))?;
-        let topology = Topology::build(scenario)?;
+        let topology = Topology::build(scenario, &self.binaries.tool)?;
         let Topology::Direct(direct) = &topology else {
             anyhow::bail!("the scale scenario runs on the direct topology");
         };

@@ -4,42 +4,69 @@
 //!
 //! - forwarding on in every namespace: the eBPF send path resolves routes with
 //!   `bpf_fib_lookup`, which needs it on the underlay;
-//! - GRO on every veth: a veth only accepts frames another veth's XDP program transmitted or
-//!   redirected (the eBPF hub and LAN paths) when its peer runs XDP or has GRO on.
+//! - GRO on every veth: a veth only takes frames its peer's XDP program redirected to it (the
+//!   eBPF LAN paths) when it runs XDP itself or has GRO on;
+//! - in the hub, a pass-through XDP program on the internet router's port facing the VPS: a veth
+//!   is only woken up for frames its peer's XDP program sent back with XDP_TX (the eBPF hub
+//!   forwarding) when it runs XDP itself (`gateway-bench xdp-pass`).
 //!
 //! Traffic never leaves these namespaces.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use gateway_tests::Netns;
 use gateway_tests::topology::{Direct, Hub, TopologyOptions};
 
 use super::plan::Scenario;
+use super::tool::Background;
 
 pub enum Topology {
     Direct(Direct),
-    Hub(Hub),
+    Hub {
+        // Declared first so it is dropped (killed) before the namespaces are deleted.
+        _xdp_pass: Background,
+        hub: Hub,
+    },
 }
 
 impl Topology {
-    pub fn build(scenario: Scenario) -> Result<Topology> {
+    /// `tool` is `gateway-bench` (for the pass-through XDP program).
+    pub fn build(scenario: Scenario, tool: &Path) -> Result<Topology> {
         let options = TopologyOptions::default();
-        let topology = match scenario {
-            Scenario::Direct | Scenario::Scale => Topology::Direct(Direct::build(&options)?),
-            Scenario::Hub => Topology::Hub(Hub::build(&options)?),
+        match scenario {
+            Scenario::Direct | Scenario::Scale => {
+                let direct = Direct::build(&options)?;
+                tune_all(&[&direct.client, &direct.router, &direct.server])?;
+                Ok(Topology::Direct(direct))
+            }
+            Scenario::Hub => {
+                let hub = Hub::build(&options)?;
+                tune_all(&[
+                    &hub.phone,
+                    &hub.internet,
+                    &hub.vps,
+                    &hub.cgnat,
+                    &hub.home,
+                    &hub.lan_host,
+                ])?;
+                let xdp_pass = Background::start(
+                    tool,
+                    &hub.internet,
+                    &["xdp-pass".into(), "--iface".into(), hub.internet_vps.name.clone()],
+                )
+                .context("attaching xdp_pass to the internet router's port facing the VPS")?;
+                Ok(Topology::Hub { _xdp_pass: xdp_pass, hub })
+            }
             Scenario::EbpfMicro => anyhow::bail!("the eBPF microbenchmark needs no topology"),
-        };
-        for netns in topology.namespaces() {
-            tune(netns).with_context(|| format!("tuning namespace {}", netns.name()))?;
         }
-        Ok(topology)
     }
 
     pub fn namespaces(&self) -> Vec<&Netns> {
         match self {
             Topology::Direct(direct) => vec![&direct.client, &direct.router, &direct.server],
-            Topology::Hub(hub) => {
+            Topology::Hub { hub, .. } => {
                 vec![&hub.phone, &hub.internet, &hub.vps, &hub.cgnat, &hub.home, &hub.lan_host]
             }
         }
@@ -83,6 +110,13 @@ impl Topology {
             .load_nftables(&format!("insert rule ip cgnat postrouting ip saddr {lan} accept\n"))
             .context("exempting the home LAN from the carrier's masquerade")
     }
+}
+
+fn tune_all(namespaces: &[&Netns]) -> Result<()> {
+    for netns in namespaces {
+        tune(netns).with_context(|| format!("tuning namespace {}", netns.name()))?;
+    }
+    Ok(())
 }
 
 fn tune(netns: &Netns) -> Result<()> {

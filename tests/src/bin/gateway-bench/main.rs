@@ -8,6 +8,7 @@
 //! - `handshakes`: the flood: valid initiations built with the gateway's own protocol modules
 //!   as the `peers` of a seed, responses counted.
 //! - `ebpf-micro`: nanoseconds per packet of the eBPF programs through BPF_PROG_TEST_RUN.
+//! - `xdp-pass`: keeps a pass-through XDP program on veth ends that must receive XDP_TX frames.
 
 mod ebpf_micro;
 mod handshakes;
@@ -16,6 +17,7 @@ mod udp_batch;
 mod udp_payload;
 mod udp_recv;
 mod udp_send;
+mod xdp_pass;
 
 use std::process::ExitCode;
 
@@ -40,6 +42,8 @@ enum Command {
     Handshakes(handshakes::Options),
     /// Nanoseconds per packet of the eBPF programs (BPF_PROG_TEST_RUN).
     EbpfMicro(ebpf_micro::Options),
+    /// Attach a pass-through XDP program to interfaces until killed.
+    XdpPass(xdp_pass::Options),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         Command::Peers(options) => peers::print_config(&options),
         Command::Handshakes(options) => handshakes::run(&options),
         Command::EbpfMicro(options) => ebpf_micro::run(&options),
+        Command::XdpPass(options) => xdp_pass::run(&options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -122,8 +122,15 @@ fn legend(svg: &mut String) {
     }
 }
 
+/// The table's breakdown of CPU time (daemons, softirq) stays out of the chart: the whole
+/// machine's figure is the one to compare at a glance.
+fn charted(metric: &Metric) -> bool {
+    *metric != plan::DAEMON_CPU && *metric != plan::SOFTIRQ_CPU
+}
+
 fn panels(results: &Results, scenario: Scenario) -> Vec<Panel> {
-    let metrics = plan::metrics(scenario);
+    let metrics: Vec<Metric> = plan::metrics(scenario).iter().copied().filter(charted).collect();
+    let metrics = metrics.as_slice();
     match scenario {
         Scenario::EbpfMicro => micro_panels(results, metrics),
         _ => metrics

@@ -71,9 +71,11 @@ impl Tunnel {
         let mut tunnel = Tunnel { implementation, endpoints: Vec::new() };
         match (topology, implementation) {
             (Topology::Direct(_), Implementation::Plain) => {}
-            (Topology::Hub(hub), Implementation::Plain) => Topology::route_hub_without_tunnel(hub)?,
+            (Topology::Hub { hub, .. }, Implementation::Plain) => {
+                Topology::route_hub_without_tunnel(hub)?
+            }
             (Topology::Direct(direct), _) => tunnel.start_direct(direct, binaries, dir)?,
-            (Topology::Hub(hub), _) => tunnel.start_hub(hub, binaries, dir)?,
+            (Topology::Hub { hub, .. }, _) => tunnel.start_hub(hub, binaries, dir)?,
         }
         let path = tunnel.path(topology);
         wait_for_ping(path.source, path.address, READY_TIMEOUT)
@@ -131,14 +133,20 @@ impl Tunnel {
         self.configure("vps", &vps_config, VPS_TUNNEL, &[lan])?;
         self.configure("home", &home_config, HOME_TUNNEL, &[])?;
         self.configure("phone", &phone_config, PHONE_TUNNEL, &[lan])?;
-        // The VPS learns the home's endpoint from the home's first handshake: make it happen
-        // before the phone's traffic needs it.
-        wait_for_ping(&hub.home, IpAddr::V4(VPS_TUNNEL), READY_TIMEOUT)
-            .map_err(|error| dir.attach_logs(error))
-            .context("home → VPS through the tunnel")?;
-        wait_for_ping(&hub.lan_host, IpAddr::V4(PHONE_TUNNEL), READY_TIMEOUT)
-            .map_err(|error| dir.attach_logs(error))
-            .context("home LAN → phone through the VPS")
+        // The VPS learns the spokes' endpoints from their first handshakes: make them happen
+        // before relayed traffic needs them, then check the relay both ways.
+        let checks = [
+            (&hub.home, VPS_TUNNEL, "home → VPS"),
+            (&hub.phone, VPS_TUNNEL, "phone → VPS"),
+            (&hub.phone, hub.lan_host_if.v4, "phone → VPS → home LAN"),
+            (&hub.lan_host, PHONE_TUNNEL, "home LAN → VPS → phone"),
+        ];
+        for (from, to, what) in checks {
+            wait_for_ping(from, IpAddr::V4(to), READY_TIMEOUT)
+                .map_err(|error| dir.attach_logs(error))
+                .with_context(|| format!("{what} through the tunnel"))?;
+        }
+        Ok(())
     }
 
     fn add(
@@ -194,7 +202,7 @@ impl Tunnel {
                 destination: &direct.server,
                 address: IpAddr::V4(if tunnel { SERVER_TUNNEL } else { direct.server_if.v4 }),
             },
-            Topology::Hub(hub) => TrafficPath {
+            Topology::Hub { hub, .. } => TrafficPath {
                 source: &hub.phone,
                 destination: &hub.lan_host,
                 address: IpAddr::V4(hub.lan_host_if.v4),
