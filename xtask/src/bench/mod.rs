@@ -29,7 +29,6 @@ mod tunnel;
 use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use gateway_tests::{require_root, require_tools};
@@ -68,7 +67,7 @@ pub struct Options {
 }
 
 pub fn run(options: &Options) -> Result<ExitCode> {
-    let started = Instant::now();
+    let started = repeat::started();
     let root = run::workspace_root();
     if !options.no_build {
         setup::run()?;

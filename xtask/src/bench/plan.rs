@@ -213,22 +213,22 @@ impl Profile {
             thresholds: Thresholds {
                 min_idle_before: 0.8,
                 max_foreign_cores: 0.15,
-                idle_sample: Duration::from_millis(250),
+                idle_sample: Duration::from_millis(200),
                 max_settle: Duration::from_secs(5),
             },
             tcp_seconds: 3,
             tcp_streams: vec![1, 4],
             udp_sizes: vec![64, 1392],
-            udp_probe: Duration::from_millis(600),
-            udp_search_steps: 6,
-            ping_count: 200,
+            udp_probe: Duration::from_millis(500),
+            udp_search_steps: 5,
+            ping_count: 150,
             ping_interval: Duration::from_millis(10),
             scale_extra_peers: 10_000,
             setconf_peers: 1_000,
             setconf_ips_per_peer: 130,
             handshake_peers: 2_000,
-            handshake_initiations: 24_000,
-            handshake_duration: Duration::from_secs(3),
+            handshake_initiations: 16_000,
+            handshake_duration: Duration::from_secs(2),
             micro_runs: 3000,
             micro_sizes: vec![64, 512, 1420],
         }
@@ -252,7 +252,7 @@ impl Profile {
             micro_runs: 1000,
             micro_sizes: vec![1420],
             handshake_initiations: 6_000,
-            handshake_duration: Duration::from_millis(1500),
+            handshake_duration: Duration::from_secs(1),
             ..full
         }
     }

@@ -3,6 +3,8 @@
 //! disturbed repetition is measured again, up to the profile's retries, then kept and flagged.
 
 use std::collections::HashSet;
+use std::sync::OnceLock;
+use std::time::Instant;
 
 use anyhow::Result;
 
@@ -100,7 +102,14 @@ pub fn summarise<T>(
     Reps::new(values, flags, conditions)
 }
 
-/// One progress line.
+/// One progress line, with the time since the run started.
 pub fn progress(text: &str) {
-    println!("[bench] {text}");
+    let elapsed = started().elapsed().as_secs();
+    println!("[bench {:2}:{:02}] {text}", elapsed / 60, elapsed % 60);
+}
+
+/// When the first progress line was printed (or this was first asked).
+pub fn started() -> Instant {
+    static STARTED: OnceLock<Instant> = OnceLock::new();
+    *STARTED.get_or_init(Instant::now)
 }

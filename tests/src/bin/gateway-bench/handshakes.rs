@@ -1,6 +1,6 @@
-//! The handshake flood: initiations from `--peers` peers (see `peers`), built with the
-//! gateway's own Noise and cookie code, sent with at most `--window` unanswered at a time, and
-//! the responses counted.
+//! The handshake flood: initiations from `--peers` peers (see `peers`), each from a socket of
+//! its own, built with the gateway's own Noise and cookie code, sent with at most `--window`
+//! unanswered at a time, and the responses counted.
 //!
 //! The Noise part of every initiation (two X25519 operations) is computed before the clock
 //! starts, on every core, so the generator spends its measured time sending and receiving;
@@ -13,7 +13,7 @@
 //! is newer than the last whatever the generation speed.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +27,7 @@ use gateway_common::wire::HANDSHAKE_INITIATION_LEN;
 use rand_core::{OsRng, RngCore as _};
 use serde_json::json;
 
+use crate::peer_sockets::PeerSockets;
 use crate::peers;
 
 const ROUND_SPACING: Duration = Duration::from_millis(20);
@@ -56,7 +57,7 @@ pub struct Options {
     #[arg(long)]
     duration_ms: u64,
     /// An initiation unanswered for this long (milliseconds) counts as lost.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 500)]
     timeout_ms: u64,
 }
 
@@ -86,13 +87,10 @@ pub fn run(options: &Options) -> Result<()> {
     let prepared = prepare(options, &server_public)?;
     let prepare_seconds = prepare_started.elapsed().as_secs_f64();
 
-    let socket = UdpSocket::bind(if options.target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
-        .context("binding the flood's socket")?;
-    socket.connect(options.target).with_context(|| format!("connecting to {}", options.target))?;
-    socket.set_read_timeout(Some(RECEIVE_POLL)).context("setting the receive timeout")?;
+    let sockets = PeerSockets::open(options.peers as usize, options.target)?;
     let mut makers: Vec<CookieMaker> =
         (0..options.peers).map(|_| CookieMaker::new(&server_public)).collect();
-    let (counts, seconds) = flood(options, &socket, &prepared, &mut makers)?;
+    let (counts, seconds) = flood(options, &sockets, &prepared, &mut makers)?;
     let report = json!({
         "sent": counts.sent,
         "responses": counts.responses,
@@ -167,7 +165,7 @@ fn prepare_peer(
 
 fn flood(
     options: &Options,
-    socket: &UdpSocket,
+    sockets: &PeerSockets,
     prepared: &[Prepared],
     makers: &mut [CookieMaker],
 ) -> Result<(Counts, f64)> {
@@ -176,19 +174,27 @@ fn flood(
     let mut outstanding: HashMap<u32, (u32, Instant)> = HashMap::new();
     let mut next = 0;
     let mut buffer = [0u8; 256];
+    let mut ready = Vec::new();
     let started = Instant::now();
     let deadline = started + Duration::from_millis(options.duration_ms);
-    let mut last_response = started;
+    let mut last_activity = started;
     loop {
         let now = Instant::now();
         while outstanding.len() < options.window && next < prepared.len() && now < deadline {
             let initiation = &prepared[next];
+            let peer = initiation.peer as usize;
             let mut message = initiation.message;
-            makers[initiation.peer as usize].add_macs(&mut message, now);
-            socket.send(&message).context("sending an initiation")?;
+            makers[peer].add_macs(&mut message, now);
+            match sockets.socket(peer).send(&message) {
+                Ok(_) => {}
+                // A full socket buffer: this initiation is lost like any other.
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(error).context("sending an initiation"),
+            }
             outstanding.insert(initiation.sender_index, (initiation.peer, now));
             counts.sent += 1;
             next += 1;
+            last_activity = now;
         }
         let before = outstanding.len();
         outstanding.retain(|_, (_, sent_at)| now.duration_since(*sent_at) < timeout);
@@ -197,38 +203,53 @@ fn flood(
         if sending_done && outstanding.is_empty() {
             break;
         }
-        let length = match socket.recv(&mut buffer) {
-            Ok(length) => length,
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
-            Err(error) => return Err(error).context("receiving responses"),
-        };
-        let now = Instant::now();
-        match messages::parse(&buffer[..length]) {
-            Ok(Packet::Response(response)) => {
-                if outstanding.remove(&response.receiver_index()).is_some() {
-                    counts.responses += 1;
-                    last_response = now;
-                } else {
-                    counts.strays += 1;
+        sockets.ready(RECEIVE_POLL, &mut ready)?;
+        for &peer in &ready {
+            loop {
+                let length = match sockets.socket(peer).recv(&mut buffer) {
+                    Ok(length) => length,
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                    // ICMP errors (port unreachable) surface here: count them as strays.
+                    Err(_) => {
+                        counts.strays += 1;
+                        break;
+                    }
+                };
+                let now = Instant::now();
+                if handle_reply(&buffer[..length], &mut outstanding, makers, &mut counts, now) {
+                    last_activity = now;
                 }
             }
-            Ok(Packet::CookieReply(reply)) => match outstanding.remove(&reply.receiver_index()) {
-                Some((peer, _)) => {
-                    // Ignoring a reply that does not open is what a peer does too.
-                    let _ = makers[peer as usize].consume_reply(&reply, now);
-                    counts.cookies += 1;
-                }
-                None => counts.strays += 1,
-            },
-            _ => counts.strays += 1,
         }
     }
-    Ok((counts, last_response.duration_since(started).as_secs_f64()))
+    Ok((counts, last_activity.duration_since(started).as_secs_f64()))
+}
+
+/// Counts one datagram from the responder; true if it answered an initiation in flight.
+fn handle_reply(
+    datagram: &[u8],
+    outstanding: &mut HashMap<u32, (u32, Instant)>,
+    makers: &mut [CookieMaker],
+    counts: &mut Counts,
+    now: Instant,
+) -> bool {
+    match messages::parse(datagram) {
+        Ok(Packet::Response(response)) => {
+            if outstanding.remove(&response.receiver_index()).is_some() {
+                counts.responses += 1;
+                return true;
+            }
+        }
+        Ok(Packet::CookieReply(reply)) => {
+            if let Some((peer, _)) = outstanding.remove(&reply.receiver_index()) {
+                // Ignoring a reply that does not open is what a peer does too.
+                let _ = makers[peer as usize].consume_reply(&reply, now);
+                counts.cookies += 1;
+                return true;
+            }
+        }
+        _ => {}
+    }
+    counts.strays += 1;
+    false
 }

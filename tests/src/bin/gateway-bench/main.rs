@@ -12,6 +12,7 @@
 
 mod ebpf_micro;
 mod handshakes;
+mod peer_sockets;
 mod peers;
 mod udp_batch;
 mod udp_payload;

@@ -29,7 +29,7 @@ pub const MAX_LOSS: f64 = 0.01;
 const RECEIVER_PORT: u16 = 5300;
 /// The receiver stops once nothing arrived for this long (the queues of the slowest tunnels
 /// drain well within it).
-const RECEIVER_IDLE: Duration = Duration::from_millis(250);
+const RECEIVER_IDLE: Duration = Duration::from_millis(150);
 /// A probe whose generator offered less than this share of the asked rate did not test it.
 const OFFERED_ENOUGH: f64 = 0.97;
 
