@@ -19,6 +19,9 @@ use super::repeat::{Measured, Repeater, progress, summarise};
 use super::topology::Topology;
 use super::tunnel::{Binaries, LISTEN_PORT, Tunnel};
 
+/// A metric and how to read it from one repetition's result.
+type Figure<T> = (Metric, fn(&T) -> f64);
+
 pub struct Runner {
     pub profile: Profile,
     pub binaries: Binaries,
@@ -162,7 +165,7 @@ impl Runner {
         implementation: Implementation,
         measured: &[Measured<TcpRun>],
     ) {
-        let figures: [(Metric, fn(&TcpRun) -> f64); 3] = [
+        let figures: [Figure<TcpRun>; 3] = [
             (plan::MACHINE_CPU, |run| run.machine_cpu_per_gb),
             (plan::DAEMON_CPU, |run| run.daemon_cpu_per_gb),
             (plan::SOFTIRQ_CPU, |run| run.softirq_per_gb),
@@ -302,7 +305,7 @@ impl Runner {
             let row = |rows: &Vec<micro::MicroRow>| {
                 rows.iter().find(|row| row.inner_bytes == size).copied()
             };
-            let programs: [(Metric, fn(&micro::MicroRow) -> f64); 4] = [
+            let programs: [Figure<micro::MicroRow>; 4] = [
                 (plan::MICRO_DECRYPT, |row| row.decrypt_ns),
                 (plan::MICRO_ENCRYPT, |row| row.encrypt_ns),
                 (plan::MICRO_HUB, |row| row.hub_ns),

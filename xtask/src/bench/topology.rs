@@ -27,7 +27,7 @@ pub enum Topology {
     Hub {
         // Declared first so it is dropped (killed) before the namespaces are deleted.
         _xdp_pass: Background,
-        hub: Hub,
+        hub: Box<Hub>,
     },
 }
 
@@ -57,7 +57,7 @@ impl Topology {
                     &["xdp-pass".into(), "--iface".into(), hub.internet_vps.name.clone()],
                 )
                 .context("attaching xdp_pass to the internet router's port facing the VPS")?;
-                Ok(Topology::Hub { _xdp_pass: xdp_pass, hub })
+                Ok(Topology::Hub { _xdp_pass: xdp_pass, hub: Box::new(hub) })
             }
             Scenario::EbpfMicro => anyhow::bail!("the eBPF microbenchmark needs no topology"),
         }

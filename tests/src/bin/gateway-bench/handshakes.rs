@@ -234,22 +234,27 @@ fn handle_reply(
     now: Instant,
 ) -> bool {
     match messages::parse(datagram) {
-        Ok(Packet::Response(response)) => {
-            if outstanding.remove(&response.receiver_index()).is_some() {
-                counts.responses += 1;
-                return true;
-            }
+        Ok(Packet::Response(response))
+            if outstanding.remove(&response.receiver_index()).is_some() =>
+        {
+            counts.responses += 1;
+            true
         }
-        Ok(Packet::CookieReply(reply)) => {
-            if let Some((peer, _)) = outstanding.remove(&reply.receiver_index()) {
+        Ok(Packet::CookieReply(reply)) => match outstanding.remove(&reply.receiver_index()) {
+            Some((peer, _)) => {
                 // Ignoring a reply that does not open is what a peer does too.
                 let _ = makers[peer as usize].consume_reply(&reply, now);
                 counts.cookies += 1;
-                return true;
+                true
             }
+            None => {
+                counts.strays += 1;
+                false
+            }
+        },
+        _ => {
+            counts.strays += 1;
+            false
         }
-        _ => {}
     }
-    counts.strays += 1;
-    false
 }
