@@ -36,6 +36,8 @@ pub struct Conditions {
     pub foreign_cores: f64,
     /// Seconds spent waiting for the machine to settle first.
     pub waited_s: f64,
+    /// Which attempt this was (1: the first; more when earlier ones were disturbed).
+    pub attempt: usize,
 }
 
 impl Conditions {
@@ -88,7 +90,7 @@ impl Watch {
         })
     }
 
-    pub fn finish(self) -> Result<Conditions> {
+    pub fn finish(self, attempt: usize) -> Result<Conditions> {
         let elapsed = self.started.elapsed().as_secs_f64().max(f64::EPSILON);
         let foreign_ticks = OwnProcesses::take(&self.own_namespaces)?.foreign_ticks(&self.own);
         Ok(Conditions {
@@ -96,6 +98,7 @@ impl Watch {
             idle_before: self.idle_before,
             foreign_cores: foreign_ticks as f64 / TICKS_PER_SECOND / elapsed,
             waited_s: self.waited.as_secs_f64(),
+            attempt,
         })
     }
 }
@@ -121,8 +124,13 @@ mod tests {
 
     #[test]
     fn disturbances_name_each_reason() {
-        let quiet =
-            Conditions { loadavg: [0.1; 3], idle_before: 0.95, foreign_cores: 0.0, waited_s: 0.0 };
+        let quiet = Conditions {
+            loadavg: [0.1; 3],
+            idle_before: 0.95,
+            foreign_cores: 0.0,
+            waited_s: 0.0,
+            attempt: 1,
+        };
         assert!(quiet.disturbances(&thresholds()).is_empty());
         let busy = Conditions { idle_before: 0.5, foreign_cores: 0.6, ..quiet };
         let reasons = busy.disturbances(&thresholds());
@@ -134,7 +142,7 @@ mod tests {
     #[test]
     fn a_watch_reports_plausible_conditions() {
         let watch = Watch::start(&thresholds(), &HashSet::new()).unwrap();
-        let conditions = watch.finish().unwrap();
+        let conditions = watch.finish(1).unwrap();
         assert!((0.0..=1.0).contains(&conditions.idle_before));
         assert!(conditions.foreign_cores >= 0.0);
     }

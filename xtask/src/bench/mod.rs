@@ -26,9 +26,11 @@ mod tool;
 mod topology;
 mod tunnel;
 
+use std::cell::Cell;
 use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::rc::Rc;
 
 use anyhow::{Context as _, Result};
 use gateway_tests::{require_root, require_tools};
@@ -115,7 +117,9 @@ pub fn run(options: &Options) -> Result<ExitCode> {
         profile.reps
     ));
 
-    let mut runner = Runner { profile, binaries, implementations, results: Results::default() };
+    let retry_budget = Rc::new(Cell::new(profile.retry_budget));
+    let mut runner =
+        Runner { profile, retry_budget, binaries, implementations, results: Results::default() };
     runner.run(&scenarios);
     let results = runner.results;
 

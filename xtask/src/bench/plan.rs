@@ -185,6 +185,8 @@ pub struct Profile {
     pub reps: usize,
     /// Extra attempts of a disturbed repetition before it is kept and flagged.
     pub retries: usize,
+    /// The most time a run spends on measuring disturbed repetitions again.
+    pub retry_budget: Duration,
     pub thresholds: Thresholds,
     pub tcp_seconds: u64,
     pub tcp_streams: Vec<u32>,
@@ -210,6 +212,7 @@ impl Profile {
             name: "full",
             reps: 3,
             retries: 2,
+            retry_budget: Duration::from_secs(240),
             thresholds: Thresholds {
                 min_idle_before: 0.8,
                 max_foreign_cores: 0.15,
@@ -242,6 +245,7 @@ impl Profile {
         Profile {
             name: "quick",
             retries: 1,
+            retry_budget: Duration::from_secs(30),
             thresholds: Thresholds { max_settle: Duration::from_secs(2), ..full.thresholds },
             tcp_seconds: 1,
             tcp_streams: vec![1],

@@ -1,10 +1,14 @@
 //! Repetitions under watch: each one is preceded by a load sample (waiting briefly for the
 //! machine to settle) and followed by a check of what other processes used meanwhile; a
 //! disturbed repetition is measured again, up to the profile's retries, then kept and flagged.
+//! A run-wide budget for measuring again keeps a busy machine from stretching a run without
+//! bound: once spent, disturbed repetitions are kept (and flagged) at once.
 
+use std::cell::Cell;
 use std::collections::HashSet;
+use std::rc::Rc;
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
@@ -25,6 +29,9 @@ pub struct Repeater {
     pub thresholds: Thresholds,
     /// The benchmark's own namespaces: processes inside them are not "other processes".
     pub own_namespaces: HashSet<u64>,
+    /// What is left of the run's time for measuring disturbed repetitions again (shared by
+    /// every repeater of the run).
+    pub retry_budget: Rc<Cell<Duration>>,
 }
 
 impl Repeater {
@@ -38,9 +45,10 @@ impl Repeater {
         let mut kept = Vec::with_capacity(self.reps);
         for rep in 1..=self.reps {
             for attempt in 0..=self.retries {
+                let attempt_started = Instant::now();
                 let watch = Watch::start(&self.thresholds, &self.own_namespaces)?;
                 let value = measure()?;
-                let conditions = watch.finish()?;
+                let conditions = watch.finish(attempt + 1)?;
                 let reasons = conditions.disturbances(&self.thresholds);
                 let state = format!(
                     "idle {:.0}% before, load {:.2}, others {:.2} cores",
@@ -48,7 +56,9 @@ impl Repeater {
                     conditions.loadavg[0],
                     conditions.foreign_cores
                 );
-                if !reasons.is_empty() && attempt < self.retries {
+                let budget = self.retry_budget.get();
+                if !reasons.is_empty() && attempt < self.retries && !budget.is_zero() {
+                    self.retry_budget.set(budget.saturating_sub(attempt_started.elapsed()));
                     progress(&format!(
                         "{label} rep {rep}/{}: {} ({state}): disturbed ({}), measuring again",
                         self.reps,

@@ -2,7 +2,10 @@
 //! under the repeater; a failure is recorded and the run goes on with the next metric or
 //! implementation.
 
+use std::cell::Cell;
 use std::collections::HashSet;
+use std::rc::Rc;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use gateway_tests::TestDir;
@@ -24,6 +27,8 @@ type Figure<T> = (Metric, fn(&T) -> f64);
 
 pub struct Runner {
     pub profile: Profile,
+    /// What is left of the profile's retry budget.
+    pub retry_budget: Rc<Cell<Duration>>,
     pub binaries: Binaries,
     /// Only these implementations (where a scenario applies to them).
     pub implementations: Vec<Implementation>,
@@ -335,6 +340,7 @@ impl Runner {
             retries: self.profile.retries,
             thresholds: self.profile.thresholds.clone(),
             own_namespaces,
+            retry_budget: Rc::clone(&self.retry_budget),
         }
     }
 
