@@ -1,6 +1,7 @@
-//! How quiet the machine is around a repetition: the load average and a short idle sample
-//! before it, and how much CPU other processes took while it ran. A repetition that started on
-//! a busy machine, or shared it, is "disturbed": the caller repeats it, then flags it.
+//! How quiet the machine is around a repetition: the load average, a short idle sample and the
+//! CPUs' speed (see `cpu_speed`) before it, and how much CPU other processes took while it ran.
+//! A repetition that started on a busy or slowed-down machine, or shared it, is "disturbed":
+//! the caller repeats it, then flags it.
 
 use std::collections::HashSet;
 use std::thread;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde::Serialize;
 
+use super::cpu_speed;
 use super::procfs::{CpuTimes, OwnProcesses, TICKS_PER_SECOND, loadavg};
 
 /// When a repetition counts as disturbed.
@@ -18,6 +20,8 @@ pub struct Thresholds {
     pub min_idle_before: f64,
     /// Other processes may use at most this many cores on average while it runs.
     pub max_foreign_cores: f64,
+    /// The CPUs may be at most this much slower than at their fastest in this run.
+    pub max_slowdown: f64,
     /// How long the idle sample before each repetition lasts.
     pub idle_sample: Duration,
     /// How long to wait for the machine to become idle before starting anyway.
@@ -31,6 +35,10 @@ pub struct Conditions {
     pub loadavg: [f64; 3],
     /// Idle share of all CPUs over the sample just before it.
     pub idle_before: f64,
+    /// How much slower the slowest CPU ran a fixed computation than the fastest run of it so
+    /// far (1.0: as fast), the lesser of the probes before and after the repetition: a slowdown
+    /// that lasted through it.
+    pub cpu_slowdown: f64,
     /// Cores other processes used on average while it ran (the machine's user and system
     /// time less our processes').
     pub foreign_cores: f64,
@@ -51,6 +59,12 @@ impl Conditions {
                 self.loadavg[0]
             ));
         }
+        if self.cpu_slowdown > thresholds.max_slowdown {
+            reasons.push(format!(
+                "CPUs {:.2}× slower than at their fastest (host contention)",
+                self.cpu_slowdown
+            ));
+        }
         if self.foreign_cores > thresholds.max_foreign_cores {
             reasons.push(format!("other processes used {:.2} cores", self.foreign_cores));
         }
@@ -63,6 +77,7 @@ impl Conditions {
 pub struct Watch {
     loadavg: [f64; 3],
     idle_before: f64,
+    cpu_slowdown: f64,
     waited: Duration,
     own: OwnProcesses,
     started: Instant,
@@ -83,6 +98,7 @@ impl Watch {
         Ok(Watch {
             loadavg: loadavg()?,
             idle_before,
+            cpu_slowdown: cpu_speed::slowdown()?,
             waited: settle_started.elapsed().saturating_sub(thresholds.idle_sample),
             own: OwnProcesses::take(own_namespaces)?,
             started: Instant::now(),
@@ -93,9 +109,11 @@ impl Watch {
     pub fn finish(self, attempt: usize) -> Result<Conditions> {
         let elapsed = self.started.elapsed().as_secs_f64().max(f64::EPSILON);
         let foreign_ticks = OwnProcesses::take(&self.own_namespaces)?.foreign_ticks(&self.own);
+        let cpu_slowdown = self.cpu_slowdown.min(cpu_speed::slowdown()?);
         Ok(Conditions {
             loadavg: self.loadavg,
             idle_before: self.idle_before,
+            cpu_slowdown,
             foreign_cores: foreign_ticks as f64 / TICKS_PER_SECOND / elapsed,
             waited_s: self.waited.as_secs_f64(),
             attempt,
@@ -117,6 +135,7 @@ mod tests {
         Thresholds {
             min_idle_before: 0.8,
             max_foreign_cores: 0.15,
+            max_slowdown: 1.25,
             idle_sample: Duration::from_millis(10),
             max_settle: Duration::ZERO,
         }
@@ -127,16 +146,18 @@ mod tests {
         let quiet = Conditions {
             loadavg: [0.1; 3],
             idle_before: 0.95,
+            cpu_slowdown: 1.0,
             foreign_cores: 0.0,
             waited_s: 0.0,
             attempt: 1,
         };
         assert!(quiet.disturbances(&thresholds()).is_empty());
-        let busy = Conditions { idle_before: 0.5, foreign_cores: 0.6, ..quiet };
+        let busy = Conditions { idle_before: 0.5, foreign_cores: 0.6, cpu_slowdown: 1.6, ..quiet };
         let reasons = busy.disturbances(&thresholds());
-        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
         assert!(reasons[0].contains("50% idle"), "{reasons:?}");
-        assert!(reasons[1].contains("0.60 cores"), "{reasons:?}");
+        assert!(reasons[1].contains("1.60× slower"), "{reasons:?}");
+        assert!(reasons[2].contains("0.60 cores"), "{reasons:?}");
     }
 
     #[test]

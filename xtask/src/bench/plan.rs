@@ -216,6 +216,7 @@ impl Profile {
             thresholds: Thresholds {
                 min_idle_before: 0.8,
                 max_foreign_cores: 0.15,
+                max_slowdown: 1.3,
                 idle_sample: Duration::from_millis(200),
                 max_settle: Duration::from_secs(5),
             },

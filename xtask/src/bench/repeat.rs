@@ -51,9 +51,10 @@ impl Repeater {
                 let conditions = watch.finish(attempt + 1)?;
                 let reasons = conditions.disturbances(&self.thresholds);
                 let state = format!(
-                    "idle {:.0}% before, load {:.2}, others {:.2} cores",
+                    "idle {:.0}% before, load {:.2}, CPU speed ×{:.2}, others {:.2} cores",
                     conditions.idle_before * 100.0,
                     conditions.loadavg[0],
+                    1.0 / conditions.cpu_slowdown,
                     conditions.foreign_cores
                 );
                 let budget = self.retry_budget.get();

@@ -271,14 +271,12 @@ impl Runner {
             target: format!("{}:{LISTEN_PORT}", direct.server_if.v4),
             server_public: tunnel.endpoint("server")?.keys.public_key.clone(),
             peers: self.profile.handshake_peers,
-            seed: scale::random_seed(),
             initiations: self.profile.handshake_initiations,
             duration_ms: self.profile.handshake_duration.as_millis() as u64,
         };
         let what = format!("handshakes from {} peers", flood.peers);
-        let handshakes = flood
-            .configure(&tunnel, &dir)
-            .and_then(|()| repeater.run(&label(&what), || flood.run(), scale::FloodRun::describe));
+        let handshakes =
+            repeater.run(&label(&what), || flood.run(&tunnel, &dir), scale::FloodRun::describe);
         match handshakes {
             Ok(measured) => self.record(
                 scenario,

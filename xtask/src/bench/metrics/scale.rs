@@ -7,7 +7,9 @@
 //!   10.128.0.0, replacing a config without peers; the wall time of the `wg` command (which
 //!   returns once the daemon has applied it), measured in the server's namespace;
 //! - handshakes: `gateway-bench handshakes` in the client's namespace against the server,
-//!   configured with the flood's peers (see `tests/src/bin/gateway-bench/handshakes.rs`).
+//!   configured with the flood's peers (see `tests/src/bin/gateway-bench/handshakes.rs`); new
+//!   peers for every repetition, so each starts from the same state (no handshake history, no
+//!   remembered endpoints).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -116,7 +118,6 @@ pub struct Flood<'a> {
     pub target: String,
     pub server_public: String,
     pub peers: u32,
-    pub seed: u64,
     pub initiations: u32,
     pub duration_ms: u64,
 }
@@ -139,15 +140,10 @@ impl FloodRun {
 }
 
 impl Flood<'_> {
-    /// Replaces the server's peers with the flood's.
-    pub fn configure(&self, tunnel: &Tunnel, dir: &TestDir) -> Result<()> {
-        let sections = peer_sections(self.tool, self.peers, self.seed, 0, "10.128.0.0")?;
-        let path = write(dir, "flood.conf", &format!("{}{sections}", interface_only(tunnel)?))?;
-        let ifname = tunnel.endpoint(SERVER)?.daemon.ifname().to_string();
-        tunnel.wg(SERVER, &["setconf", &ifname, &path.to_string_lossy()]).map(drop)
-    }
-
-    pub fn run(&self) -> Result<FloodRun> {
+    /// Replaces the server's peers with a new set of flood peers, then floods as them.
+    pub fn run(&self, tunnel: &Tunnel, dir: &TestDir) -> Result<FloodRun> {
+        let seed = random_seed();
+        self.configure(tunnel, dir, seed)?;
         let report = tool::run_json(
             self.tool,
             Some(self.source),
@@ -160,7 +156,7 @@ impl Flood<'_> {
                 "--peers".into(),
                 self.peers.to_string(),
                 "--seed".into(),
-                self.seed.to_string(),
+                seed.to_string(),
                 "--initiations".into(),
                 self.initiations.to_string(),
                 "--duration-ms".into(),
@@ -174,5 +170,12 @@ impl Flood<'_> {
             cookie_replies: number(&report, "cookie_replies")?,
             lost: number(&report, "lost")?,
         })
+    }
+
+    fn configure(&self, tunnel: &Tunnel, dir: &TestDir, seed: u64) -> Result<()> {
+        let sections = peer_sections(self.tool, self.peers, seed, 0, "10.128.0.0")?;
+        let path = write(dir, "flood.conf", &format!("{}{sections}", interface_only(tunnel)?))?;
+        let ifname = tunnel.endpoint(SERVER)?.daemon.ifname().to_string();
+        tunnel.wg(SERVER, &["setconf", &ifname, &path.to_string_lossy()]).map(drop)
     }
 }
