@@ -20,6 +20,11 @@ pub struct Options {
 
 pub fn run(options: &Options) -> Result<()> {
     ensure!(!options.interfaces.is_empty(), "name at least one --iface");
+    // Whoever started it may be interrupted before it can stop it: go with it.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    // SAFETY: getppid has no preconditions.
+    ensure!(unsafe { libc::getppid() } != 1, "the process that started xdp-pass is gone");
     // The smallest maps: only the pass-through program is used.
     let capacities = Capacities { sessions: 8, peers: 8, allowed_ips: 8 };
     let mut dataplane = Dataplane::load(capacities).context("loading the eBPF object")?;
@@ -30,7 +35,8 @@ pub fn run(options: &Options) -> Result<()> {
     }
     let mut stdout = std::io::stdout();
     writeln!(stdout, "ready").and_then(|()| stdout.flush()).context("writing to stdout")?;
-    // The attachments live as long as this process (and its `dataplane`).
+    // The attachments live as long as this process (and its `dataplane`): until it is killed,
+    // or its parent exits.
     loop {
         std::thread::park();
     }

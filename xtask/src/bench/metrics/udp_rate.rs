@@ -4,14 +4,15 @@
 //! batches) while `gateway-bench udp-recv` counts what arrives (recvmmsg); loss is
 //! 1 − received / sent. The search:
 //!
-//! 1. a probe as fast as the generator can send, with one sending thread and with two; the
-//!    rest of the search uses whichever got more through. (One thread leaves the other core
-//!    to a userspace tunnel; but gatewayd's TC program encrypts in the sender's context, and
-//!    the veths and XDP programs run in softirq on the sending core, so there the sender's
-//!    threads are the tunnel's cores.) If that flood loses ≤ 1%, the path carried everything
-//!    the sender could offer and the figure is flagged as sender-bound;
-//! 2. otherwise, start just below what got through (a flood usually loses to CPU contention,
-//!    so the sustainable rate is often higher), then bisect geometrically between the highest
+//! 1. a probe as fast as the generator can send, with one sending thread and with two. (One
+//!    thread leaves the other core to a userspace tunnel; but gatewayd's TC program encrypts
+//!    in the sender's context, and the veths and XDP programs run in softirq on the sending
+//!    core, so there the sender's threads are the tunnel's cores.) If both lose ≤ 1%, the path
+//!    carried everything the sender could offer: the figure is flagged as sender-bound;
+//! 2. otherwise the search goes on with the sender of the lossy flood that got more through:
+//!    from between a passing flood's rate and what the lossy one offered, or, if neither
+//!    passed, from just below what got through (a flood usually loses to CPU contention, so
+//!    the sustainable rate is often higher); then it bisects geometrically between the highest
 //!    rate that passed and the lowest that failed, using the rates the generator really
 //!    offered.
 //!
@@ -89,39 +90,7 @@ pub struct Generator<'a> {
 
 impl Generator<'_> {
     pub fn search(&self, steps: usize) -> Result<Search> {
-        let mut probes = vec![self.probe(0.0, 1)?, self.probe(0.0, 2)?];
-        let flood =
-            if probes[1].received_pps > probes[0].received_pps { probes[1] } else { probes[0] };
-        let threads = flood.threads;
-        if flood.passed() {
-            return Ok(Search { rate_pps: Some(flood.received_pps), sender_bound: true, probes });
-        }
-        let mut best: Option<Probe> = None;
-        let mut low = 0.0;
-        let mut high = flood.offered_pps;
-        let mut asked = flood.received_pps * 0.95;
-        for _ in 0..steps {
-            if asked < 1.0 {
-                break;
-            }
-            let probe = self.probe(asked, threads)?;
-            probes.push(probe);
-            if probe.passed() {
-                low = probe.offered_pps;
-                if best.is_none_or(|best| probe.received_pps > best.received_pps) {
-                    best = Some(probe);
-                }
-            } else {
-                high = high.min(probe.offered_pps.max(low));
-            }
-            asked = if low > 0.0 { (low * high).sqrt() } else { asked / 2.0 };
-            if low > 0.0 && high <= low * 1.02 {
-                break;
-            }
-        }
-        let sender_bound =
-            best.is_some_and(|best| best.offered_pps < best.asked_pps * OFFERED_ENOUGH);
-        Ok(Search { rate_pps: best.map(|best| best.received_pps), sender_bound, probes })
+        search_with(steps, |rate, threads| self.probe(rate, threads))
     }
 
     /// Offers `rate` packets per second (0: as fast as possible) from `threads` sending
@@ -177,8 +146,118 @@ impl Generator<'_> {
     }
 }
 
+/// The search, over `probe(rate, threads)` (rate 0: as fast as possible).
+fn search_with(steps: usize, mut probe: impl FnMut(f64, usize) -> Result<Probe>) -> Result<Search> {
+    let floods = [probe(0.0, 1)?, probe(0.0, 2)?];
+    let mut probes = floods.to_vec();
+    let mut best = best_passing(&floods);
+    // Search with the sender that offered more than got through cleanly: between what
+    // passed (if a flood did) and what it offered.
+    let Some(flood) = floods
+        .into_iter()
+        .filter(|flood| !flood.passed())
+        .max_by(|a, b| a.received_pps.total_cmp(&b.received_pps))
+    else {
+        return Ok(Search {
+            rate_pps: best.map(|best| best.received_pps),
+            sender_bound: true,
+            probes,
+        });
+    };
+    let mut low = best.map_or(0.0, |best| best.offered_pps);
+    let mut high = flood.offered_pps;
+    let mut asked = if low > 0.0 { (low * high).sqrt() } else { flood.received_pps * 0.95 };
+    for _ in 0..steps {
+        if asked < 1.0 || low > 0.0 && high <= low * 1.02 {
+            break;
+        }
+        let probe = probe(asked, flood.threads)?;
+        probes.push(probe);
+        if probe.passed() {
+            low = low.max(probe.offered_pps);
+            if best.is_none_or(|best| probe.received_pps > best.received_pps) {
+                best = Some(probe);
+            }
+        } else {
+            high = high.min(probe.offered_pps.max(low));
+        }
+        asked = if low > 0.0 { (low * high).sqrt() } else { asked / 2.0 };
+    }
+    // Sender-bound: the best figure is a flood's, or the generator could not offer the
+    // rate asked of it there.
+    let sender_bound = best.is_some_and(|best| {
+        best.asked_pps == 0.0 || best.offered_pps < best.asked_pps * OFFERED_ENOUGH
+    });
+    Ok(Search { rate_pps: best.map(|best| best.received_pps), sender_bound, probes })
+}
+
+/// The passing probe that got the most through.
+fn best_passing(probes: &[Probe]) -> Option<Probe> {
+    probes
+        .iter()
+        .copied()
+        .filter(Probe::passed)
+        .max_by(|a, b| a.received_pps.total_cmp(&b.received_pps))
+}
+
 /// Distinct per probe, so a probe never counts an earlier probe's stragglers.
 fn run_id() -> u32 {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     now.subsec_nanos() ^ (now.as_secs() as u32).rotate_left(16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A path that carries up to `capacity` packets per second, fed by a generator that can
+    /// offer `single` with one thread and `double` with two.
+    fn path(capacity: f64, single: f64, double: f64) -> impl FnMut(f64, usize) -> Result<Probe> {
+        move |asked, threads| {
+            let most = if threads == 1 { single } else { double };
+            let offered = if asked == 0.0 { most } else { asked.min(most) };
+            let received = offered.min(capacity);
+            Ok(Probe {
+                threads,
+                asked_pps: asked,
+                offered_pps: offered,
+                received_pps: received,
+                loss: 1.0 - received / offered,
+            })
+        }
+    }
+
+    #[test]
+    fn a_path_faster_than_the_sender_is_sender_bound() {
+        let search = search_with(5, path(1e6, 200e3, 350e3)).unwrap();
+        assert_eq!(search.rate_pps, Some(350e3));
+        assert!(search.sender_bound);
+        assert_eq!(search.probes.len(), 2);
+    }
+
+    #[test]
+    fn one_clean_flood_still_searches_with_the_stronger_sender() {
+        let search = search_with(6, path(100e3, 31e3, 400e3)).unwrap();
+        let rate = search.rate_pps.unwrap();
+        assert!(rate > 90e3 && rate <= 100e3, "{rate}");
+        assert!(!search.sender_bound);
+    }
+
+    #[test]
+    fn lossy_floods_bisect_down_to_the_capacity() {
+        let search = search_with(6, path(60e3, 800e3, 1.5e6)).unwrap();
+        let rate = search.rate_pps.unwrap();
+        assert!(rate > 55e3 && rate <= 60e3, "{rate}");
+        assert!(search.probes.iter().skip(2).all(|probe| probe.threads == 2));
+    }
+
+    #[test]
+    fn nothing_passing_is_no_rate() {
+        let never = |asked: f64, threads| {
+            Ok(Probe { threads, asked_pps: asked, offered_pps: 1e5, received_pps: 5e4, loss: 0.5 })
+        };
+        let search = search_with(3, never).unwrap();
+        assert_eq!(search.rate_pps, None);
+        assert!(!search.sender_bound);
+    }
 }
