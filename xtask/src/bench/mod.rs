@@ -13,6 +13,7 @@
 //! in `gateway-bench`), `load`/`procfs`/`repeat`/`stats` (the method), `output` (table, JSON,
 //! SVG), `machine` (what it ran on).
 
+mod child;
 mod cpu_speed;
 mod load;
 mod machine;

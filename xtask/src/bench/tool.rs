@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use gateway_tests::Netns;
 use serde_json::Value;
 
+use super::child::die_with_parent;
 use crate::run;
 
 /// `gateway-bench args...` (inside `netns` if given), its stdout parsed as one JSON document.
@@ -17,7 +18,7 @@ pub fn run_json(tool: &Path, netns: Option<&Netns>, args: &[String]) -> Result<V
         Some(netns) => netns.command(tool),
         None => Command::new(tool),
     };
-    command.args(args);
+    die_with_parent(command.args(args));
     let output = run::capture(&mut command)?;
     parse_report(&output).with_context(|| format!("`{}`", run::describe(&command)))
 }
@@ -53,7 +54,11 @@ impl Background {
     /// Starts it in `netns` and waits for its `ready` line.
     pub fn start(tool: &Path, netns: &Netns, args: &[String]) -> Result<Background> {
         let mut command = netns.command(tool);
-        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        die_with_parent(&mut command)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let described = run::describe(&command);
         let mut child = command.spawn().with_context(|| format!("cannot start `{described}`"))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout of `{described}`"))?;

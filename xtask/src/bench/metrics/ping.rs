@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
+use crate::bench::child::die_with_parent;
 use crate::bench::stats::quantile;
 use crate::bench::tunnel::TrafficPath;
 use crate::run;
@@ -28,7 +29,15 @@ impl PingRun {
 pub fn measure(path: &TrafficPath<'_>, count: u32, interval: Duration) -> Result<PingRun> {
     let interval = format!("{:.3}", interval.as_secs_f64());
     let mut command = path.source.command("ping");
-    command.args(["-n", "-c", &count.to_string(), "-i", &interval, "-W", "1"]);
+    die_with_parent(&mut command).args([
+        "-n",
+        "-c",
+        &count.to_string(),
+        "-i",
+        &interval,
+        "-W",
+        "1",
+    ]);
     command.arg(path.address.to_string());
     // Lost replies make ping exit non-zero: its output is the result either way.
     let output =

@@ -14,10 +14,13 @@
 //! gatewayd's TC send program runs in the sending process's context (iperf3's system time):
 //! it appears only in the whole-machine figure.
 
-use std::time::Duration;
+use std::process::Stdio;
 
-use anyhow::{Result, bail};
-use gateway_tests::traffic::{IperfOptions, Protocol, iperf3_client};
+use anyhow::{Context as _, Result, bail};
+use gateway_tests::traffic::IperfReport;
+
+use crate::bench::child::die_with_parent;
+use crate::run;
 
 use crate::bench::procfs::{CpuTimes, TICKS_PER_SECOND, process_ticks};
 use crate::bench::tunnel::status::PathPackets;
@@ -53,13 +56,7 @@ pub fn measure(
     let gatewayd_before = packets_by_role(tunnel)?;
     let process_before: u64 = pids.iter().filter_map(|pid| process_ticks(*pid)).sum();
     let machine_before = CpuTimes::read()?;
-    let options = IperfOptions {
-        protocol: Protocol::Tcp,
-        duration: Duration::from_secs(seconds),
-        parallel_streams: (streams > 1).then_some(streams),
-        ..IperfOptions::default()
-    };
-    let report = iperf3_client(path.source, path.address, IPERF_PORT, &options)?;
+    let report = iperf3(path, streams, seconds)?;
     let machine = CpuTimes::read()?.since(&machine_before);
     let process_after: u64 = pids.iter().filter_map(|pid| process_ticks(*pid)).sum();
     tunnel.check_running()?;
@@ -82,6 +79,34 @@ pub fn measure(
         daemon_cpu_per_gb: seconds_per_gb(process_after.saturating_sub(process_before)),
         softirq_per_gb: seconds_per_gb(machine.softirq),
         ebpf_shares,
+    })
+}
+
+/// `iperf3 --client` from the path's source (the harness's report parser; a command of our
+/// own so it dies with this process, see `child`).
+fn iperf3(path: &TrafficPath<'_>, streams: u32, seconds: u64) -> Result<IperfReport> {
+    let mut command = path.source.command("iperf3");
+    die_with_parent(&mut command).stdin(Stdio::null()).args([
+        "--client",
+        &path.address.to_string(),
+        "--port",
+        &IPERF_PORT.to_string(),
+        "--json",
+        "--time",
+        &seconds.to_string(),
+    ]);
+    if streams > 1 {
+        command.args(["--parallel", &streams.to_string()]);
+    }
+    let described = run::describe(&command);
+    let output = command.output().with_context(|| format!("cannot start `{described}`"))?;
+    // iperf3 reports its errors in the JSON too, with either exit status.
+    IperfReport::parse(&String::from_utf8_lossy(&output.stdout)).with_context(|| {
+        format!(
+            "`{described}` ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
     })
 }
 
