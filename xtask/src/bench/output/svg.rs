@@ -33,7 +33,9 @@ fn colour(implementation: Implementation) -> &'static str {
     }
 }
 
-const SIZE_COLOURS: [&str; 4] = ["#009E73", "#0072B2", "#D55E00", "#999999"];
+/// Packet sizes in the microbenchmark: shades of one hue, light to dark, none of them an
+/// implementation's colour.
+const SIZE_COLOURS: [&str; 4] = ["#a1d99b", "#41ab5d", "#006d2c", "#00441b"];
 
 struct Bar {
     label: String,
@@ -41,6 +43,8 @@ struct Bar {
     value: f64,
     min: f64,
     max: f64,
+    /// A repetition was disturbed or produced no figure: marked † as in the table.
+    flagged: bool,
 }
 
 struct Panel {
@@ -103,7 +107,7 @@ fn scenario_title(scenario: Scenario) -> &'static str {
 fn legend(svg: &mut String) {
     let _ = writeln!(
         svg,
-        r#"<text x="{MARGIN}" y="{}" font-size="16" font-weight="bold">gatewayd benchmark: median of repetitions, whiskers min–max</text>"#,
+        r#"<text x="{MARGIN}" y="{}" font-size="16" font-weight="bold">gatewayd benchmark: median of repetitions, whiskers min–max, † a repetition was disturbed</text>"#,
         MARGIN + 4.0
     );
     let mut x = MARGIN;
@@ -147,6 +151,7 @@ fn panels(results: &Results, scenario: Scenario) -> Vec<Panel> {
                             value: record.value(),
                             min: record.reps.min,
                             max: record.reps.max,
+                            flagged: !record.reps.flags.is_empty(),
                         })
                     })
                     .collect();
@@ -171,6 +176,7 @@ fn micro_panels(results: &Results, metrics: &[Metric]) -> Vec<Panel> {
                     value: record.value(),
                     min: record.reps.min,
                     max: record.reps.max,
+                    flagged: !record.reps.flags.is_empty(),
                 })
                 .collect();
             (!bars.is_empty()).then(|| panel(metric, bars, true))
@@ -308,9 +314,10 @@ fn draw_panel(svg: &mut String, panel: &Panel, x: f64, y: f64) {
         }
         let _ = writeln!(
             svg,
-            r#"<text x="{center:.1}" y="{:.1}" text-anchor="middle" font-size="9">{}</text>"#,
+            r#"<text x="{center:.1}" y="{:.1}" text-anchor="middle" font-size="9">{}{}</text>"#,
             top.min(whisker_high) - 3.0,
-            number(bar.value)
+            number(bar.value),
+            if bar.flagged { "†" } else { "" }
         );
         if panel.label_bars {
             let _ = writeln!(
@@ -352,8 +359,14 @@ mod tests {
 
     #[test]
     fn wide_ranges_get_a_log_axis() {
-        let bar =
-            |value: f64| Bar { label: "x".into(), colour: "#000", value, min: value, max: value };
+        let bar = |value: f64| Bar {
+            label: "x".into(),
+            colour: "#000",
+            value,
+            min: value,
+            max: value,
+            flagged: false,
+        };
         assert!(matches!(Axis::for_bars(&[bar(69.0), bar(1.4)]), Axis::Log { .. }));
         assert!(matches!(Axis::for_bars(&[bar(2.0), bar(1.4)]), Axis::Linear { .. }));
         let log = Axis::Log { low: 1.0, high: 100.0 };
