@@ -43,7 +43,7 @@ struct Bar {
     value: f64,
     min: f64,
     max: f64,
-    /// A repetition was disturbed or produced no figure: marked † as in the table.
+    /// A repetition was flagged (disturbed, sender-bound, no figure): marked † as in the table.
     flagged: bool,
 }
 
@@ -107,7 +107,7 @@ fn scenario_title(scenario: Scenario) -> &'static str {
 fn legend(svg: &mut String) {
     let _ = writeln!(
         svg,
-        r#"<text x="{MARGIN}" y="{}" font-size="16" font-weight="bold">gatewayd benchmark: median of repetitions, whiskers min–max, † a repetition was disturbed</text>"#,
+        r#"<text x="{MARGIN}" y="{}" font-size="16" font-weight="bold">gatewayd benchmark: median of repetitions, whiskers min–max, † flagged (disturbed or sender-bound)</text>"#,
         MARGIN + 4.0
     );
     let mut x = MARGIN;

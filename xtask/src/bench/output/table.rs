@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use super::{Record, Results};
 use crate::bench::plan::{self, EBPF_SHARE, Implementation, Scenario};
 
-/// Marks a figure with at least one flagged (disturbed or incomplete) repetition.
+/// Marks a figure with at least one flagged repetition (disturbed, sender-bound, no figure).
 const FLAGGED: &str = "†";
 
 pub fn render(results: &Results, scenarios: &[Scenario]) -> String {
@@ -28,8 +28,8 @@ pub fn render(results: &Results, scenarios: &[Scenario]) -> String {
     if results.records.iter().any(|record| !record.reps.flags.is_empty()) {
         let _ = writeln!(
             text,
-            "{FLAGGED} at least one repetition was disturbed or produced no figure (see the flags \
-             in results.json)\n"
+            "{FLAGGED} at least one repetition was flagged: disturbed, sender-bound or without a \
+             figure (see the flags in results.json)\n"
         );
     }
     if !results.failures.is_empty() {
@@ -207,6 +207,6 @@ mod tests {
         assert!(text.contains("| gatewayd-ebpf | 6.00 ×3.00 | – |"), "{text}");
         assert!(text.contains("| boringtun | 2.00 ×0.333† | – |"), "{text}");
         assert!(!text.contains("| plain |"), "{text}");
-        assert!(text.contains("† at least one repetition"), "{text}");
+        assert!(text.contains("† at least one repetition was flagged"), "{text}");
     }
 }
