@@ -7,10 +7,12 @@
 //!   folder, stopped on drop; [`wait_for`] with errors that say what was last seen.
 //! - [`wg`]: wireguard-go and boringtun peers, keys, `wg show dump`.
 //! - [`traffic`]: ping, iperf3, ncat echo, the test's own UDP sockets, packet capture.
-//! - [`gatewayd`]: our daemon with its options, its status socket parsed, eBPF counters, the
+//! - `gatewayd` (feature `dataplane`): our daemon with its options, its status socket parsed, eBPF counters, the
 //!   BPF links it holds and what it left behind; `xdp_pass` for veth ends.
-//! - [`pair`]: gatewayd and a reference peer joined by one tunnel, either side initiating.
+//! - `pair` (feature `dataplane`): gatewayd and a reference peer joined by one tunnel, either side initiating.
 //! - [`topology`]: the shapes the tests share ([`topology::Direct`], [`topology::Hub`]).
+//! - `ebpf` (feature `dataplane`, on by default): what the eBPF program tests and the
+//!   per-program benchmark share.
 //!
 //! Everything here needs root and the tools `cargo xtask setup` installs; what is missing is
 //! reported as an error naming it.
@@ -32,7 +34,11 @@ mod require;
 mod test_dir;
 mod wait;
 
+#[cfg(feature = "dataplane")]
+pub mod ebpf;
+#[cfg(feature = "dataplane")]
 pub mod gatewayd;
+#[cfg(feature = "dataplane")]
 pub mod pair;
 pub mod topology;
 pub mod traffic;

@@ -34,8 +34,8 @@ enum Command {
     Test(test::Options),
     /// Run setup, then the end-to-end demonstration.
     Demo,
-    /// Run setup, then the benchmarks.
-    Bench,
+    /// Run setup, build the release binaries, then the benchmarks (see docs/BENCHMARKS.md).
+    Bench(bench::Options),
 }
 
 fn main() -> ExitCode {
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         Command::Build => build::run().map(|()| ExitCode::SUCCESS),
         Command::Test(options) => test::run(&options),
         Command::Demo => demo::run(),
-        Command::Bench => Ok(bench::run()),
+        Command::Bench(options) => bench::run(&options),
     };
     result.unwrap_or_else(|error| {
         eprintln!("error: {error:#}");

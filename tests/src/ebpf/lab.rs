@@ -30,6 +30,8 @@ fn mac_str(m: [u8; 6]) -> String {
 }
 
 impl Lab {
+    // Not a `Default`: building one creates a namespace, links and a TUN.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Lab {
         let ns = Netns::new("eblab");
         let tun_name = unique("ebt");

@@ -1,0 +1,290 @@
+//! What a run measures: scenarios, implementations, metrics, and the two profiles (full and
+//! `--quick`) that set repetitions and durations.
+
+use std::fmt;
+use std::time::Duration;
+
+use clap::ValueEnum;
+
+use super::load::Thresholds;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
+pub enum Scenario {
+    /// client ↔ server through a router hop.
+    Direct,
+    /// phone → VPS → home → a host on the home LAN; the VPS relays between its peers.
+    Hub,
+    /// 1 vs 10 000 peers, a 130 000-prefix `wg setconf`, handshakes per second.
+    Scale,
+    /// Nanoseconds per packet of each eBPF program (BPF_PROG_TEST_RUN).
+    EbpfMicro,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 4] =
+        [Scenario::Direct, Scenario::Hub, Scenario::Scale, Scenario::EbpfMicro];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Direct => "direct",
+            Scenario::Hub => "hub",
+            Scenario::Scale => "scale",
+            Scenario::EbpfMicro => "ebpf-micro",
+        }
+    }
+
+    /// The implementations the scenario applies to, in table order.
+    pub fn implementations(self) -> &'static [Implementation] {
+        match self {
+            Scenario::Direct | Scenario::Hub => &Implementation::ALL,
+            Scenario::Scale => &Implementation::TUNNELS,
+            Scenario::EbpfMicro => &[Implementation::GatewaydEbpf],
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
+pub enum Implementation {
+    /// Plain routing, no tunnel: the ceiling.
+    Plain,
+    /// gatewayd with its eBPF data path.
+    GatewaydEbpf,
+    /// gatewayd --no-ebpf.
+    GatewaydUserspace,
+    WireguardGo,
+    Boringtun,
+}
+
+impl Implementation {
+    pub const ALL: [Implementation; 5] = [
+        Implementation::Plain,
+        Implementation::GatewaydEbpf,
+        Implementation::GatewaydUserspace,
+        Implementation::WireguardGo,
+        Implementation::Boringtun,
+    ];
+    pub const TUNNELS: [Implementation; 4] = [
+        Implementation::GatewaydEbpf,
+        Implementation::GatewaydUserspace,
+        Implementation::WireguardGo,
+        Implementation::Boringtun,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Implementation::Plain => "plain",
+            Implementation::GatewaydEbpf => "gatewayd-ebpf",
+            Implementation::GatewaydUserspace => "gatewayd-userspace",
+            Implementation::WireguardGo => "wireguard-go",
+            Implementation::Boringtun => "boringtun",
+        }
+    }
+
+    pub fn is_gatewayd(self) -> bool {
+        matches!(self, Implementation::GatewaydEbpf | Implementation::GatewaydUserspace)
+    }
+
+    /// What a row of this implementation is compared with: gatewayd with the better of the
+    /// other two tunnels, every other row with the best tunnel but itself.
+    pub fn references(self) -> Vec<Implementation> {
+        if self.is_gatewayd() {
+            vec![Implementation::WireguardGo, Implementation::Boringtun]
+        } else {
+            Implementation::TUNNELS.into_iter().filter(|other| *other != self).collect()
+        }
+    }
+}
+
+impl fmt::Display for Implementation {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    Higher,
+    Lower,
+}
+
+/// A metric's identity in results.json, its column heading, unit and direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    pub id: &'static str,
+    pub label: &'static str,
+    pub unit: &'static str,
+    pub better: Better,
+}
+
+const fn metric(
+    id: &'static str,
+    label: &'static str,
+    unit: &'static str,
+    better: Better,
+) -> Metric {
+    Metric { id, label, unit, better }
+}
+
+pub const TCP_1: Metric = metric("tcp_1_stream", "TCP 1 stream", "Gbit/s", Better::Higher);
+pub const TCP_4: Metric = metric("tcp_4_streams", "TCP 4 streams", "Gbit/s", Better::Higher);
+pub const UDP_64: Metric = metric("udp_64_rate", "UDP 64 B, ≤1% loss", "kpps", Better::Higher);
+pub const UDP_1392: Metric =
+    metric("udp_1392_rate", "UDP 1392 B, ≤1% loss", "kpps", Better::Higher);
+pub const RTT_P50: Metric = metric("rtt_p50", "ping p50", "ms", Better::Lower);
+pub const RTT_P99: Metric = metric("rtt_p99", "ping p99", "ms", Better::Lower);
+pub const MACHINE_CPU: Metric =
+    metric("machine_cpu_per_gb", "CPU, whole machine", "core-s/GB", Better::Lower);
+pub const DAEMON_CPU: Metric =
+    metric("daemon_cpu_per_gb", "CPU, tunnel daemons", "core-s/GB", Better::Lower);
+pub const SOFTIRQ_CPU: Metric =
+    metric("softirq_cpu_per_gb", "CPU, softirq", "core-s/GB", Better::Lower);
+/// Share of data packets the eBPF programs carried (gatewayd-ebpf only), per tunnel endpoint.
+pub const EBPF_SHARE: Metric = metric("ebpf_share", "carried by eBPF", "%", Better::Higher);
+pub const TCP_1_PEERS_1: Metric =
+    metric("tcp_1_stream_1_peer", "TCP, 1 peer", "Gbit/s", Better::Higher);
+pub const TCP_1_PEERS_10K: Metric =
+    metric("tcp_1_stream_10k_peers", "TCP, 10 000 peers", "Gbit/s", Better::Higher);
+pub const SETCONF_130K: Metric =
+    metric("setconf_130k_allowed_ips", "setconf 130 000 IPs", "s", Better::Lower);
+pub const HANDSHAKES: Metric = metric("handshakes_per_second", "handshakes", "1/s", Better::Higher);
+pub const MICRO_DECRYPT: Metric = metric("decrypt", "decrypt", "ns/packet", Better::Lower);
+pub const MICRO_ENCRYPT: Metric = metric("encrypt", "encrypt", "ns/packet", Better::Lower);
+pub const MICRO_HUB: Metric = metric("hub_reencrypt", "hub re-encrypt", "ns/packet", Better::Lower);
+pub const MICRO_FLOOR: Metric =
+    metric("empty_program", "empty program", "ns/packet", Better::Lower);
+
+/// The metrics of each scenario, in table order (the eBPF share is reported as a note).
+pub fn metrics(scenario: Scenario) -> &'static [Metric] {
+    match scenario {
+        Scenario::Direct | Scenario::Hub => &[
+            TCP_1,
+            TCP_4,
+            UDP_64,
+            UDP_1392,
+            RTT_P50,
+            RTT_P99,
+            MACHINE_CPU,
+            DAEMON_CPU,
+            SOFTIRQ_CPU,
+        ],
+        Scenario::Scale => &[TCP_1_PEERS_1, TCP_1_PEERS_10K, SETCONF_130K, HANDSHAKES],
+        Scenario::EbpfMicro => &[MICRO_DECRYPT, MICRO_ENCRYPT, MICRO_HUB, MICRO_FLOOR],
+    }
+}
+
+/// Durations, sizes and counts of a run.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: &'static str,
+    pub reps: usize,
+    /// Extra attempts of a disturbed repetition before it is kept and flagged.
+    pub retries: usize,
+    /// The most time a run spends on measuring disturbed repetitions again.
+    pub retry_budget: Duration,
+    pub thresholds: Thresholds,
+    pub tcp_seconds: u64,
+    pub tcp_streams: Vec<u32>,
+    pub udp_sizes: Vec<usize>,
+    pub udp_probe: Duration,
+    /// Probes after the first (the unpaced one) in each rate search.
+    pub udp_search_steps: usize,
+    pub ping_count: u32,
+    pub ping_interval: Duration,
+    pub scale_extra_peers: u32,
+    pub setconf_peers: u32,
+    pub setconf_ips_per_peer: u32,
+    pub handshake_peers: u32,
+    pub handshake_initiations: u32,
+    pub handshake_duration: Duration,
+    pub micro_runs: usize,
+    pub micro_sizes: Vec<usize>,
+}
+
+impl Profile {
+    pub fn full() -> Profile {
+        Profile {
+            name: "full",
+            reps: 3,
+            retries: 2,
+            retry_budget: Duration::from_secs(240),
+            thresholds: Thresholds {
+                min_idle_before: 0.8,
+                max_foreign_cores: 0.15,
+                max_slowdown: 1.3,
+                idle_sample: Duration::from_millis(200),
+                max_settle: Duration::from_secs(5),
+            },
+            tcp_seconds: 3,
+            tcp_streams: vec![1, 4],
+            udp_sizes: vec![64, 1392],
+            udp_probe: Duration::from_millis(500),
+            udp_search_steps: 5,
+            ping_count: 150,
+            ping_interval: Duration::from_millis(10),
+            scale_extra_peers: 10_000,
+            setconf_peers: 1_000,
+            setconf_ips_per_peer: 130,
+            handshake_peers: 2_000,
+            handshake_initiations: 16_000,
+            handshake_duration: Duration::from_secs(2),
+            micro_runs: 3000,
+            micro_sizes: vec![64, 512, 1420],
+        }
+    }
+
+    /// A representative subset in well under three minutes: the direct scenario with every
+    /// implementation (TCP 1 stream, UDP 1392 B, ping, CPU), and the eBPF microbenchmark at
+    /// one size; three repetitions each, shorter.
+    pub fn quick() -> Profile {
+        let full = Profile::full();
+        Profile {
+            name: "quick",
+            retries: 1,
+            retry_budget: Duration::from_secs(30),
+            thresholds: Thresholds { max_settle: Duration::from_secs(2), ..full.thresholds },
+            tcp_seconds: 1,
+            tcp_streams: vec![1],
+            udp_sizes: vec![1392],
+            udp_probe: Duration::from_millis(300),
+            udp_search_steps: 4,
+            ping_count: 50,
+            micro_runs: 1000,
+            micro_sizes: vec![1420],
+            handshake_initiations: 6_000,
+            handshake_duration: Duration::from_secs(1),
+            ..full
+        }
+    }
+
+    /// The scenarios a run covers when none are named.
+    pub fn default_scenarios(&self) -> Vec<Scenario> {
+        if self.name == "quick" {
+            vec![Scenario::Direct, Scenario::EbpfMicro]
+        } else {
+            Scenario::ALL.to_vec()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gatewayd_rows_compare_with_the_other_two_tunnels() {
+        assert_eq!(
+            Implementation::GatewaydEbpf.references(),
+            vec![Implementation::WireguardGo, Implementation::Boringtun]
+        );
+        let references = Implementation::WireguardGo.references();
+        assert!(!references.contains(&Implementation::WireguardGo));
+        assert!(references.contains(&Implementation::GatewaydEbpf));
+        assert!(!Implementation::Plain.references().contains(&Implementation::Plain));
+    }
+}
