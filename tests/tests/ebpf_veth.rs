@@ -32,8 +32,8 @@ struct World {
 
 /// A and B joined by a veth pair of the given MTU; the TUN in A has MTU `mtu - 80`.
 fn world(mtu: u32, prefer: AttachPreference, hub: bool) -> World {
-    let a = Netns::new("ebva");
-    let b = Netns::new("ebvb");
+    let a = Netns::new("eba");
+    let b = Netns::new("ebb");
     let (a0, b0) = ("a0", "b0");
     a.ip(&[
         "link",

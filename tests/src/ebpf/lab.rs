@@ -33,7 +33,7 @@ impl Lab {
     // Not a `Default`: building one creates a namespace, links and a TUN.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Lab {
-        let ns = Netns::new("eblab");
+        let ns = Netns::new("ebl");
         let tun_name = unique("ebt");
         let tun = {
             let _in = ns.enter();
