@@ -30,6 +30,8 @@ pub struct Plan {
     pub session: &'static Session,
     pub family: L3,
     pub ifindex: u32,
+    /// The send nonce taken for this packet.
+    pub counter: u64,
 }
 
 impl Plan {
@@ -67,9 +69,10 @@ pub fn padded_len(len: u32, mtu: u32) -> u32 {
 
 /// Whether `peer` has what sending needs: a current session valid for sending and not
 /// expired, an endpoint, and a route to it a program can use (resolved neighbour, forwarding
-/// allowed, no fragmentation needed). Touches nothing but the FIB scratch.
+/// allowed, no fragmentation needed); if it has, takes the send nonce (the one side effect,
+/// besides the FIB scratch: it comes last, so nothing else refused wastes one).
 #[inline(always)]
-pub unsafe fn plan(
+pub unsafe fn reserve(
     ctx: *mut c_void,
     s: &mut Scratch,
     peer_slot: u32,
@@ -119,14 +122,12 @@ pub unsafe fn plan(
     if rc != FIB_SUCCESS {
         return Err(Stat::TxPassNoRoute);
     }
-    Ok(Plan { peer, session, family, ifindex: s.fib.ifindex })
-}
-
-/// Takes the next send nonce; None once the session is used up.
-#[inline(always)]
-pub fn next_nonce(session: &Session) -> Option<u64> {
-    let n = session.counters.send_nonce.fetch_add(1, Ordering::Relaxed);
-    if n < REJECT_AFTER_MESSAGES { Some(n) } else { None }
+    // Another CPU may have used the last nonces since the check above.
+    let counter = session.counters.send_nonce.fetch_add(1, Ordering::Relaxed);
+    if counter >= REJECT_AFTER_MESSAGES {
+        return Err(Stat::TxPassToDaemon);
+    }
+    Ok(Plan { peer, session, family, ifindex: s.fib.ifindex, counter })
 }
 
 /// How the plaintext's own transport checksum is checked before it leaves (see
@@ -148,7 +149,7 @@ pub enum EncapError {
 }
 
 /// Pads, seals and encapsulates the `data_len`-byte packet at `payload_off` (which ends the
-/// frame's meaningful bytes) for `plan`, using nonce `counter`. The frame afterwards is
+/// frame's meaningful bytes) for `plan`, using its nonce. The frame afterwards is
 /// Ethernet + outer IP + UDP + WireGuard header + ciphertext + tag, ready to transmit.
 /// `current` is the network protocol the frame carries now (the inner packet's, or the old
 /// outer header's when re-encrypting). Returns the WireGuard message length.
@@ -164,7 +165,6 @@ pub unsafe fn encapsulate<P: Packet>(
     s: &mut Scratch,
     plan: &Plan,
     cfg: &Config,
-    counter: u64,
     payload_off: u32,
     data_len: u32,
     current: L3,
@@ -180,7 +180,7 @@ pub unsafe fn encapsulate<P: Packet>(
         return Err(EncapError::Untouched);
     }
     let st = &mut s.crypt;
-    crypto::begin(st, &plan.session.send_key, counter, payload_off, padded, data_len);
+    crypto::begin(st, &plan.session.send_key, plan.counter, payload_off, padded, data_len);
     st.sums = SUM_CIPHER | if verify.is_some() { SUM_PLAIN } else { 0 };
     if !unsafe { crypto::seal::<P>(ctx, st) } {
         return Err(EncapError::Broken);
@@ -200,7 +200,7 @@ pub unsafe fn encapsulate<P: Packet>(
     }
     let msg_len = padded + DATA_MIN_LEN as u32;
     let sum_cipher = st.sum_cipher;
-    write_headers(s, plan, cfg, counter, msg_len, inner_dsfield, sum_cipher);
+    write_headers(s, plan, cfg, msg_len, inner_dsfield, sum_cipher);
     // SAFETY: the header buffer holds `header` bytes from HDR_ETH (at most 78 of 96).
     let ok = unsafe { P::store(ctx, 0, (s.tx.as_ptr() as *const u8).add(HDR_ETH), header & 0x7f) };
     if ok { Ok(msg_len) } else { Err(EncapError::Broken) }
@@ -212,7 +212,6 @@ fn write_headers(
     s: &mut Scratch,
     plan: &Plan,
     cfg: &Config,
-    counter: u64,
     msg_len: u32,
     inner_dsfield: u8,
     sum_cipher: u64,
@@ -276,6 +275,7 @@ fn write_headers(
     let receiver = plan.session.remote_index;
     t[udp + 2] = MESSAGE_DATA;
     t[udp + 3] = receiver;
+    let counter = plan.counter;
     t[udp + 4] = counter as u32;
     t[udp + 5] = (counter >> 32) as u32;
     let sum = src_dst_sum

@@ -200,8 +200,7 @@ unsafe fn hub<P: Packet>(
     ingress: u32,
     now: u64,
 ) -> Option<RxAction> {
-    let plan = unsafe { encap::plan(ctx, s, next_peer, cfg, inner.len, now, ingress) }.ok()?;
-    let counter = encap::next_nonce(plan.session)?;
+    let plan = unsafe { encap::reserve(ctx, s, next_peer, cfg, inner.len, now, ingress) }.ok()?;
     let payload = o.payload_off();
     if unsafe { rewrite::decrement_ttl::<P>(ctx, &mut s.crypt.head, inner.family, payload) }
         .is_err()
@@ -210,9 +209,7 @@ unsafe fn hub<P: Packet>(
     }
     let ds = parse::inner_dsfield(&s.crypt.head, inner.family);
     let sent = unsafe {
-        encap::encapsulate::<P>(
-            ctx, s, &plan, cfg, counter, payload, inner.len, o.family, ds, None, 0,
-        )
+        encap::encapsulate::<P>(ctx, s, &plan, cfg, payload, inner.len, o.family, ds, None, 0)
     };
     Some(match sent {
         Ok(msg_len) => {

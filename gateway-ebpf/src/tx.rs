@@ -104,33 +104,17 @@ pub unsafe fn from_tun(ctx: *mut c_void, s: &mut Scratch) -> i32 {
     }
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let plan = match unsafe { encap::plan(ctx, s, peer_slot, cfg, len, now, cfg.tun_ifindex) } {
+    let plan = match unsafe { encap::reserve(ctx, s, peer_slot, cfg, len, now, cfg.tun_ifindex) } {
         Ok(plan) => plan,
         Err(stat) => {
             count(stat);
             return ok;
         }
     };
-    let Some(counter) = encap::next_nonce(plan.session) else {
-        count(Stat::TxPassToDaemon);
-        return ok;
-    };
     let verify = checksum_verification(&s.crypt.head, &inner);
     let ds = parse::inner_dsfield(&s.crypt.head, inner.family);
     let sent = unsafe {
-        encap::encapsulate::<TcL3>(
-            ctx,
-            s,
-            &plan,
-            cfg,
-            counter,
-            0,
-            len,
-            inner.family,
-            ds,
-            verify,
-            len,
-        )
+        encap::encapsulate::<TcL3>(ctx, s, &plan, cfg, 0, len, inner.family, ds, verify, len)
     };
     match sent {
         Ok(msg_len) => {
@@ -234,16 +218,12 @@ pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
     };
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let plan = match unsafe { encap::plan(ctx, s, peer_slot, cfg, inner.len, now, ingress) } {
+    let plan = match unsafe { encap::reserve(ctx, s, peer_slot, cfg, inner.len, now, ingress) } {
         Ok(plan) => plan,
         Err(stat) => {
             count(stat);
             return pass;
         }
-    };
-    let Some(counter) = encap::next_nonce(plan.session) else {
-        count(Stat::TxPassToDaemon);
-        return pass;
     };
     let verify = checksum_verification(&s.crypt.head, &inner);
     let Ok(saved) =
@@ -253,19 +233,7 @@ pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
         return xdp_action::XDP_DROP;
     };
     let sent = unsafe {
-        encap::encapsulate::<Xdp>(
-            ctx,
-            s,
-            &plan,
-            cfg,
-            counter,
-            eth,
-            inner.len,
-            inner.family,
-            ds,
-            verify,
-            len,
-        )
+        encap::encapsulate::<Xdp>(ctx, s, &plan, cfg, eth, inner.len, inner.family, ds, verify, len)
     };
     match sent {
         Ok(msg_len) => {
