@@ -349,21 +349,19 @@ impl EventSink for EbpfSink {
             let Some(mirror) = self.peers.get(&id) else { continue };
             let Some(slot) = mirror.slot else { continue };
             let Ok(activity) = self.dp.peer_activity(slot) else { continue };
-            let mut seen = ObservedActivity {
+            let endpoint = self.dp.peer_endpoint(slot).ok();
+            let roamed =
+                endpoint.filter(|(_, generation)| *generation != mirror.endpoint_generation);
+            let seen = ObservedActivity {
                 received: newer(mirror.seen.last_rx, activity.last_rx),
                 sent: newer(mirror.seen.last_tx, activity.last_tx),
                 data_received: newer(mirror.seen.last_data_rx, activity.last_data_rx),
                 data_sent: newer(mirror.seen.last_data_tx, activity.last_data_tx),
-                roamed_to: None,
+                roamed_to: roamed.and_then(|(e, _)| e).map(|e| e.addr),
             };
-            if let Ok((endpoint, generation)) = self.dp.peer_endpoint(slot)
-                && generation != mirror.endpoint_generation
-            {
-                seen.roamed_to = endpoint.map(|e| e.addr);
-            }
             let mirror = self.peers.get_mut(&id).expect("present");
             mirror.seen = activity;
-            if let Ok((_, generation)) = self.dp.peer_endpoint(slot) {
+            if let Some((_, generation)) = endpoint {
                 mirror.endpoint_generation = generation;
             }
             if seen != ObservedActivity::default() {

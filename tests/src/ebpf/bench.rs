@@ -133,18 +133,16 @@ impl Bench {
         })
     }
 
+    /// An IPv4/UDP packet of `size` bytes with a random payload.
+    fn udp_packet(&mut self, source: IpAddr, destination: IpAddr, size: usize) -> Vec<u8> {
+        let payload = self.rng.bytes(size - HEADERS);
+        let udp = frames::udp(source, destination, 1, 2, &payload);
+        frames::ip_packet(source, destination, 17, 64, 0, &udp)
+    }
+
     /// A transport-data frame from the sender peer carrying a UDP packet to `destination`.
     fn sealed(&mut self, destination: [u8; 4], size: usize) -> Vec<u8> {
-        let (source, destination) = (v4([10, 9, 0, 2]), v4(destination));
-        let payload = self.rng.bytes(size - HEADERS);
-        let inner = frames::ip_packet(
-            source,
-            destination,
-            17,
-            64,
-            0,
-            &frames::udp(source, destination, 1, 2, &payload),
-        );
+        let inner = self.udp_packet(v4([10, 9, 0, 2]), v4(destination), size);
         let keys = self.sender;
         let message = frames::wg_data(
             &keys.gateway_recv,
@@ -159,16 +157,7 @@ impl Bench {
 
     /// A frame from a LAN host to a destination behind the hub-target peer.
     fn lan_frame(&mut self, lab: &Lab, size: usize) -> Vec<u8> {
-        let (source, destination) = (v4([10, 8, 0, 5]), v4([10, 77, 1, 2]));
-        let payload = self.rng.bytes(size - HEADERS);
-        let inner = frames::ip_packet(
-            source,
-            destination,
-            17,
-            64,
-            0,
-            &frames::udp(source, destination, 1, 2, &payload),
-        );
+        let inner = self.udp_packet(v4([10, 8, 0, 5]), v4([10, 77, 1, 2]), size);
         frames::ethernet(lab.lan_mac, LAN_HOST_MAC, 0x0800, &inner)
     }
 
