@@ -4,9 +4,9 @@
 
 use core::{ffi::c_void, sync::atomic::Ordering};
 
-use aya_ebpf::helpers::generated::bpf_get_prandom_u32;
+use aya_ebpf::helpers::generated::{bpf_check_mtu, bpf_get_prandom_u32};
 use gateway_common::{
-    maps::{AF_INET, AF_INET6, Config, Peer, SESSION_SEND_VALID, Session, Stat},
+    maps::{AF_INET, AF_INET6, Config, Endpoint, Peer, SESSION_SEND_VALID, Session, Stat},
     wire::{
         AEAD_TAG_LEN, DATA_MIN_LEN, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, MESSAGE_DATA,
         MESSAGE_PADDING_MULTIPLE, REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME_NS, UDP_HEADER_LEN,
@@ -18,9 +18,9 @@ use crate::csum;
 use crate::maps::{peer, session};
 use crate::packet::{L3, Packet};
 use crate::parse::{ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP};
-use crate::route::{self, FIB_SUCCESS};
+use crate::route::{self, FIB_FWD_DISABLED, FIB_NO_NEIGH, FIB_SUCCESS};
 use crate::scratch::{HDR_ETH, HDR_IP, SUM_CIPHER, SUM_PLAIN, Scratch};
-use crate::words::set_be16;
+use crate::words::{copy, set_be16, zero};
 
 /// A peer a program can send to now: its session and the outer route (the route's MAC
 /// addresses and source address stay in `Scratch::fib`).
@@ -30,8 +30,24 @@ pub struct Plan {
     pub session: &'static Session,
     pub family: L3,
     pub ifindex: u32,
+    /// Send with `bpf_redirect_neigh`: the route is known but not its neighbour (or the FIB
+    /// helper refused the lookup), and the kernel resolves it. The Ethernet header's
+    /// addresses are then placeholders the helper replaces.
+    pub neighbour: bool,
     /// The send nonce taken for this packet.
     pub counter: u64,
+}
+
+/// How a program can hand a sealed frame to the underlay.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Handover {
+    /// `bpf_redirect` or XDP_TX: the FIB lookup must give the whole route, neighbour
+    /// included.
+    Direct,
+    /// TC may also use `bpf_redirect_neigh`, which resolves the neighbour (queueing the
+    /// packet while it does) and routes without the forwarding check `bpf_fib_lookup` makes.
+    /// A host that does not forward sends what it originates this way.
+    Neighbour,
 }
 
 impl Plan {
@@ -68,10 +84,12 @@ pub fn padded_len(len: u32, mtu: u32) -> u32 {
 }
 
 /// Whether `peer` has what sending needs: a current session valid for sending and not
-/// expired, an endpoint, and a route to it a program can use (resolved neighbour, forwarding
-/// allowed, no fragmentation needed); if it has, takes the send nonce (the one side effect,
-/// besides the FIB scratch: it comes last, so nothing else refused wastes one).
+/// expired, an endpoint, and a route to it the `handover` can use (no fragmentation needed;
+/// for `Direct`, a resolved neighbour and forwarding allowed); if it has, takes the send nonce
+/// (the one side effect, besides the FIB scratch: it comes last, so nothing else refused
+/// wastes one).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn reserve(
     ctx: *mut c_void,
     s: &mut Scratch,
@@ -80,6 +98,7 @@ pub unsafe fn reserve(
     plaintext_len: u32,
     now: u64,
     fallback_ifindex: u32,
+    handover: Handover,
 ) -> Result<Plan, Stat> {
     let peer = peer(peer_slot).ok_or(Stat::Error)?;
     // SAFETY: aligned fields of a live map value the daemon updates concurrently.
@@ -119,15 +138,57 @@ pub unsafe fn reserve(
             fallback_ifindex,
         )
     };
-    if rc != FIB_SUCCESS {
-        return Err(Stat::TxPassNoRoute);
-    }
+    let neighbour = match rc {
+        FIB_SUCCESS => false,
+        FIB_NO_NEIGH if handover == Handover::Neighbour => {
+            // The lookup got as far as the neighbour: interface, source and MTU are checked.
+            zero(&mut s.fib.macs);
+            true
+        }
+        FIB_FWD_DISABLED if handover == Handover::Neighbour => {
+            // Refused before any lookup: fall back to what the peer was last heard on.
+            if !unsafe { endpoint_route(ctx, s, &peer.endpoint, outer_len) } {
+                return Err(Stat::TxPassNoRoute);
+            }
+            true
+        }
+        _ => return Err(Stat::TxPassNoRoute),
+    };
     // Another CPU may have used the last nonces since the check above.
     let counter = session.counters.send_nonce.fetch_add(1, Ordering::Relaxed);
     if counter >= REJECT_AFTER_MESSAGES {
         return Err(Stat::TxPassToDaemon);
     }
-    Ok(Plan { peer, session, family, ifindex: s.fib.ifindex, counter })
+    Ok(Plan { peer, session, family, ifindex: s.fib.ifindex, neighbour, counter })
+}
+
+/// The outer route without the FIB helper: the interface the peer was last heard on and our
+/// address it came to (the kernel's endpoint source), if both are known and the packet fits
+/// that interface's MTU. Fills `s.fib` as a successful lookup would, MAC addresses zero.
+#[inline(always)]
+unsafe fn endpoint_route(
+    ctx: *mut c_void,
+    s: &mut Scratch,
+    endpoint: &Endpoint,
+    outer_len: u32,
+) -> bool {
+    // SAFETY: aligned fields of a live map value the daemon updates concurrently.
+    let ifindex = unsafe { core::ptr::read_volatile(&endpoint.ifindex) };
+    let local = endpoint.local.as_ptr() as *const [u32; 4];
+    // SAFETY: Endpoint is repr(C) with `local` 4-byte aligned at offset 24.
+    let local = unsafe { &*local };
+    if ifindex == 0 || local[0] | local[1] | local[2] | local[3] == 0 {
+        return false;
+    }
+    let mut mtu_len = outer_len;
+    // SAFETY: a helper writing the MTU to a stack word.
+    if unsafe { bpf_check_mtu(ctx, ifindex, &mut mtu_len, 0, 0) } != 0 {
+        return false;
+    }
+    s.fib.ifindex = ifindex;
+    copy(&mut s.fib.src, local);
+    zero(&mut s.fib.macs);
+    true
 }
 
 /// How the plaintext's own transport checksum is checked before it leaves (see

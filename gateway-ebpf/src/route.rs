@@ -4,7 +4,10 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{BPF_FIB_LOOKUP_OUTPUT, BPF_FIB_LOOKUP_SRC},
+    bindings::{
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT, BPF_FIB_LOOKUP_SRC,
+    },
     helpers::generated::bpf_fib_lookup,
 };
 use gateway_common::maps::{AF_INET, AF_INET6, Endpoint};
@@ -14,9 +17,12 @@ use crate::parse::IPPROTO_UDP;
 use crate::scratch::FibParams;
 use crate::words::{copy, zero};
 
-pub const FIB_SUCCESS: i64 = 0;
-pub const FIB_NO_NEIGH: i64 = 7;
-pub const FIB_FRAG_NEEDED: i64 = 8;
+pub const FIB_SUCCESS: i64 = BPF_FIB_LKUP_RET_SUCCESS as i64;
+/// Forwarding is off on the interface the lookup starts from (checked even for output
+/// lookups), and nothing was looked up.
+pub const FIB_FWD_DISABLED: i64 = BPF_FIB_LKUP_RET_FWD_DISABLED as i64;
+pub const FIB_NO_NEIGH: i64 = BPF_FIB_LKUP_RET_NO_NEIGH as i64;
+pub const FIB_FRAG_NEEDED: i64 = BPF_FIB_LKUP_RET_FRAG_NEEDED as i64;
 
 #[inline(always)]
 fn family_code(family: L3) -> u8 {

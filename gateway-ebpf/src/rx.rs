@@ -200,7 +200,10 @@ unsafe fn hub<P: Packet>(
     ingress: u32,
     now: u64,
 ) -> Option<RxAction> {
-    let plan = unsafe { encap::reserve(ctx, s, next_peer, cfg, inner.len, now, ingress) }.ok()?;
+    let plan = unsafe {
+        encap::reserve(ctx, s, next_peer, cfg, inner.len, now, ingress, encap::Handover::Direct)
+    }
+    .ok()?;
     let payload = o.payload_off();
     if unsafe { rewrite::decrement_ttl::<P>(ctx, &mut s.crypt.head, inner.family, payload) }
         .is_err()

@@ -7,7 +7,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT, xdp_action},
-    helpers::generated::{bpf_ktime_get_ns, bpf_redirect},
+    helpers::generated::{bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh},
 };
 use gateway_common::{
     maps::Stat,
@@ -15,7 +15,7 @@ use gateway_common::{
 };
 
 use crate::csum;
-use crate::encap::{self, EncapError, Verify};
+use crate::encap::{self, EncapError, Handover, Verify};
 use crate::maps::{allowed, config, count};
 use crate::packet::{L3, Packet, TcL3, Xdp};
 use crate::parse::{self, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, Inner};
@@ -104,7 +104,10 @@ pub unsafe fn from_tun(ctx: *mut c_void, s: &mut Scratch) -> i32 {
     }
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let plan = match unsafe { encap::reserve(ctx, s, peer_slot, cfg, len, now, cfg.tun_ifindex) } {
+    let reserved = unsafe {
+        encap::reserve(ctx, s, peer_slot, cfg, len, now, cfg.tun_ifindex, Handover::Neighbour)
+    };
+    let plan = match reserved {
         Ok(plan) => plan,
         Err(stat) => {
             count(stat);
@@ -124,8 +127,15 @@ pub unsafe fn from_tun(ctx: *mut c_void, s: &mut Scratch) -> i32 {
             }
             crate::activity::sent_data(plan.peer, msg_len, now);
             count(Stat::TxEncrypted);
-            // SAFETY: a helper taking plain values.
-            unsafe { bpf_redirect(plan.ifindex, 0) as i32 }
+            // SAFETY: helpers taking plain values (no neighbour parameters: the kernel looks
+            // the next hop up from the outer header).
+            unsafe {
+                if plan.neighbour {
+                    bpf_redirect_neigh(plan.ifindex, core::ptr::null_mut(), 0, 0) as i32
+                } else {
+                    bpf_redirect(plan.ifindex, 0) as i32
+                }
+            }
         }
         Err(EncapError::Checksum) => {
             count(Stat::TxPassOffload);
@@ -218,7 +228,10 @@ pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
     };
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let plan = match unsafe { encap::reserve(ctx, s, peer_slot, cfg, inner.len, now, ingress) } {
+    let reserved = unsafe {
+        encap::reserve(ctx, s, peer_slot, cfg, inner.len, now, ingress, Handover::Direct)
+    };
+    let plan = match reserved {
         Ok(plan) => plan,
         Err(stat) => {
             count(stat);

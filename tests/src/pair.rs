@@ -88,9 +88,8 @@ impl Pair {
             ipv6: spec.underlay == Family::V6,
             ..TopologyOptions::default()
         })?;
-        // The eBPF send path looks routes up with bpf_fib_lookup, which needs forwarding on
-        // the underlay (documented); a gateway has it on anyway.
-        direct.client.enable_forwarding()?;
+        // Forwarding stays off on gatewayd's host, as on a laptop: bpf_fib_lookup refuses
+        // every lookup there, and the TUN egress program sends with bpf_redirect_neigh.
         let gatewayd = Gatewayd::start(&direct.client, dir, &unique_ifname("gw")?, &spec.gatewayd)?;
         let peer = WgPeer::start(spec.peer, &direct.server, dir, &unique_ifname("wg")?)?;
         let (gatewayd_keys, peer_keys) = (KeyPair::generate()?, KeyPair::generate()?);

@@ -188,6 +188,13 @@ fn check_ebpf_carried(
         stats.nonzero()
     );
     ensure!(stats.get(Stat::Error) == 0, "the programs hit errors: {}", stats.nonzero());
+    // Forwarding is off on gatewayd's host, so bpf_fib_lookup refuses every outer route;
+    // the program must still have sent everything itself.
+    ensure!(
+        stats.get(Stat::TxPassNoRoute) == 0,
+        "the TUN egress program found no route to the peer: {}",
+        stats.nonzero()
+    );
     let rx = after.ebpf.rx_packets - before.ebpf.rx_packets;
     let tx = after.ebpf.tx_packets - before.ebpf.tx_packets;
     ensure!(

@@ -265,12 +265,6 @@ impl EbpfSink {
             tracing::warn!(
                 "data plane: cannot attach to {name}: {e}; its traffic stays in userspace"
             );
-        } else if !forwarding_enabled(&name) {
-            tracing::info!(
-                "data plane: forwarding is off on {name}: the programs' route lookups need it \
-                 (bpf_fib_lookup), so packets this host sends into the tunnel take the \
-                 userspace path; received traffic still goes through XDP"
-            );
         }
         self.underlays.insert(ifindex, name);
     }
@@ -282,14 +276,6 @@ impl EbpfSink {
             tracing::warn!(peer = id.0, "data plane: setting AllowedIPs: {e}");
         }
     }
-}
-
-/// Whether the kernel forwards for `ifname` in either family (what `bpf_fib_lookup` checks).
-fn forwarding_enabled(ifname: &str) -> bool {
-    ["ipv4", "ipv6"].iter().any(|family| {
-        std::fs::read_to_string(format!("/proc/sys/net/{family}/conf/{ifname}/forwarding"))
-            .is_ok_and(|v| v.trim() == "1")
-    })
 }
 
 fn newer(seen: Option<Instant>, now: Option<Instant>) -> Option<Instant> {
