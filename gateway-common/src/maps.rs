@@ -23,6 +23,14 @@ pub const MAP_CONFIG: &str = "CONFIG";
 pub const MAP_STATS: &str = "STATS";
 pub const MAP_REDIRECT_IFACES: &str = "REDIRECT_IFACES";
 pub const MAP_SCRATCH: &str = "SCRATCH";
+pub const MAP_UNDERLAYS: &str = "UNDERLAYS";
+
+/// `UNDERLAYS` value bits (key: ifindex).
+/// The interface completes a CHECKSUM_PARTIAL skb as `csum_start`/`csum_offset` say,
+/// whatever the protocol: in software (no checksum offload) or with NETIF_F_HW_CSUM. The
+/// TUN egress program then sends locally generated TCP through it (see gateway-ebpf's
+/// `partial`); without the bit, such packets go to the daemon.
+pub const UNDERLAY_GENERIC_CHECKSUM: u32 = 1 << 0;
 
 /// Default capacities; the loader may resize before loading.
 pub const DEFAULT_MAX_SESSIONS: u32 = 4096;

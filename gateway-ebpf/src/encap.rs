@@ -15,7 +15,7 @@ use gateway_common::{
 
 use crate::crypto::{self, MAX_PLAINTEXT};
 use crate::csum;
-use crate::maps::{peer, session};
+use crate::maps::{completes_checksums, peer, session};
 use crate::packet::{L3, Packet};
 use crate::parse::{ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP};
 use crate::route::{self, FIB_FWD_DISABLED, FIB_NO_NEIGH, FIB_SUCCESS};
@@ -48,6 +48,16 @@ pub enum Handover {
     /// packet while it does) and routes without the forwarding check `bpf_fib_lookup` makes.
     /// A host that does not forward sends what it originates this way.
     Neighbour,
+}
+
+/// Who completes the outer UDP checksum.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum OuterChecksum {
+    /// The program, while sealing: the frame leaves complete.
+    Computed,
+    /// The device (or the kernel for it), as for the CHECKSUM_PARTIAL skb the frame still is
+    /// (see `partial`): the egress interface must follow `csum_start`/`csum_offset`.
+    LeftToDevice,
 }
 
 impl Plan {
@@ -99,6 +109,7 @@ pub unsafe fn reserve(
     now: u64,
     fallback_ifindex: u32,
     handover: Handover,
+    outer_checksum: OuterChecksum,
 ) -> Result<Plan, Stat> {
     let peer = peer(peer_slot).ok_or(Stat::Error)?;
     // SAFETY: aligned fields of a live map value the daemon updates concurrently.
@@ -154,6 +165,9 @@ pub unsafe fn reserve(
         }
         _ => return Err(Stat::TxPassNoRoute),
     };
+    if outer_checksum == OuterChecksum::LeftToDevice && !completes_checksums(s.fib.ifindex) {
+        return Err(Stat::TxPassOffload);
+    }
     // Another CPU may have used the last nonces since the check above.
     let counter = session.counters.send_nonce.fetch_add(1, Ordering::Relaxed);
     if counter >= REJECT_AFTER_MESSAGES {
@@ -232,6 +246,7 @@ pub unsafe fn encapsulate<P: Packet>(
     inner_dsfield: u8,
     verify: Option<Verify>,
     restore_len: u32,
+    outer_checksum: OuterChecksum,
 ) -> Result<u32, EncapError> {
     let padded = padded_len(data_len, cfg.tun_mtu);
     if padded > MAX_PLAINTEXT {
@@ -242,7 +257,8 @@ pub unsafe fn encapsulate<P: Packet>(
     }
     let st = &mut s.crypt;
     crypto::begin(st, &plan.session.send_key, plan.counter, payload_off, padded, data_len);
-    st.sums = SUM_CIPHER | if verify.is_some() { SUM_PLAIN } else { 0 };
+    let computed = outer_checksum == OuterChecksum::Computed;
+    st.sums = if computed { SUM_CIPHER } else { 0 } | if verify.is_some() { SUM_PLAIN } else { 0 };
     if !unsafe { crypto::seal::<P>(ctx, st) } {
         return Err(EncapError::Broken);
     }
@@ -256,18 +272,19 @@ pub unsafe fn encapsulate<P: Packet>(
     }
     let header = plan.header_len();
     let delta = header as i32 - payload_off as i32;
-    if !unsafe { P::resize_front(ctx, delta, current, plan.family, true) } {
+    if !unsafe { P::resize_front(ctx, delta, current, plan.family, computed) } {
         return Err(EncapError::Broken);
     }
     let msg_len = padded + DATA_MIN_LEN as u32;
     let sum_cipher = st.sum_cipher;
-    write_headers(s, plan, cfg, msg_len, inner_dsfield, sum_cipher);
+    write_headers(s, plan, cfg, msg_len, inner_dsfield, outer_checksum, sum_cipher);
     // SAFETY: the header buffer holds `header` bytes from HDR_ETH (at most 78 of 96).
     let ok = unsafe { P::store(ctx, 0, (s.tx.as_ptr() as *const u8).add(HDR_ETH), header & 0x7f) };
     if ok { Ok(msg_len) } else { Err(EncapError::Broken) }
 }
 
-/// Builds Ethernet + IP + UDP + WireGuard headers in `s.tx`, with both checksums.
+/// Builds Ethernet + IP + UDP + WireGuard headers in `s.tx`: the IPv4 checksum, and the UDP
+/// checksum or what the device needs to complete it.
 #[inline(always)]
 fn write_headers(
     s: &mut Scratch,
@@ -275,6 +292,7 @@ fn write_headers(
     cfg: &Config,
     msg_len: u32,
     inner_dsfield: u8,
+    outer_checksum: OuterChecksum,
     sum_cipher: u64,
 ) {
     let t = &mut s.tx;
@@ -292,7 +310,7 @@ fn write_headers(
     let ecn = inner_dsfield & 3;
     let outer_ecn = if ecn == 3 { 2 } else { ecn };
     let udp_len = msg_len + UDP_HEADER_LEN as u32;
-    let (udp, src_dst_sum) = match plan.family {
+    let (udp, src_dst_sum, kernel_sums) = match plan.family {
         L3::V4 => {
             set_be16(t, HDR_ETH + 12, ETH_P_IP);
             let total = udp_len + IPV4_HEADER_LEN as u32;
@@ -308,7 +326,9 @@ fn write_headers(
             t[w + 4] = unsafe { *dst };
             let check = csum::finish(csum::sum_range(t, w, w + 5));
             t[w + 2] |= (check as u32) << 16;
-            (w + 5, t[w + 3] as u64 + t[w + 4] as u64)
+            // Bytes 10..20: checksum, source, destination.
+            let kernel_sums = (check as u64) + t[w + 3] as u64 + t[w + 4] as u64;
+            (w + 5, t[w + 3] as u64 + t[w + 4] as u64, kernel_sums)
         }
         L3::V6 => {
             set_be16(t, HDR_ETH + 12, ETH_P_IPV6);
@@ -326,7 +346,9 @@ fn write_headers(
                 sum += t[w + 2 + i] as u64 + t[w + 6 + i] as u64;
                 i += 1;
             }
-            (w + 10, sum)
+            // Bytes 30..40: the last ten bytes of the destination.
+            let kernel_sums = (t[w + 7] >> 16) as u64 + t[w + 8] as u64 + t[w + 9] as u64;
+            (w + 10, sum, kernel_sums)
         }
     };
     let sport = cfg.listen_port as u32;
@@ -339,9 +361,15 @@ fn write_headers(
     let counter = plan.counter;
     t[udp + 4] = counter as u32;
     t[udp + 5] = (counter >> 32) as u32;
-    let sum = src_dst_sum
-        + csum::net16(IPPROTO_UDP as u16)
-        + csum::net16(udp_len as u16)
+    let pseudo = src_dst_sum + csum::net16(IPPROTO_UDP as u16) + csum::net16(udp_len as u16);
+    if outer_checksum == OuterChecksum::LeftToDevice {
+        // The device sums from inside the IP header (see `partial`) and stores the
+        // complement: start it at the pseudo-header minus what it takes in from there.
+        let seed = csum::fold(pseudo + !csum::fold(kernel_sums) as u64);
+        t[udp + 1] |= (seed as u32) << 16;
+        return;
+    }
+    let sum = pseudo
         + t[udp] as u64
         + t[udp + 1] as u64
         + MESSAGE_DATA as u64

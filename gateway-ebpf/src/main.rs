@@ -18,6 +18,7 @@ mod encap;
 mod maps;
 mod packet;
 mod parse;
+mod partial;
 mod rewrite;
 mod route;
 mod rx;

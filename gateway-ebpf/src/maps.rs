@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use gateway_common::maps::{
     Config, DEFAULT_MAX_ALLOWED_IPS, DEFAULT_MAX_PEERS, DEFAULT_MAX_SESSIONS, Peer, STAT_COUNT,
-    Session, Stat,
+    Session, Stat, UNDERLAY_GENERIC_CHECKSUM,
 };
 
 use crate::packet::L3;
@@ -38,6 +38,10 @@ static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map]
 static REDIRECT_IFACES: DevMapHash = DevMapHash::with_max_entries(64, 0);
 
+/// What the daemon knows about underlay interfaces (ifindex → `UNDERLAY_*` bits).
+#[map]
+static UNDERLAYS: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
+
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 
@@ -56,6 +60,13 @@ pub fn count(stat: Stat) {
         // SAFETY: a per-CPU slot: no other writer while this program runs on this CPU.
         unsafe { *p += 1 };
     }
+}
+
+/// Whether `ifindex` completes CHECKSUM_PARTIAL skbs generically (`UNDERLAY_GENERIC_CHECKSUM`).
+#[inline(always)]
+pub fn completes_checksums(ifindex: u32) -> bool {
+    // SAFETY: a plain u32 value.
+    unsafe { UNDERLAYS.get(&ifindex) }.is_some_and(|f| f & UNDERLAY_GENERIC_CHECKSUM != 0)
 }
 
 #[inline(always)]

@@ -15,8 +15,10 @@ use aya_ebpf::{
 };
 use gateway_common::{
     maps::{XDP_HANDOFF_MAGIC, XdpHandoff},
-    wire::ETH_HEADER_LEN,
+    wire::{ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN},
 };
+
+use crate::parse::{ETH_P_IP, ETH_P_IPV6};
 
 /// Which outer network protocol a frame carries after a header resize: lets TC keep
 /// `skb->protocol` in step with the bytes.
@@ -235,22 +237,41 @@ impl Packet for TcL3 {
     unsafe fn set_len(ctx: *mut c_void, new_len: u32) -> bool {
         unsafe { skb_set_len(ctx, new_len) }
     }
-    /// Only growth is meaningful here: the tunnel headers go in front of the inner packet
-    /// (mac_len is 0, so BPF_ADJ_ROOM_MAC inserts at offset 0), then an Ethernet header is
-    /// pushed in front of them.
+    /// The tunnel headers go in front of the inner packet (mac_len is 0, so
+    /// BPF_ADJ_ROOM_MAC inserts or removes at offset 0), then an Ethernet header is pushed in
+    /// front of them. With `encap`, only growth: the skb is marked as an encapsulation. Without
+    /// (a frame whose outer checksum the device completes, see `partial`), it stays a plain
+    /// packet, so the device checksums it as UDP; the family then changes through
+    /// `bpf_skb_change_proto`, which resizes by the difference of the IP headers itself.
     #[inline(always)]
-    unsafe fn resize_front(ctx: *mut c_void, delta: i32, from: L3, to: L3, _: bool) -> bool {
+    unsafe fn resize_front(ctx: *mut c_void, delta: i32, from: L3, to: L3, encap: bool) -> bool {
         let skb = ctx as *mut __sk_buff;
-        let tunnel = delta - ETH_HEADER_LEN as i32;
-        tunnel > 0
-            && unsafe {
-                h::bpf_skb_adjust_room(
-                    skb,
-                    tunnel,
-                    BPF_ADJ_ROOM_MAC,
-                    adjust_room_flags(tunnel, from, to, true),
-                ) == 0
-                    && h::bpf_skb_change_head(skb, ETH_HEADER_LEN as u32, 0) == 0
+        let mut tunnel = delta - ETH_HEADER_LEN as i32;
+        if encap {
+            return tunnel > 0
+                && unsafe {
+                    h::bpf_skb_adjust_room(
+                        skb,
+                        tunnel,
+                        BPF_ADJ_ROOM_MAC,
+                        adjust_room_flags(tunnel, from, to, true),
+                    ) == 0
+                        && h::bpf_skb_change_head(skb, ETH_HEADER_LEN as u32, 0) == 0
+                };
+        }
+        if from != to {
+            let (protocol, grown) = match to {
+                L3::V4 => (ETH_P_IP, -((IPV6_HEADER_LEN - IPV4_HEADER_LEN) as i32)),
+                L3::V6 => (ETH_P_IPV6, (IPV6_HEADER_LEN - IPV4_HEADER_LEN) as i32),
+            };
+            if unsafe { h::bpf_skb_change_proto(skb, protocol.to_be(), 0) } != 0 {
+                return false;
             }
+            tunnel -= grown;
+        }
+        unsafe {
+            (tunnel == 0 || h::bpf_skb_adjust_room(skb, tunnel, BPF_ADJ_ROOM_MAC, 0) == 0)
+                && h::bpf_skb_change_head(skb, ETH_HEADER_LEN as u32, 0) == 0
+        }
     }
 }

@@ -201,7 +201,17 @@ unsafe fn hub<P: Packet>(
     now: u64,
 ) -> Option<RxAction> {
     let plan = unsafe {
-        encap::reserve(ctx, s, next_peer, cfg, inner.len, now, ingress, encap::Handover::Direct)
+        encap::reserve(
+            ctx,
+            s,
+            next_peer,
+            cfg,
+            inner.len,
+            now,
+            ingress,
+            encap::Handover::Direct,
+            encap::OuterChecksum::Computed,
+        )
     }
     .ok()?;
     let payload = o.payload_off();
@@ -212,7 +222,19 @@ unsafe fn hub<P: Packet>(
     }
     let ds = parse::inner_dsfield(&s.crypt.head, inner.family);
     let sent = unsafe {
-        encap::encapsulate::<P>(ctx, s, &plan, cfg, payload, inner.len, o.family, ds, None, 0)
+        encap::encapsulate::<P>(
+            ctx,
+            s,
+            &plan,
+            cfg,
+            payload,
+            inner.len,
+            o.family,
+            ds,
+            None,
+            0,
+            encap::OuterChecksum::Computed,
+        )
     };
     Some(match sent {
         Ok(msg_len) => {

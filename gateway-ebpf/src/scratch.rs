@@ -70,4 +70,8 @@ pub struct Scratch {
     /// Headers of the frame being sent, laid out like `rx`.
     pub tx: [u32; HDR_WORDS],
     pub fib: FibParams,
+    /// Bulk copies and checksums of packet bytes (see `partial`).
+    pub bulk: [u32; BULK_BYTES / 4],
 }
+
+pub const BULK_BYTES: usize = 512;

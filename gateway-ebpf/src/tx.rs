@@ -11,14 +11,15 @@ use aya_ebpf::{
 };
 use gateway_common::{
     maps::Stat,
-    wire::{ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN},
+    wire::{AEAD_TAG_LEN, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN},
 };
 
 use crate::csum;
-use crate::encap::{self, EncapError, Handover, Verify};
+use crate::encap::{self, EncapError, Handover, OuterChecksum, Verify};
 use crate::maps::{allowed, config, count};
 use crate::packet::{L3, Packet, TcL3, Xdp};
 use crate::parse::{self, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, Inner};
+use crate::partial::{self, InnerChecksum};
 use crate::rewrite;
 use crate::route::{self, FIB_FRAG_NEEDED, FIB_NO_NEIGH, FIB_SUCCESS};
 use crate::scratch::{HDR_ETH, Scratch};
@@ -76,8 +77,7 @@ pub unsafe fn from_tun(ctx: *mut c_void, s: &mut Scratch) -> i32 {
     };
     let skb = ctx as *mut __sk_buff;
     // SAFETY: fields of the program's own context.
-    let (len, gso, local) =
-        unsafe { ((*skb).len, (*skb).gso_size, !(*skb).__bindgen_anon_2.sk.is_null()) };
+    let (len, gso) = unsafe { ((*skb).len, (*skb).gso_size) };
     if gso != 0 {
         // One skb, many packets: the kernel segments it on its way to the daemon.
         count(Stat::TxPassOffload);
@@ -96,16 +96,42 @@ pub unsafe fn from_tun(ctx: *mut c_void, s: &mut Scratch) -> i32 {
         count(Stat::TxPassTooBig);
         return ok;
     }
-    if local && inner.proto == IPPROTO_TCP && !inner.fragment {
-        // Local TCP always leaves its checksum to the device (CHECKSUM_PARTIAL): it would be
-        // completed over the ciphertext after this program. The daemon gets it completed.
-        count(Stat::TxPassOffload);
-        return ok;
+    // Locally generated TCP: the stack left its checksum to the device (see `partial`).
+    let mut partial = None;
+    let origin = unsafe { partial::origin(skb) };
+    if let Some(origin) = origin
+        && inner.proto == IPPROTO_TCP
+        && !inner.fragment
+    {
+        let Some(l4) = partial::transport_offset(&s.crypt.head, &inner) else {
+            count(Stat::TxPassOffload);
+            return ok;
+        };
+        match unsafe { partial::inspect::<TcL3>(ctx, s, &inner, l4, origin) } {
+            InnerChecksum::Complete => {}
+            InnerChecksum::Partial { value } => partial = Some((l4, value)),
+            InnerChecksum::Unknown => {
+                count(Stat::TxPassOffload);
+                return ok;
+            }
+        }
     }
+    let outer_checksum =
+        if partial.is_some() { OuterChecksum::LeftToDevice } else { OuterChecksum::Computed };
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let reserved = unsafe {
-        encap::reserve(ctx, s, peer_slot, cfg, len, now, cfg.tun_ifindex, Handover::Neighbour)
+        encap::reserve(
+            ctx,
+            s,
+            peer_slot,
+            cfg,
+            len,
+            now,
+            cfg.tun_ifindex,
+            Handover::Neighbour,
+            outer_checksum,
+        )
     };
     let plan = match reserved {
         Ok(plan) => plan,
@@ -114,10 +140,49 @@ pub unsafe fn from_tun(ctx: *mut c_void, s: &mut Scratch) -> i32 {
             return ok;
         }
     };
-    let verify = checksum_verification(&s.crypt.head, &inner);
     let ds = parse::inner_dsfield(&s.crypt.head, inner.family);
-    let sent = unsafe {
-        encap::encapsulate::<TcL3>(ctx, s, &plan, cfg, 0, len, inner.family, ds, verify, len)
+    let sent = match partial {
+        None => {
+            let verify = checksum_verification(&s.crypt.head, &inner);
+            unsafe {
+                encap::encapsulate::<TcL3>(
+                    ctx,
+                    s,
+                    &plan,
+                    cfg,
+                    0,
+                    len,
+                    inner.family,
+                    ds,
+                    verify,
+                    len,
+                    outer_checksum,
+                )
+            }
+        }
+        Some((l4, value)) => {
+            let off = partial::payload_offset(l4);
+            let new_len = off + encap::padded_len(len, cfg.tun_mtu) + AEAD_TAG_LEN as u32;
+            if unsafe { partial::relocate::<TcL3>(ctx, s, len, off, new_len, l4, value) } {
+                unsafe {
+                    encap::encapsulate::<TcL3>(
+                        ctx,
+                        s,
+                        &plan,
+                        cfg,
+                        off,
+                        len,
+                        inner.family,
+                        ds,
+                        None,
+                        0,
+                        outer_checksum,
+                    )
+                }
+            } else {
+                Err(EncapError::Broken)
+            }
+        }
     };
     match sent {
         Ok(msg_len) => {
@@ -229,7 +294,17 @@ pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let reserved = unsafe {
-        encap::reserve(ctx, s, peer_slot, cfg, inner.len, now, ingress, Handover::Direct)
+        encap::reserve(
+            ctx,
+            s,
+            peer_slot,
+            cfg,
+            inner.len,
+            now,
+            ingress,
+            Handover::Direct,
+            OuterChecksum::Computed,
+        )
     };
     let plan = match reserved {
         Ok(plan) => plan,
@@ -246,7 +321,19 @@ pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
         return xdp_action::XDP_DROP;
     };
     let sent = unsafe {
-        encap::encapsulate::<Xdp>(ctx, s, &plan, cfg, eth, inner.len, inner.family, ds, verify, len)
+        encap::encapsulate::<Xdp>(
+            ctx,
+            s,
+            &plan,
+            cfg,
+            eth,
+            inner.len,
+            inner.family,
+            ds,
+            verify,
+            len,
+            OuterChecksum::Computed,
+        )
     };
     match sent {
         Ok(msg_len) => {

@@ -106,6 +106,38 @@ impl Netns {
         self.set_sysctl("net.ipv6.conf.all.forwarding", "1")
     }
 
+    /// Turns a device's transmit checksum offload off (`ethtool -K dev tx off`): the kernel
+    /// then completes every checksum left to the device in software, and the receiver checks
+    /// it, as between two machines.
+    pub fn checksum_in_software(&self, device: &str) -> Result<()> {
+        self.run("ethtool", &["-K", device, "tx", "off"]).map(drop)
+    }
+
+    /// UDP datagrams this namespace dropped for a bad checksum, IPv4 and IPv6
+    /// (`InCsumErrors` in /proc/net/snmp and /proc/net/snmp6, which follow the reader's
+    /// namespace).
+    pub fn udp_checksum_errors(&self) -> Result<u64> {
+        let snmp = self.run("cat", &["/proc/net/snmp", "/proc/net/snmp6"])?;
+        let mut total = 0;
+        // IPv4: a "Udp:" header line of names, then a "Udp:" line of values.
+        let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp: ")).collect();
+        if let [names, values] = udp[..] {
+            let at = names.split_whitespace().position(|n| n == "InCsumErrors");
+            if let Some(value) = at.and_then(|i| values.split_whitespace().nth(i)) {
+                total +=
+                    value.parse::<u64>().with_context(|| format!("Udp InCsumErrors {value:?}"))?;
+            }
+        }
+        for line in snmp.lines() {
+            if let Some(value) = line.strip_prefix("Udp6InCsumErrors") {
+                let value = value.trim();
+                total +=
+                    value.parse::<u64>().with_context(|| format!("Udp6InCsumErrors {value:?}"))?;
+            }
+        }
+        Ok(total)
+    }
+
     /// Loads an nftables ruleset (the text `nft -f` reads) into this namespace.
     pub fn load_nftables(&self, ruleset: &str) -> Result<()> {
         command::run_with_stdin(self.command("nft").args(["-f", "-"]), ruleset.as_bytes())

@@ -15,7 +15,7 @@ use ebpf_common::capture::Capture;
 use ebpf_common::frames::{self, PEER_MAC};
 use ebpf_common::lab::Lab;
 use ebpf_common::{Keys, LISTEN_PORT, Rng, TestPeer, add_peer, config, load};
-use gateway::dataplane::{Dataplane, PeerEndpoint, Program, Stats, TestRunInput};
+use gateway::dataplane::{Dataplane, PeerEndpoint, Program, Stats, TestRunInput, TxChecksum};
 use gateway_common::maps::Stat;
 use gateway_common::wire::REJECT_AFTER_MESSAGES;
 
@@ -321,12 +321,12 @@ fn tun_egress_leaves_what_it_cannot_send_to_the_daemon() {
     let slot = path.tx.peer.slot;
     path.tx.dp.set_peer_endpoint(slot, None).unwrap();
     refused(&path, "10.9.0.2", Stat::TxPassToDaemon);
-    let unresolved = PeerEndpoint {
-        addr: (ip("192.0.2.3"), PEER_PORT).into(),
+    let unroutable = PeerEndpoint {
+        addr: (ip("198.51.100.7"), PEER_PORT).into(),
         local: None,
         ifindex: path.tx.lab.underlay_ifindex,
     };
-    path.tx.dp.set_peer_endpoint(slot, Some(&unresolved)).unwrap();
+    path.tx.dp.set_peer_endpoint(slot, Some(&unroutable)).unwrap();
     refused(&path, "10.9.0.2", Stat::TxPassNoRoute);
     path.tx.dp.set_peer_endpoint(slot, Some(&there)).unwrap();
     let counters = path.tx.dp.session_counters(path.tx.peer.session).unwrap();
@@ -338,7 +338,10 @@ fn tun_egress_leaves_what_it_cannot_send_to_the_daemon() {
     path.tx.dp.set_peer_tx_session(slot, Some(path.tx.peer.session)).unwrap();
     path.tx.dp.retire_session(old.session, old.keys.gateway_index).unwrap();
     refused(&path, "10.9.0.200", Stat::TxPassToDaemon);
-    // Local TCP leaves its checksum to the device: the daemon gets it completed.
+    // Local TCP leaves its checksum to the device; through an underlay that checksums by
+    // protocol the program cannot have it complete the outer one: the daemon gets it.
+    let underlay = path.tx.lab.underlay_ifindex;
+    path.tx.dp.set_underlay_checksum(underlay, TxChecksum::ByProtocol).unwrap();
     let before = path.tx.dp.stats().unwrap();
     let _ = std::net::TcpStream::connect_timeout(
         &(ip("10.9.0.2"), 80).into(),
@@ -348,6 +351,105 @@ fn tun_egress_leaves_what_it_cannot_send_to_the_daemon() {
     // After all that, sending works, with counter 0: no refusal consumed a nonce.
     let mut path = path;
     path.send_and_check(&socket, "10.9.0.2", b"finally", "192.0.2.2", "after the refusals");
+}
+
+#[test]
+fn tun_egress_has_the_kernel_resolve_a_missing_neighbour() {
+    let mut tx = setup("192.0.2.3");
+    let _in = tx.lab.ns.enter();
+    let path = TunPath::new(&mut tx);
+    let socket = UdpSocket::bind("10.9.0.1:0").unwrap();
+    let before = path.tx.dp.stats().unwrap();
+    socket.send_to(b"who has 192.0.2.3", (ip("10.9.0.2"), 6000)).unwrap();
+    // bpf_redirect_neigh queues the frame and asks (nothing answers here).
+    let asked = path.capture.next(Duration::from_secs(2), |f| {
+        f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[38..42] == [192, 0, 2, 3]
+    });
+    assert!(asked.is_some(), "no ARP request for the endpoint left the underlay");
+    let delta = path.tx.dp.stats().unwrap().since(&before);
+    assert_eq!((delta.tx_encrypted, delta.tx_pass_no_route), (1, 0), "{delta:?}");
+}
+
+#[test]
+fn tun_egress_sends_where_the_host_does_not_forward() {
+    let mut tx = setup("192.0.2.2");
+    tx.lab.ns.sysctl("net.ipv4.conf.all.forwarding", "0");
+    tx.lab.ns.sysctl("net.ipv6.conf.all.forwarding", "0");
+    let _in = tx.lab.ns.enter();
+    let mut path = TunPath::new(&mut tx);
+    let socket = UdpSocket::bind("10.9.0.1:0").unwrap();
+    // Not heard from yet: no source address to send from.
+    let before = path.tx.dp.stats().unwrap();
+    socket.send_to(b"who am I", (ip("10.9.0.2"), 6000)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while path.tx.dp.stats().unwrap().since(&before).tx_pass_no_route == 0 {
+        assert!(Instant::now() < deadline, "the first packet was not left to the daemon");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Heard from, on u0, at 192.0.2.1: the kernel routes and resolves.
+    let heard = PeerEndpoint {
+        addr: (ip("192.0.2.2"), PEER_PORT).into(),
+        local: Some(ip("192.0.2.1")),
+        ifindex: path.tx.lab.underlay_ifindex,
+    };
+    path.tx.dp.set_peer_endpoint(path.tx.peer.slot, Some(&heard)).unwrap();
+    path.send_and_check(&socket, "10.9.0.2", b"no forwarding", "192.0.2.2", "forwarding off");
+}
+
+/// TCP from a local socket: its checksum is left to the device (CHECKSUM_PARTIAL). With an
+/// underlay that checksums in software, the program sends it: the inner checksum complete,
+/// the outer one completed by the kernel where the program laid it out.
+fn local_tcp_leaves_complete(endpoint: &str, to: &str) {
+    let mut tx = setup(endpoint);
+    tx.lab.ns.exec(&["ethtool", "-K", "u0", "tx", "off"]);
+    let underlay = tx.lab.underlay_ifindex;
+    tx.dp.set_underlay_checksum(underlay, TxChecksum::Software).unwrap();
+    let _in = tx.lab.ns.enter();
+    let path = TunPath::new(&mut tx);
+    let before = path.tx.dp.stats().unwrap();
+    // A SYN nobody answers, resent on its own: every copy must leave the same way.
+    let target = std::net::SocketAddr::new(ip(to), 80);
+    let _ = std::net::TcpStream::connect_timeout(&target, Duration::from_millis(1200));
+    let k = path.tx.keys();
+    let mut syns = 0;
+    // parse_outer checks the outer IP and UDP checksums.
+    while let Some(frame) = path.capture.next(Duration::from_millis(300), |f| {
+        frames::parse_outer(f).is_ok_and(|o| o.dport == PEER_PORT)
+    }) {
+        let o = frames::parse_outer(&frame).unwrap();
+        let (_, _, plain) = frames::open_wg_data(&k.gateway_send, &o.message).unwrap();
+        let inner = inner_packet(&plain).unwrap();
+        let (src, dst, header) = if inner[0] >> 4 == 4 {
+            let s: [u8; 4] = inner[12..16].try_into().unwrap();
+            let d: [u8; 4] = inner[16..20].try_into().unwrap();
+            (IpAddr::from(s), IpAddr::from(d), 20)
+        } else {
+            let s: [u8; 16] = inner[8..24].try_into().unwrap();
+            let d: [u8; 16] = inner[24..40].try_into().unwrap();
+            (IpAddr::from(s), IpAddr::from(d), 40)
+        };
+        let segment = &inner[header..];
+        assert_eq!(segment[13] & 0x02, 0x02, "not the SYN: {inner:02x?}");
+        let sum = frames::checksum(frames::pseudo_sum(src, dst, 6, segment.len()), segment);
+        assert_eq!(sum, 0, "inner TCP checksum wrong: {inner:02x?}");
+        syns += 1;
+    }
+    let delta = path.tx.dp.stats().unwrap().since(&before);
+    assert!(syns >= 2, "{syns} SYNs left the underlay; {delta:?}");
+    assert_eq!(delta.tx_encrypted, syns, "{delta:?}");
+    assert_eq!(delta.tx_pass_offload + delta.error, 0, "{delta:?}");
+}
+
+#[test]
+fn tun_egress_sends_local_tcp_over_ipv4() {
+    local_tcp_leaves_complete("192.0.2.2", "10.9.0.2");
+    local_tcp_leaves_complete("192.0.2.2", "fd00::2");
+}
+
+#[test]
+fn tun_egress_sends_local_tcp_over_ipv6() {
+    local_tcp_leaves_complete("2001:db8::2", "10.9.0.2");
+    local_tcp_leaves_complete("2001:db8::2", "fd00::2");
 }
 
 /// A frame from a LAN host (10.8.0.5) for a destination behind the tunnel.

@@ -11,10 +11,12 @@ use aya::programs::{
     tc::{SchedClassifierLink, TcAttachOptions},
     xdp::XdpLink,
 };
-use tracing::info;
+use gateway_common::maps::UNDERLAY_GENERIC_CHECKSUM;
+use tracing::{info, warn};
 
 use super::error::{DataplaneError, Result};
 use super::loader::Dataplane;
+use super::netdev::{self, TxChecksum};
 use super::programs::Program;
 
 /// An interface by name or index.
@@ -112,11 +114,18 @@ struct Attached {
     link: AttachedLink,
 }
 
-/// What is attached where, and the LAN interfaces entered in `REDIRECT_IFACES`.
+/// What is attached where, the LAN interfaces entered in `REDIRECT_IFACES`, and the
+/// tunnel's GSO limit as it was before the send program went on it.
 #[derive(Default)]
 pub struct Attachments {
     links: Vec<Attached>,
     lan: Vec<u32>,
+    tunnel_gso: Option<TunnelGso>,
+}
+
+struct TunnelGso {
+    ifindex: u32,
+    previous: u32,
 }
 
 impl Dataplane {
@@ -176,6 +185,7 @@ impl Dataplane {
                         return Err(e);
                     }
                     info!("data plane: receiving on {name} with {mode}");
+                    self.describe_underlay(ifindex, &name);
                     return Ok(mode);
                 }
                 Err(e) => failures.push(format!("{mode}: {e}")),
@@ -189,6 +199,7 @@ impl Dataplane {
                     format!(" ({})", failures.join("; "))
                 };
                 info!("data plane: receiving on {name} with TC ingress{why}");
+                self.describe_underlay(ifindex, &name);
                 Ok(AttachMode::Tc)
             }
             Err(e) => {
@@ -201,10 +212,47 @@ impl Dataplane {
         }
     }
 
-    /// Puts the send program on the TUN's egress.
+    /// Reads how an underlay completes checksums (ethtool) and tells the send program.
+    fn describe_underlay(&mut self, ifindex: u32, name: &str) {
+        let checksum = netdev::tx_checksum(name).unwrap_or_else(|e| {
+            warn!("data plane: reading {name}'s checksum offload: {e}");
+            TxChecksum::ByProtocol
+        });
+        if !checksum.follows_offsets() {
+            info!(
+                "data plane: {name} offloads checksums by protocol (tx-checksum-ipv4/ipv6): TCP \
+                 this host sends through it takes the userspace path"
+            );
+        }
+        if let Err(e) = self.set_underlay_checksum(ifindex, checksum) {
+            warn!("data plane: {name}: {e}");
+        }
+    }
+
+    /// Tells the send program how an underlay completes the checksums the stack leaves to
+    /// it (`UNDERLAYS`): whether TCP this host originates can leave through it from the
+    /// program (see gateway-ebpf's `partial`). `attach_underlay` does this by itself.
+    pub fn set_underlay_checksum(&mut self, ifindex: u32, checksum: TxChecksum) -> Result<()> {
+        let flags = if checksum.follows_offsets() { UNDERLAY_GENERIC_CHECKSUM } else { 0 };
+        self.underlays
+            .insert(ifindex, flags, 0)
+            .map_err(|e| DataplaneError::kernel_chain("updating UNDERLAYS", &e))
+    }
+
+    /// Puts the send program on the TUN's egress, and has the stack hand the TUN one segment
+    /// per skb (`gso_max_segs` 1): the program encrypts packets, not GSO batches, which it
+    /// would have to leave to the daemon. The limit is restored on detach.
     pub fn attach_tunnel(&mut self, iface: impl Into<Interface>) -> Result<()> {
         let (ifindex, name) = iface.into().resolve()?;
-        self.attach_tc(Program::TxTun, &name, ifindex, TcAttachType::Egress)?;
+        let what = || format!("limiting GSO on {name}");
+        let previous =
+            netdev::gso_max_segs(ifindex).map_err(|e| DataplaneError::kernel(what(), e))?;
+        netdev::set_gso_max_segs(ifindex, 1).map_err(|e| DataplaneError::kernel(what(), e))?;
+        self.attachments.tunnel_gso = Some(TunnelGso { ifindex, previous });
+        if let Err(e) = self.attach_tc(Program::TxTun, &name, ifindex, TcAttachType::Egress) {
+            self.detach_interface(ifindex)?;
+            return Err(e);
+        }
         info!("data plane: sending from {name} with TC egress");
         Ok(())
     }
@@ -258,6 +306,13 @@ impl Dataplane {
                 ));
             }
         }
+        // Not every interface is in UNDERLAYS.
+        let _ = self.underlays.remove(&ifindex);
+        if let Some(gso) = self.attachments.tunnel_gso.take_if(|g| g.ifindex == ifindex)
+            && let Err(e) = netdev::set_gso_max_segs(ifindex, gso.previous)
+        {
+            first_error.get_or_insert(DataplaneError::kernel("restoring the tunnel's GSO", e));
+        }
         if let Some(pos) = self.attachments.lan.iter().position(|&i| i == ifindex) {
             self.attachments.lan.remove(pos);
             if let Err(e) = self.redirect_ifaces.remove(ifindex) {
@@ -274,6 +329,7 @@ impl Dataplane {
     pub fn detach_all(&mut self) -> Result<()> {
         let mut ifaces: Vec<u32> = self.attachments.links.iter().map(|a| a.ifindex).collect();
         ifaces.extend(self.attachments.lan.iter().copied());
+        ifaces.extend(self.attachments.tunnel_gso.as_ref().map(|g| g.ifindex));
         ifaces.sort_unstable();
         ifaces.dedup();
         let mut first_error = None;

@@ -13,7 +13,7 @@ use aya::{
 use gateway_common::maps::{
     Config, DEFAULT_MAX_ALLOWED_IPS, DEFAULT_MAX_PEERS, DEFAULT_MAX_SESSIONS, MAP_ALLOWED_V4,
     MAP_ALLOWED_V6, MAP_CONFIG, MAP_PEERS, MAP_REDIRECT_IFACES, MAP_RX_INDEX, MAP_SESSIONS,
-    MAP_STATS, Peer, Session,
+    MAP_STATS, MAP_UNDERLAYS, Peer, Session,
 };
 
 use super::allowed_ips::AllowedIps;
@@ -71,6 +71,7 @@ pub struct Dataplane {
     pub(super) config: Array<MapData, Config>,
     pub(super) stats: PerCpuArray<MapData, u64>,
     pub(super) redirect_ifaces: DevMapHash<MapData>,
+    pub(super) underlays: HashMap<MapData, u32, u32>,
     pub(super) peer_slots: SlotAllocator,
     pub(super) allowed: AllowedIps,
     pub(super) capacities: Capacities,
@@ -107,6 +108,7 @@ impl Dataplane {
         let stats = PerCpuArray::try_from(take(&mut ebpf, MAP_STATS)?).map_err(map_type)?;
         let redirect_ifaces =
             DevMapHash::try_from(take(&mut ebpf, MAP_REDIRECT_IFACES)?).map_err(map_type)?;
+        let underlays = HashMap::try_from(take(&mut ebpf, MAP_UNDERLAYS)?).map_err(map_type)?;
         Ok(Dataplane {
             attachments: Attachments::default(),
             session_pool,
@@ -120,6 +122,7 @@ impl Dataplane {
             config,
             stats,
             redirect_ifaces,
+            underlays,
             allowed: AllowedIps::default(),
             capacities,
         })

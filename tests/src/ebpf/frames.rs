@@ -25,7 +25,7 @@ pub fn checksum(initial: u32, data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-fn pseudo_sum(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u32 {
+pub fn pseudo_sum(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u32 {
     let mut bytes = Vec::new();
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
