@@ -52,6 +52,9 @@ pub struct GatewaydOptions {
     pub timer_divisor: Option<u32>,
     /// `--lan-iface`: LAN ports served in XDP.
     pub lan_ifaces: Vec<String>,
+    /// GSO on the tunnel interface (off: `--no-tun-gso`, every TCP segment through the
+    /// eBPF send path).
+    pub tun_gso: bool,
 }
 
 impl GatewaydOptions {
@@ -61,6 +64,7 @@ impl GatewaydOptions {
             fast_forward: true,
             timer_divisor: None,
             lan_ifaces: Vec::new(),
+            tun_gso: true,
         }
     }
 
@@ -73,6 +77,9 @@ impl GatewaydOptions {
         }
         if !self.fast_forward {
             args.push("--no-fast-forward".to_string());
+        }
+        if !self.tun_gso {
+            args.push("--no-tun-gso".to_string());
         }
         if let Some(divisor) = self.timer_divisor {
             args.extend(["--test-timer-divisor".to_string(), divisor.to_string()]);

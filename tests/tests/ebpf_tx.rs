@@ -15,7 +15,9 @@ use ebpf_common::capture::Capture;
 use ebpf_common::frames::{self, PEER_MAC};
 use ebpf_common::lab::Lab;
 use ebpf_common::{Keys, LISTEN_PORT, Rng, TestPeer, add_peer, config, load};
-use gateway::dataplane::{Dataplane, PeerEndpoint, Program, Stats, TestRunInput, TxChecksum};
+use gateway::dataplane::{
+    Dataplane, PeerEndpoint, Program, Stats, TestRunInput, TunnelSends, TxChecksum,
+};
 use gateway_common::maps::Stat;
 use gateway_common::wire::REJECT_AFTER_MESSAGES;
 
@@ -103,7 +105,7 @@ struct TunPath<'a> {
 impl<'a> TunPath<'a> {
     /// Attaches the program; the caller stays in the lab namespace.
     fn new(tx: &'a mut Tx) -> TunPath<'a> {
-        tx.dp.attach_tunnel(tx.lab.tun_ifindex).expect("attach_tunnel");
+        tx.dp.attach_tunnel(tx.lab.tun_ifindex, TunnelSends::PerSegment).expect("attach_tunnel");
         let capture = Capture::open(tx.lab.ns.ifindex("u1"));
         tx.lab.tun.drain();
         TunPath { tx, capture }

@@ -16,7 +16,9 @@ use ebpf_common::capture::Capture;
 use ebpf_common::frames;
 use ebpf_common::netns::{Netns, Tun, sh, unique};
 use ebpf_common::{Keys, LISTEN_PORT, TestPeer, add_peer, config, load};
-use gateway::dataplane::{AttachMode, AttachPreference, Dataplane, PeerEndpoint, Program};
+use gateway::dataplane::{
+    AttachMode, AttachPreference, Dataplane, PeerEndpoint, Program, TunnelSends,
+};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -78,7 +80,7 @@ fn world(mtu: u32, prefer: AttachPreference, hub: bool) -> World {
     dp.set_config(&c).unwrap();
     let mode = {
         let _in = a.enter();
-        dp.attach_tunnel(tun_name.as_str()).expect("attach_tunnel");
+        dp.attach_tunnel(tun_name.as_str(), TunnelSends::Batched).expect("attach_tunnel");
         dp.attach_underlay(a0, prefer).expect("attach_underlay")
     };
     {

@@ -54,12 +54,11 @@ fn interop(case: Case) -> Result<()> {
     let name =
         format!("interop-{}-{:?}-{}-{}", case.peer, case.initiator, case.underlay, case.data_path);
     let dir = TestDir::new(&name)?;
-    let spec = PairSpec {
-        peer: case.peer,
-        initiator: case.initiator,
-        underlay: case.underlay,
-        gatewayd: GatewaydOptions::new(case.data_path),
-    };
+    // Every TCP segment through the eBPF send path (`--no-tun-gso`), so that the checks below
+    // see all of this host's TCP there; by default bulk sends go to the daemon in GSO batches.
+    let gatewayd = GatewaydOptions { tun_gso: false, ..GatewaydOptions::new(case.data_path) };
+    let spec =
+        PairSpec { peer: case.peer, initiator: case.initiator, underlay: case.underlay, gatewayd };
     let pair = Pair::build(&dir, &spec)?;
     run(&pair, &dir).map_err(|error| dir.attach_logs(error))
 }

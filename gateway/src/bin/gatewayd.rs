@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, ValueEnum};
 use gateway::daemon::ebpf::EbpfOptions;
 use gateway::daemon::{self, Options};
-use gateway::dataplane::{AttachPreference, Capacities};
+use gateway::dataplane::{AttachPreference, Capacities, TunnelSends};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -37,6 +37,11 @@ struct Args {
     /// re-encrypting or redirecting it in XDP.
     #[arg(long)]
     no_fast_forward: bool,
+    /// Turn GSO off on the tunnel interface, so that the eBPF send path encrypts every TCP
+    /// segment this host sends. By default bulk sends reach the daemon in GSO batches, which
+    /// it seals with SIMD on several threads: faster for bulk, where a program has no SIMD.
+    #[arg(long)]
+    no_tun_gso: bool,
     /// Sessions (keypairs) the eBPF maps hold at once (three per peer at most).
     #[arg(long, default_value_t = gateway_common::maps::DEFAULT_MAX_SESSIONS)]
     max_sessions: u32,
@@ -97,6 +102,11 @@ fn main() -> ExitCode {
             underlays: args.xdp_ifaces,
             lan: args.lan_ifaces,
             fast_forward: !args.no_fast_forward,
+            tunnel_sends: if args.no_tun_gso {
+                TunnelSends::PerSegment
+            } else {
+                TunnelSends::Batched
+            },
         }),
         capacities: Capacities {
             sessions: args.max_sessions,

@@ -16,7 +16,7 @@ use super::core::EventSink;
 use super::status::PathCounters;
 use crate::dataplane::{
     AttachPreference, Dataplane, PeerActivitySnapshot, PeerEndpoint, PeerSlot, SessionParams,
-    SessionSlot, SessionUse, TunnelConfig, route_interface,
+    SessionSlot, SessionUse, TunnelConfig, TunnelSends, route_interface,
 };
 use crate::wg::PeerId;
 use crate::wg::device::{Device, Event, ObservedActivity};
@@ -34,6 +34,7 @@ pub struct EbpfOptions {
     pub underlays: Vec<String>,
     pub lan: Vec<String>,
     pub fast_forward: bool,
+    pub tunnel_sends: TunnelSends,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -82,7 +83,7 @@ impl EbpfSink {
             fwmark: 0,
         };
         dp.set_config(&config)?;
-        dp.attach_tunnel(tun_ifindex)?;
+        dp.attach_tunnel(tun_ifindex, options.tunnel_sends)?;
         for lan in &options.lan {
             dp.attach_lan(lan.as_str())?;
         }

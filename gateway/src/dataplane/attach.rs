@@ -82,6 +82,28 @@ pub enum AttachPreference {
     Tc,
 }
 
+/// What the TUN's send program gets of the TCP this host sends in bulk. A program seals one
+/// packet at a time without SIMD; the daemon seals GSO batches with SIMD on several threads,
+/// which is faster for bulk on CPUs that have it (see docs/BENCHMARKS.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TunnelSends {
+    /// GSO batches (bulk sends) go to the daemon whole; single segments (ACKs, interactive
+    /// traffic, small writes) and everything not TCP go through the program.
+    #[default]
+    Batched,
+    /// Every segment goes through the program: the TUN's `gso_max_segs` is 1 while attached.
+    PerSegment,
+}
+
+impl fmt::Display for TunnelSends {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TunnelSends::Batched => "GSO batches to the daemon",
+            TunnelSends::PerSegment => "every TCP segment",
+        })
+    }
+}
+
 /// How the receive path ended up attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
@@ -239,21 +261,24 @@ impl Dataplane {
             .map_err(|e| DataplaneError::kernel_chain("updating UNDERLAYS", &e))
     }
 
-    /// Puts the send program on the TUN's egress, and has the stack hand the TUN one segment
-    /// per skb (`gso_max_segs` 1): the program encrypts packets, not GSO batches, which it
-    /// would have to leave to the daemon. The limit is restored on detach.
-    pub fn attach_tunnel(&mut self, iface: impl Into<Interface>) -> Result<()> {
+    /// Puts the send program on the TUN's egress. With `TunnelSends::PerSegment` the stack
+    /// hands the TUN one segment per skb (`gso_max_segs` 1, restored on detach), so the
+    /// program sends all of this host's TCP; with `Batched` the GSO batches of bulk sends go
+    /// to the daemon whole.
+    pub fn attach_tunnel(&mut self, iface: impl Into<Interface>, sends: TunnelSends) -> Result<()> {
         let (ifindex, name) = iface.into().resolve()?;
-        let what = || format!("limiting GSO on {name}");
-        let previous =
-            netdev::gso_max_segs(ifindex).map_err(|e| DataplaneError::kernel(what(), e))?;
-        netdev::set_gso_max_segs(ifindex, 1).map_err(|e| DataplaneError::kernel(what(), e))?;
-        self.attachments.tunnel_gso = Some(TunnelGso { ifindex, previous });
+        if sends == TunnelSends::PerSegment {
+            let what = || format!("limiting GSO on {name}");
+            let previous =
+                netdev::gso_max_segs(ifindex).map_err(|e| DataplaneError::kernel(what(), e))?;
+            netdev::set_gso_max_segs(ifindex, 1).map_err(|e| DataplaneError::kernel(what(), e))?;
+            self.attachments.tunnel_gso = Some(TunnelGso { ifindex, previous });
+        }
         if let Err(e) = self.attach_tc(Program::TxTun, &name, ifindex, TcAttachType::Egress) {
             self.detach_interface(ifindex)?;
             return Err(e);
         }
-        info!("data plane: sending from {name} with TC egress");
+        info!("data plane: sending from {name} with TC egress ({sends})");
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 //! A daemon typically does:
 //! 1. `Dataplane::load(Capacities::default())`
 //! 2. `set_config(&TunnelConfig { tun_ifindex, tun_mtu, listen_port, .. })`
-//! 3. `attach_tunnel(tun)`, `attach_underlay(iface, AttachPreference::Native)` for each
+//! 3. `attach_tunnel(tun, TunnelSends::Batched)`, `attach_underlay(iface, AttachPreference::Native)` for each
 //!    underlay (see `underlay_interfaces`), `attach_lan(iface)` for LAN interfaces
 //! 4. per peer: `add_peer`, `set_allowed_ips`, `set_peer_endpoint`
 //! 5. per handshake: `publish_session`, then `set_peer_tx_session` to send with it; when a
@@ -32,7 +32,7 @@ mod stats;
 mod test_run;
 mod underlay;
 
-pub use attach::{AttachMode, AttachPreference, Interface};
+pub use attach::{AttachMode, AttachPreference, Interface, TunnelSends};
 pub use clock::{instant_to_monotonic_ns, monotonic_now_ns, monotonic_ns_to_instant};
 pub use config::TunnelConfig;
 pub use error::{DataplaneError, Result};

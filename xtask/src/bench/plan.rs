@@ -55,6 +55,8 @@ pub enum Implementation {
     Plain,
     /// gatewayd with its eBPF data path.
     GatewaydEbpf,
+    /// gatewayd --no-tun-gso: every TCP segment it sends through the eBPF send path.
+    GatewaydEbpfSegments,
     /// gatewayd --no-ebpf.
     GatewaydUserspace,
     WireguardGo,
@@ -62,9 +64,10 @@ pub enum Implementation {
 }
 
 impl Implementation {
-    pub const ALL: [Implementation; 5] = [
+    pub const ALL: [Implementation; 6] = [
         Implementation::Plain,
         Implementation::GatewaydEbpf,
+        Implementation::GatewaydEbpfSegments,
         Implementation::GatewaydUserspace,
         Implementation::WireguardGo,
         Implementation::Boringtun,
@@ -80,6 +83,7 @@ impl Implementation {
         match self {
             Implementation::Plain => "plain",
             Implementation::GatewaydEbpf => "gatewayd-ebpf",
+            Implementation::GatewaydEbpfSegments => "gatewayd-ebpf-segments",
             Implementation::GatewaydUserspace => "gatewayd-userspace",
             Implementation::WireguardGo => "wireguard-go",
             Implementation::Boringtun => "boringtun",
@@ -87,7 +91,12 @@ impl Implementation {
     }
 
     pub fn is_gatewayd(self) -> bool {
-        matches!(self, Implementation::GatewaydEbpf | Implementation::GatewaydUserspace)
+        self.is_ebpf() || self == Implementation::GatewaydUserspace
+    }
+
+    /// gatewayd with its programs attached.
+    pub fn is_ebpf(self) -> bool {
+        matches!(self, Implementation::GatewaydEbpf | Implementation::GatewaydEbpfSegments)
     }
 
     /// What a row of this implementation is compared with: gatewayd with the better of the

@@ -111,7 +111,7 @@ fn iperf3(path: &TrafficPath<'_>, streams: u32, seconds: u64) -> Result<IperfRep
 }
 
 fn packets_by_role(tunnel: &Tunnel) -> Result<Vec<(&'static str, PathPackets)>> {
-    if tunnel.implementation != crate::bench::plan::Implementation::GatewaydEbpf {
+    if !tunnel.implementation.is_ebpf() {
         return Ok(Vec::new());
     }
     Ok(tunnel.gatewayd_status()?.into_iter().map(|(role, status)| (role, status.packets)).collect())

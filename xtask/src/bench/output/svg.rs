@@ -27,6 +27,7 @@ fn colour(implementation: Implementation) -> &'static str {
     match implementation {
         Implementation::Plain => "#999999",
         Implementation::GatewaydEbpf => "#0072B2",
+        Implementation::GatewaydEbpfSegments => "#009E73",
         Implementation::GatewaydUserspace => "#56B4E9",
         Implementation::WireguardGo => "#E69F00",
         Implementation::Boringtun => "#CC79A7",
@@ -400,7 +401,10 @@ mod tests {
         let svg = render(&results, &Scenario::ALL);
         assert!(svg.starts_with("<svg"));
         assert!(svg.trim_end().ends_with("</svg>"));
-        assert_eq!(svg.matches("<rect").count(), svg.matches("</rect>").count() + 1 + 5);
+        assert_eq!(
+            svg.matches("<rect").count(),
+            svg.matches("</rect>").count() + 1 + Implementation::ALL.len()
+        );
         assert!(svg.contains("TCP 1 stream"));
         assert!(svg.contains(">64B</text>"));
         assert!(!svg.contains("hub: phone"), "no panels, no heading");

@@ -55,13 +55,18 @@ pub fn command(
     options: &DaemonOptions,
 ) -> Result<Command> {
     Ok(match implementation {
-        Implementation::GatewaydEbpf | Implementation::GatewaydUserspace => {
+        Implementation::GatewaydEbpf
+        | Implementation::GatewaydEbpfSegments
+        | Implementation::GatewaydUserspace => {
             let mut command = netns.command(&binaries.gatewayd);
             command.arg("--foreground").env("LOG_LEVEL", "error");
             if implementation == Implementation::GatewaydUserspace {
                 command.arg("--no-ebpf");
             } else if let Some(lan) = &options.lan_interface {
                 command.args(["--lan-iface", lan]);
+            }
+            if implementation == Implementation::GatewaydEbpfSegments {
+                command.arg("--no-tun-gso");
             }
             command.arg(ifname);
             command

@@ -237,7 +237,7 @@ impl Tunnel {
     /// gatewayd-ebpf must really run its eBPF path (it falls back to userspace, with a log
     /// line, when the programs cannot be loaded): otherwise its figures would be mislabelled.
     fn check_data_path(&self) -> Result<()> {
-        if self.implementation != Implementation::GatewaydEbpf {
+        if !self.implementation.is_ebpf() {
             return Ok(());
         }
         for (role, status) in self.gatewayd_status()? {
