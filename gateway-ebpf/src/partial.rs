@@ -22,7 +22,7 @@ use aya_ebpf::{
     bindings::__sk_buff,
     helpers::generated::{bpf_csum_diff, bpf_sk_fullsock},
 };
-use gateway_common::wire::{IPV4_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN};
+use gateway_common::wire::{DATA_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
 
 use crate::crypto::MAX_PLAINTEXT;
 use crate::csum;
@@ -180,24 +180,12 @@ fn bounded(len: u32) -> u32 {
     (len.wrapping_sub(1) & (BULK_BYTES as u32 - 1)) + 1
 }
 
-/// Where the plaintext goes: the outer headers in front of it end at `csum_start +
-/// csum_offset + 2` plus the WireGuard header, so the kernel's completion lands on the
-/// outer UDP checksum.
+/// Where the plaintext goes: after the outer UDP checksum, which sits where the kernel will
+/// complete (`csum_start + csum_offset`), come the WireGuard header and then the plaintext.
 #[inline(always)]
 pub fn payload_offset(l4: u32) -> u32 {
-    l4 + TCP_CHECK_OFFSET + 2 + 16
+    l4 + TCP_CHECK_OFFSET + 2 + DATA_HEADER_LEN as u32
 }
-
-/// The outer IP header's bytes the kernel's sum takes in before the UDP header: it starts
-/// `TCP_CHECK_OFFSET - 6` bytes early, so at byte `ip_len + 6 - TCP_CHECK_OFFSET` of it.
-pub const fn outer_sum_start(ip_len: usize) -> usize {
-    ip_len + 6 - TCP_CHECK_OFFSET as usize
-}
-
-/// Sanity of the layout: the UDP checksum is where the kernel will store.
-const _: () = assert!(outer_sum_start(IPV4_HEADER_LEN) == 10);
-const _: () = assert!(outer_sum_start(IPV6_HEADER_LEN) == 30);
-const _: () = assert!(UDP_HEADER_LEN == 8);
 
 /// Grows the packet to `new_len`, moves its first `len` bytes `shift` bytes towards the
 /// tail (last chunk first, so no byte is overwritten before it is read), and stores the

@@ -141,48 +141,33 @@ pub unsafe fn from_tun(ctx: *mut c_void, s: &mut Scratch) -> i32 {
         }
     };
     let ds = parse::inner_dsfield(&s.crypt.head, inner.family);
-    let sent = match partial {
-        None => {
-            let verify = checksum_verification(&s.crypt.head, &inner);
-            unsafe {
-                encap::encapsulate::<TcL3>(
-                    ctx,
-                    s,
-                    &plan,
-                    cfg,
-                    0,
-                    len,
-                    inner.family,
-                    ds,
-                    verify,
-                    len,
-                    outer_checksum,
-                )
-            }
-        }
+    // Where the plaintext is sealed: in place, or moved (see `partial`).
+    let (payload_off, verify) = match partial {
+        None => (0, checksum_verification(&s.crypt.head, &inner)),
         Some((l4, value)) => {
             let off = partial::payload_offset(l4);
             let new_len = off + encap::padded_len(len, cfg.tun_mtu) + AEAD_TAG_LEN as u32;
-            if unsafe { partial::relocate::<TcL3>(ctx, s, len, off, new_len, l4, value) } {
-                unsafe {
-                    encap::encapsulate::<TcL3>(
-                        ctx,
-                        s,
-                        &plan,
-                        cfg,
-                        off,
-                        len,
-                        inner.family,
-                        ds,
-                        None,
-                        0,
-                        outer_checksum,
-                    )
-                }
-            } else {
-                Err(EncapError::Broken)
+            if !unsafe { partial::relocate::<TcL3>(ctx, s, len, off, new_len, l4, value) } {
+                count(Stat::Error);
+                return TC_ACT_SHOT;
             }
+            (off, None)
         }
+    };
+    let sent = unsafe {
+        encap::encapsulate::<TcL3>(
+            ctx,
+            s,
+            &plan,
+            cfg,
+            payload_off,
+            len,
+            inner.family,
+            ds,
+            verify,
+            len,
+            outer_checksum,
+        )
     };
     match sent {
         Ok(msg_len) => {

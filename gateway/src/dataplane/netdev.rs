@@ -77,11 +77,11 @@ pub fn tx_checksum(ifname: &str) -> io::Result<TxChecksum> {
     let result = features_by_name(
         socket,
         ifname,
-        &["tx-checksum-ip-generic", "tx-checksum-ipv4", "tx-checksum-ipv6"],
+        ["tx-checksum-ip-generic", "tx-checksum-ipv4", "tx-checksum-ipv6"],
     );
     // SAFETY: our own fd.
     unsafe { libc::close(socket) };
-    let [generic, ipv4, ipv6] = result?[..] else { unreachable!("three names asked") };
+    let [generic, ipv4, ipv6] = result?;
     Ok(if generic {
         TxChecksum::Generic
     } else if ipv4 || ipv6 {
@@ -92,7 +92,11 @@ pub fn tx_checksum(ifname: &str) -> io::Result<TxChecksum> {
 }
 
 /// Whether each named feature is active (false for names the kernel does not have).
-fn features_by_name(socket: libc::c_int, ifname: &str, names: &[&str]) -> io::Result<Vec<bool>> {
+fn features_by_name<const N: usize>(
+    socket: libc::c_int,
+    ifname: &str,
+    names: [&str; N],
+) -> io::Result<[bool; N]> {
     // How many feature names there are.
     let mut info = [0u8; 8 + 8 + 4];
     info[..4].copy_from_slice(&ETHTOOL_GSSET_INFO.to_ne_bytes());
@@ -117,10 +121,7 @@ fn features_by_name(socket: libc::c_int, ifname: &str, names: &[&str]) -> io::Re
         let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
         &raw[..end]
     };
-    Ok(names
-        .iter()
-        .map(|name| (0..count).any(|bit| name_of(bit) == name.as_bytes() && active(bit)))
-        .collect())
+    Ok(names.map(|name| (0..count).any(|bit| name_of(bit) == name.as_bytes() && active(bit))))
 }
 
 /// The most segments the stack may put in one GSO packet for the interface (asked over
