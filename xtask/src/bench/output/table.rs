@@ -118,22 +118,33 @@ fn micro_table(text: &mut String, results: &Results) {
     }
 }
 
-/// Which share of the data packets gatewayd's eBPF programs carried, per tunnel endpoint.
+/// Which share of the data packets gatewayd's eBPF programs carried, per implementation with
+/// programs and tunnel endpoint.
 fn notes(text: &mut String, results: &Results, scenario: Scenario) {
-    let shares: Vec<String> = results
-        .records
-        .iter()
-        .filter(|record| record.scenario == scenario && record.metric == EBPF_SHARE)
-        .map(|record| {
-            format!("{} {:.0}%", record.variant.as_deref().unwrap_or("?"), record.value())
-        })
-        .collect();
-    if !shares.is_empty() {
+    let mut lines = Vec::new();
+    for implementation in Implementation::ALL.into_iter().filter(|i| i.is_ebpf()) {
+        let shares: Vec<String> = results
+            .records
+            .iter()
+            .filter(|record| {
+                record.scenario == scenario
+                    && record.metric == EBPF_SHARE
+                    && record.implementation == implementation
+            })
+            .map(|record| {
+                format!("{} {:.0}%", record.variant.as_deref().unwrap_or("?"), record.value())
+            })
+            .collect();
+        if !shares.is_empty() {
+            lines.push(format!("{implementation}: {}", shares.join(", ")));
+        }
+    }
+    if !lines.is_empty() {
         let _ = writeln!(
             text,
-            "\nShare of data packets gatewayd-ebpf's eBPF programs carried during TCP 1 stream, per \
-             tunnel endpoint: {}.",
-            shares.join(", ")
+            "\nShare of data packets the eBPF programs carried during TCP 1 stream, per tunnel \
+             endpoint: {}.",
+            lines.join("; ")
         );
     }
 }
