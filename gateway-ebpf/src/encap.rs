@@ -6,6 +6,7 @@ use core::{ffi::c_void, sync::atomic::Ordering};
 
 use aya_ebpf::helpers::generated::{bpf_check_mtu, bpf_get_prandom_u32};
 use gateway_common::{
+    ecn,
     maps::{AF_INET, AF_INET6, Config, Endpoint, Peer, SESSION_SEND_VALID, Session, Stat},
     wire::{
         AEAD_TAG_LEN, DATA_MIN_LEN, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, MESSAGE_DATA,
@@ -307,8 +308,7 @@ fn write_headers(
     // The FIB lookup replaces its destination with the next hop: the header takes the
     // endpoint's address.
     let dst = plan.peer.endpoint.addr.as_ptr() as *const u32;
-    let ecn = inner_dsfield & 3;
-    let outer_ecn = if ecn == 3 { 2 } else { ecn };
+    let outer_ecn = ecn::encapsulate(inner_dsfield);
     let udp_len = msg_len + UDP_HEADER_LEN as u32;
     let (udp, src_dst_sum, kernel_sums) = match plan.family {
         L3::V4 => {

@@ -1,15 +1,15 @@
 //! Edits to the inner IP header on the way through: TTL / hop limit when the programs
-//! forward (hub, LAN), and ECN when the outer header carried congestion (RFC 6040, as the
-//! kernel's `INET_ECN_decapsulate` does). `head` holds the header's first bytes; the edited
+//! forward (hub, LAN), and ECN as the outer header says (RFC 6040, as the kernel's
+//! `INET_ECN_decapsulate` does). `head` holds the header's first bytes; the edited
 //! words are written back to the packet at `off`.
 
 use core::ffi::c_void;
 
+use gateway_common::ecn;
+
 use crate::csum;
 use crate::packet::{L3, Packet};
 use crate::words::byte;
-
-const ECN_CE: u8 = 3;
 
 /// Whether forwarding may decrement the TTL / hop limit (it is above 1); otherwise the stack
 /// must see the packet to answer with ICMP time exceeded.
@@ -75,8 +75,8 @@ pub unsafe fn restore_word<P: Packet>(
     unsafe { P::store(ctx, off + 4 * i as u32, head.as_ptr().add(i) as _, 4) }
 }
 
-/// Marks the inner packet Congestion Experienced if the outer one was and the inner one is
-/// ECN-capable. Err(()) only when the store failed.
+/// Marks the inner packet as the outer header says (`gateway_common::ecn::decapsulate`:
+/// Congestion Experienced, or ECT(1)). Err(()) only when the store failed.
 #[inline(always)]
 pub unsafe fn decapsulate_ecn<P: Packet>(
     ctx: *mut c_void,
@@ -85,17 +85,19 @@ pub unsafe fn decapsulate_ecn<P: Packet>(
     outer_dsfield: u8,
     off: u32,
 ) -> Result<(), ()> {
-    if outer_dsfield & 3 != ECN_CE {
+    // Only a CE or ECT(1) outer header changes anything.
+    if outer_dsfield & ecn::MASK == ecn::NOT_ECT || outer_dsfield & ecn::MASK == ecn::ECT_0 {
         return Ok(());
     }
     let ok = match family {
         L3::V4 => {
             let tos = byte(head, 1);
-            if tos & 3 == 0 || tos & 3 == ECN_CE {
+            let marked = ecn::decapsulate(outer_dsfield, tos);
+            if marked == tos & ecn::MASK {
                 return Ok(());
             }
             let old = (head[0] & 0xffff) as u16;
-            let new = old | ((ECN_CE as u16) << 8);
+            let new = (old & !((ecn::MASK as u16) << 8)) | ((marked as u16) << 8);
             let check = csum::update((head[2] >> 16) as u16, old, new);
             head[0] = (head[0] & 0xffff_0000) | new as u32;
             head[2] = (head[2] & 0xffff) | (check as u32) << 16;
@@ -103,12 +105,13 @@ pub unsafe fn decapsulate_ecn<P: Packet>(
             unsafe { P::store(ctx, off, head.as_ptr() as _, 12) }
         }
         L3::V6 => {
-            // Traffic class bits 0..1 (ECN) are bits 4..5 of byte 1.
-            let ecn = (byte(head, 1) >> 4) & 3;
-            if ecn == 0 || ecn == ECN_CE {
+            // The traffic class's ECN bits are bits 4..5 of byte 1.
+            let ecn_bits = (byte(head, 1) >> 4) & ecn::MASK;
+            let marked = ecn::decapsulate(outer_dsfield, ecn_bits);
+            if marked == ecn_bits {
                 return Ok(());
             }
-            head[0] |= 0x30 << 8;
+            head[0] = (head[0] & !((ecn::MASK as u32) << 12)) | (marked as u32) << 12;
             // SAFETY: word 0 of the head buffer.
             unsafe { P::store(ctx, off, head.as_ptr() as _, 4) }
         }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use ebpf_common::frames::{self, GATEWAY_MAC, PEER_MAC};
 use ebpf_common::{Keys, LISTEN_PORT, Rng, TestPeer, add_peer, config, load};
 use gateway::dataplane::{Dataplane, PeerEndpoint, Program, SessionUse, Stats, TestRunInput};
+use gateway_common::ecn;
 use gateway_common::maps::{Stat, XDP_HANDOFF_MAGIC};
 use gateway_common::wire::REJECT_AFTER_MESSAGES;
 
@@ -468,26 +469,36 @@ fn roaming_updates_the_endpoint() {
     assert_eq!(rx.dp.peer_endpoint(rx.peer.slot).unwrap().1, gen1);
 }
 
+/// Every outer × inner ECN pair: the delivered packet is marked as RFC 6040 (and the kernel's
+/// WireGuard) say, its header checksum kept valid.
 #[test]
-fn ecn_congestion_is_carried_inside() {
+fn ecn_is_carried_inside_as_rfc_6040_says() {
     let rx = setup();
     let mut rng = Rng(13);
-    // Inner ECT(0), outer CE → inner CE (checksum fixed).
-    let inner = frames::ip_packet(ip(INNER_PEER4), ip(INNER_GW4), 17, 64, 0x02, &rng.bytes(30));
-    let mut frame = rx.frame(1, &inner);
-    frame[14 + 1] = 0x03;
-    let c = frames::checksum(0, &{
-        let mut h = frame[14..34].to_vec();
-        h[10] = 0;
-        h[11] = 0;
-        h
-    });
-    frame[24..26].copy_from_slice(&c.to_be_bytes());
-    let mut expected = inner.clone();
-    expected[1] = 0x03;
-    expected[10] = 0;
-    expected[11] = 0;
-    let c = frames::checksum(0, &expected[..20]);
-    expected[10..12].copy_from_slice(&c.to_be_bytes());
-    expect_delivered(&rx, Program::RxXdp, &frame, &expected, "CE");
+    let mut counter = 1;
+    for outer in 0..4u8 {
+        for inner_ecn in 0..4u8 {
+            let inner = frames::ip_packet(
+                ip(INNER_PEER4),
+                ip(INNER_GW4),
+                17,
+                64,
+                0xb8 | inner_ecn,
+                &rng.bytes(30),
+            );
+            let mut frame = rx.frame(counter, &inner);
+            counter += 1;
+            frame[14 + 1] = 0x28 | outer;
+            frame[24..26].copy_from_slice(&[0, 0]);
+            let c = frames::checksum(0, &frame[14..34]);
+            frame[24..26].copy_from_slice(&c.to_be_bytes());
+            let mut expected = inner.clone();
+            expected[1] = 0xb8 | ecn::decapsulate(outer, inner_ecn);
+            expected[10..12].copy_from_slice(&[0, 0]);
+            let c = frames::checksum(0, &expected[..20]);
+            expected[10..12].copy_from_slice(&c.to_be_bytes());
+            let what = format!("outer ECN {outer}, inner {inner_ecn}");
+            expect_delivered(&rx, Program::RxXdp, &frame, &expected, &what);
+        }
+    }
 }

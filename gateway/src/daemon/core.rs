@@ -130,7 +130,7 @@ impl Shared {
         if !out.transmits.is_empty() {
             let sockets = self.sockets();
             for t in &out.transmits {
-                match sockets.send(&t.to, &t.data) {
+                match sockets.send(&t.to, &t.data, t.ecn) {
                     Ok(false) => {}
                     Ok(true) => self.forget_endpoint_source(t),
                     Err(e) => tracing::debug!(to = %t.to.addr, "send failed: {e}"),

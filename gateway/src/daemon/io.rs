@@ -78,7 +78,8 @@ fn handshake_worker(shared: &Shared, rx: Receiver<(Endpoint, Vec<u8>)>) {
             return;
         }
         shared.step(|core| {
-            core.device.handle_datagram(Instant::now(), from, &mut datagram, backlog);
+            // Handshake messages carry no packet to mark: their DS field does not matter.
+            core.device.handle_datagram(Instant::now(), from, 0, &mut datagram, backlog);
         });
     }
 }
@@ -151,9 +152,9 @@ fn udp_reader(
         shared.step(|core| {
             let now = Instant::now();
             for &i in &data {
-                let from = batch.arrival(i).from;
+                let (from, ds) = (batch.arrival(i).from, batch.arrival(i).ds);
                 if let Received::Tun(range) =
-                    core.device.handle_datagram(now, from, batch.datagram_mut(i), 0)
+                    core.device.handle_datagram(now, from, ds, batch.datagram_mut(i), 0)
                 {
                     deliveries.push((i, range));
                 }

@@ -9,10 +9,12 @@ use std::os::fd::AsRawFd;
 
 use crate::wg::peer::{Endpoint, LocalAddr};
 
-/// A datagram that has arrived, with where it came from and where it arrived.
+/// A datagram that has arrived, with where it came from, where it arrived, and its IP
+/// header's DS field (for ECN).
 pub struct Arrival {
     pub len: usize,
     pub from: Endpoint,
+    pub ds: u8,
 }
 
 pub struct Sockets {
@@ -64,9 +66,11 @@ fn bind_one(addr: SocketAddr, fwmark: u32) -> io::Result<UdpSocket> {
     let fd = sock.as_raw_fd();
     if addr.is_ipv4() {
         setsockopt(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1i32)?;
+        setsockopt(fd, libc::IPPROTO_IP, libc::IP_RECVTOS, 1i32)?;
     } else {
         setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1i32)?;
         setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1i32)?;
+        setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS, 1i32)?;
     }
     if fwmark != 0 {
         setsockopt(fd, libc::SOL_SOCKET, libc::SO_MARK, fwmark)?;
@@ -137,16 +141,17 @@ impl Sockets {
         if addr.is_ipv4() { self.v4.as_ref() } else { self.v6.as_ref() }
     }
 
-    /// Sends from `to.local` if set. If the kernel refuses that source (the address went
-    /// away), the source is dropped and the send retried; the caller learns of it through the
-    /// returned flag so the peer's cached source can be cleared, as the kernel clears it.
-    pub fn send(&self, to: &Endpoint, data: &[u8]) -> io::Result<bool> {
+    /// Sends from `to.local` if set, with `ecn` in the IP header's ECN bits. If the kernel
+    /// refuses that source (the address went away), the source is dropped and the send
+    /// retried; the caller learns of it through the returned flag so the peer's cached source
+    /// can be cleared, as the kernel clears it.
+    pub fn send(&self, to: &Endpoint, data: &[u8], ecn: u8) -> io::Result<bool> {
         let Some(sock) = self.for_family(&to.addr) else {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "no socket for that family"));
         };
-        match send_from(sock, to, data) {
+        match send_from(sock, to, data, ecn) {
             Err(e) if to.local.is_some() && source_refused(&e) => {
-                send_from(sock, &Endpoint::new(to.addr), data)?;
+                send_from(sock, &Endpoint::new(to.addr), data, ecn)?;
                 Ok(true)
             }
             other => other.map(|_| false),
@@ -222,13 +227,43 @@ fn sockaddr_to(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Room for one IP_PKTINFO or IPV6_PKTINFO control message.
-const CMSG_SPACE: usize = 64;
+/// Room for a pktinfo and a TOS / traffic class control message of either family.
+const CMSG_SPACE: usize = 128;
 
 #[repr(C, align(8))]
 struct ControlBuffer([u8; CMSG_SPACE]);
 
-fn send_from(sock: &UdpSocket, to: &Endpoint, data: &[u8]) -> io::Result<usize> {
+/// Appends one control message after `previous` (null: the first) and returns it.
+///
+/// # Safety
+/// `msg.msg_control` is a buffer with room for everything appended; `msg.msg_controllen`
+/// covers what was appended before.
+unsafe fn append_cmsg<T>(
+    msg: &mut libc::msghdr,
+    previous: *mut libc::cmsghdr,
+    level: i32,
+    kind: i32,
+    value: T,
+) -> *mut libc::cmsghdr {
+    // SAFETY: as the caller promises; the new message is within the buffer once
+    // msg_controllen is extended by its space.
+    unsafe {
+        let used = msg.msg_controllen;
+        msg.msg_controllen = (used + libc::CMSG_SPACE(size_of::<T>() as u32) as usize) as _;
+        let cmsg = if previous.is_null() {
+            libc::CMSG_FIRSTHDR(msg)
+        } else {
+            libc::CMSG_NXTHDR(msg, previous)
+        };
+        (*cmsg).cmsg_level = level;
+        (*cmsg).cmsg_type = kind;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<T>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut T, value);
+        cmsg
+    }
+}
+
+fn send_from(sock: &UdpSocket, to: &Endpoint, data: &[u8], ecn: u8) -> io::Result<usize> {
     let (mut dst, dst_len) = sockaddr_from(&to.addr);
     let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
     let mut control = ControlBuffer([0; CMSG_SPACE]);
@@ -238,72 +273,78 @@ fn send_from(sock: &UdpSocket, to: &Endpoint, data: &[u8]) -> io::Result<usize> 
     msg.msg_namelen = dst_len;
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    if let Some(local) = to.local {
-        msg.msg_control = control.0.as_mut_ptr() as *mut _;
-        // SAFETY: CMSG macros over the control buffer we just attached, which is large
-        // enough for one pktinfo message of either family.
-        unsafe {
-            match local.ip {
+    msg.msg_control = control.0.as_mut_ptr() as *mut _;
+    let mut last = std::ptr::null_mut();
+    // SAFETY: the control buffer holds a pktinfo and a TOS message of either family.
+    unsafe {
+        if let Some(local) = to.local {
+            last = match local.ip {
                 IpAddr::V4(src) => {
-                    msg.msg_controllen =
-                        libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) as _;
-                    let cmsg = libc::CMSG_FIRSTHDR(&msg);
-                    (*cmsg).cmsg_level = libc::IPPROTO_IP;
-                    (*cmsg).cmsg_type = libc::IP_PKTINFO;
-                    (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as _;
-                    let info = libc::CMSG_DATA(cmsg) as *mut libc::in_pktinfo;
-                    (*info).ipi_ifindex = 0;
-                    (*info).ipi_spec_dst.s_addr = u32::from_ne_bytes(src.octets());
-                    (*info).ipi_addr.s_addr = 0;
+                    // SAFETY: an all-zero in_pktinfo is valid.
+                    let mut info: libc::in_pktinfo = zeroed();
+                    info.ipi_spec_dst.s_addr = u32::from_ne_bytes(src.octets());
+                    append_cmsg(&mut msg, last, libc::IPPROTO_IP, libc::IP_PKTINFO, info)
                 }
                 IpAddr::V6(src) => {
-                    msg.msg_controllen =
-                        libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32) as _;
-                    let cmsg = libc::CMSG_FIRSTHDR(&msg);
-                    (*cmsg).cmsg_level = libc::IPPROTO_IPV6;
-                    (*cmsg).cmsg_type = libc::IPV6_PKTINFO;
-                    (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as _;
-                    let info = libc::CMSG_DATA(cmsg) as *mut libc::in6_pktinfo;
-                    (*info).ipi6_addr.s6_addr = src.octets();
-                    (*info).ipi6_ifindex =
-                        if src.is_unicast_link_local() { local.ifindex } else { 0 };
+                    let info = libc::in6_pktinfo {
+                        ipi6_addr: libc::in6_addr { s6_addr: src.octets() },
+                        ipi6_ifindex: if src.is_unicast_link_local() { local.ifindex } else { 0 },
+                    };
+                    append_cmsg(&mut msg, last, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, info)
                 }
-            }
+            };
         }
+        if ecn != 0 {
+            let (level, kind) = match to.addr {
+                SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_TOS),
+                SocketAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_TCLASS),
+            };
+            append_cmsg(&mut msg, last, level, kind, i32::from(ecn));
+        }
+    }
+    if msg.msg_controllen == 0 {
+        msg.msg_control = std::ptr::null_mut();
     }
     // SAFETY: msg is fully initialised above.
     let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, 0) };
     if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
-/// The local address a datagram arrived at, from its IP_PKTINFO / IPV6_PKTINFO message.
-fn local_address(msg: &libc::msghdr) -> Option<LocalAddr> {
+/// The local address a datagram arrived at (IP_PKTINFO / IPV6_PKTINFO) and its DS field
+/// (IP_TOS / IPV6_TCLASS), from its control messages.
+fn control_messages(msg: &libc::msghdr) -> (Option<LocalAddr>, u8) {
     let mut local = None;
+    let mut ds = 0;
     // SAFETY: walks the control messages the kernel wrote into the message's buffer.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(msg);
         while !cmsg.is_null() {
+            let data = libc::CMSG_DATA(cmsg);
             match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
                 (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
-                    let info = &*(libc::CMSG_DATA(cmsg) as *const libc::in_pktinfo);
+                    let info = std::ptr::read_unaligned(data as *const libc::in_pktinfo);
                     local = Some(LocalAddr {
                         ip: Ipv4Addr::from(info.ipi_addr.s_addr.to_ne_bytes()).into(),
                         ifindex: info.ipi_ifindex as u32,
                     });
                 }
                 (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
-                    let info = &*(libc::CMSG_DATA(cmsg) as *const libc::in6_pktinfo);
+                    let info = std::ptr::read_unaligned(data as *const libc::in6_pktinfo);
                     local = Some(LocalAddr {
                         ip: Ipv6Addr::from(info.ipi6_addr.s6_addr).into(),
                         ifindex: info.ipi6_ifindex,
                     });
+                }
+                (libc::IPPROTO_IP, libc::IP_TOS) => ds = *data,
+                (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => {
+                    ds = std::ptr::read_unaligned(data as *const i32) as u8;
                 }
                 _ => {}
             }
             cmsg = libc::CMSG_NXTHDR(msg, cmsg);
         }
     }
-    local
+    (local, ds)
 }
 
 /// Datagrams per `recvmmsg`: under load the queue holds many, and taking them in one call
@@ -377,8 +418,12 @@ impl ReceiveBatch {
             let addr = sockaddr_to(source).ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidData, "unknown address family")
             })?;
-            let local = local_address(&m.msg_hdr);
-            self.arrivals.push(Arrival { len: m.msg_len as usize, from: Endpoint { addr, local } });
+            let (local, ds) = control_messages(&m.msg_hdr);
+            self.arrivals.push(Arrival {
+                len: m.msg_len as usize,
+                from: Endpoint { addr, local },
+                ds,
+            });
         }
         Ok(self.arrivals.len())
     }
@@ -407,7 +452,7 @@ mod tests {
         let b = Sockets::bind(0, 0).unwrap();
         assert_ne!(a.port, 0);
         let to_b = Endpoint::new(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), b.port));
-        assert!(!a.send(&to_b, b"hello").unwrap());
+        assert!(!a.send(&to_b, b"hello", 0).unwrap());
         let mut batch = ReceiveBatch::default();
         assert_eq!(batch.receive(b.v4.as_ref().unwrap()).unwrap(), 1);
         assert_eq!(batch.datagram(0), b"hello");
@@ -420,11 +465,33 @@ mod tests {
             addr: got.from.addr,
             local: Some(LocalAddr { ip: Ipv4Addr::new(127, 0, 0, 1).into(), ifindex: 0 }),
         };
-        assert!(!b.send(&back, b"world").unwrap());
-        assert!(!b.send(&back, b"again").unwrap());
+        assert!(!b.send(&back, b"world", 0).unwrap());
+        assert!(!b.send(&back, b"again", 0).unwrap());
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(batch.receive(a.v4.as_ref().unwrap()).unwrap(), 2, "both queued, one call");
         assert_eq!((batch.datagram(0), batch.datagram(1)), (&b"world"[..], &b"again"[..]));
+    }
+
+    #[test]
+    fn ecn_bits_are_sent_and_received_in_both_families() {
+        let a = Sockets::bind(0, 0).unwrap();
+        let b = Sockets::bind(0, 0).unwrap();
+        let mut batch = ReceiveBatch::default();
+        let loopbacks: [(IpAddr, &UdpSocket); 2] = [
+            (Ipv4Addr::LOCALHOST.into(), b.v4.as_ref().unwrap()),
+            (Ipv6Addr::LOCALHOST.into(), b.v6.as_ref().unwrap()),
+        ];
+        for (ip, socket) in loopbacks {
+            for ecn in [0, 1, 2, 3] {
+                let local = LocalAddr { ip, ifindex: 0 };
+                let to_b = Endpoint { addr: SocketAddr::new(ip, b.port), local: Some(local) };
+                assert!(!a.send(&to_b, b"marked", ecn).unwrap());
+                assert_eq!(batch.receive(socket).unwrap(), 1);
+                assert_eq!(batch.arrival(0).ds, ecn, "ECN {ecn} over {ip}");
+                let arrived_at = batch.arrival(0).from.local.map(|l| l.ip);
+                assert_eq!(arrived_at, Some(ip), "pktinfo still read");
+            }
+        }
     }
 
     #[test]
@@ -435,7 +502,7 @@ mod tests {
             addr: SocketAddr::new(Ipv4Addr::LOCALHOST.into(), b.port),
             local: Some(LocalAddr { ip: Ipv4Addr::new(192, 0, 2, 77).into(), ifindex: 0 }),
         };
-        assert!(a.send(&to_b, b"x").unwrap(), "source was refused and dropped");
+        assert!(a.send(&to_b, b"x", 0).unwrap(), "source was refused and dropped");
         let mut batch = ReceiveBatch::default();
         assert_eq!(batch.receive(b.v4.as_ref().unwrap()).unwrap(), 1);
         assert_eq!(batch.datagram(0), b"x");

@@ -1,8 +1,10 @@
 //! The little the protocol needs to know about the IP packets it carries: version, source,
-//! destination and the length the header claims; and the ICMP errors the kernel sends for
-//! packets it cannot route into the tunnel.
+//! destination, the length the header claims and the ECN bits; and the ICMP errors the
+//! kernel sends for packets it cannot route into the tunnel.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use gateway_common::ecn;
 
 const IPV4_MIN_HEADER: usize = 20;
 const IPV6_HEADER: usize = 40;
@@ -38,6 +40,38 @@ pub fn parse(packet: &[u8]) -> Option<Header> {
             Some(Header { src: src.into(), dst: dst.into(), claimed_len })
         }
         _ => None,
+    }
+}
+
+/// The DS field (IPv4 TOS, IPv6 traffic class) of the packet, 0 if it is not IP.
+pub fn dsfield(packet: &[u8]) -> u8 {
+    match packet {
+        [first, second, ..] if first >> 4 == 4 => *second,
+        [first, second, ..] if first >> 4 == 6 => (first << 4) | (second >> 4),
+        _ => 0,
+    }
+}
+
+/// Marks a decrypted packet as its outer header's DS field says (`ecn::decapsulate`), as the
+/// kernel's WireGuard does before handing it to the stack; an IPv4 header checksum follows.
+pub fn decapsulate_ecn(packet: &mut [u8], outer_ds: u8) {
+    let inner = dsfield(packet);
+    let marked = ecn::decapsulate(outer_ds, inner);
+    if marked == inner & ecn::MASK {
+        return;
+    }
+    match packet[0] >> 4 {
+        4 if packet.len() >= IPV4_MIN_HEADER => {
+            let old = u16::from_be_bytes([packet[0], packet[1]]);
+            packet[1] = (packet[1] & !ecn::MASK) | marked;
+            let new = u16::from_be_bytes([packet[0], packet[1]]);
+            // RFC 1624: HC' = ~(~HC + ~m + m').
+            let check = u16::from_be_bytes([packet[10], packet[11]]);
+            let sum = u32::from(!check) + u32::from(!old) + u32::from(new);
+            packet[10..12].copy_from_slice(&checksum_fold(sum).to_be_bytes());
+        }
+        6 => packet[1] = (packet[1] & !(ecn::MASK << 4)) | (marked << 4),
+        _ => {}
     }
 }
 
@@ -167,6 +201,31 @@ mod tests {
         p.extend_from_slice(&dst.octets());
         p.extend_from_slice(payload);
         p
+    }
+
+    #[test]
+    fn decapsulation_marks_ecn_and_keeps_the_ipv4_checksum_valid() {
+        for (tos, outer, marked) in [
+            (0xb8 | ecn::ECT_0, ecn::CE, 0xb8 | ecn::CE),
+            (0xb8 | ecn::ECT_0, ecn::ECT_1, 0xb8 | ecn::ECT_1),
+            (0xb8 | ecn::NOT_ECT, ecn::CE, 0xb8 | ecn::NOT_ECT),
+            (0xb8 | ecn::ECT_1, ecn::ECT_0, 0xb8 | ecn::ECT_1),
+        ] {
+            let mut p = v4_packet([10, 0, 0, 1], [10, 0, 0, 2], 17, &[0; 8]);
+            p[1] = tos;
+            let check = checksum_fold(checksum_add(0, &p[..20]));
+            p[10..12].copy_from_slice(&check.to_be_bytes());
+            decapsulate_ecn(&mut p, 0x28 | outer);
+            assert_eq!(p[1], marked, "TOS {tos:#04x} under outer ECN {outer}");
+            assert_eq!(checksum_fold(checksum_add(0, &p[..20])), 0, "header checksum");
+        }
+        let (a, b): (Ipv6Addr, Ipv6Addr) = ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
+        let mut p = v6_packet(a, b, 17, &[0; 8]);
+        // Traffic class 0xb8 | ECT(0), flow label 0x12345.
+        p[..4].copy_from_slice(&[0x6b, 0xa1, 0x23, 0x45]);
+        decapsulate_ecn(&mut p, ecn::CE);
+        assert_eq!(dsfield(&p), 0xb8 | ecn::CE);
+        assert_eq!(&p[..4], &[0x6b, 0xb1, 0x23, 0x45], "version and flow label untouched");
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub use config::{ConfigError, PeerSnapshot};
 pub struct Transmit {
     pub to: Endpoint,
     pub data: Vec<u8>,
+    /// The outer header's ECN bits (`gateway_common::ecn::encapsulate` of the inner packet;
+    /// 0 for handshakes and keepalives).
+    pub ecn: u8,
 }
 
 /// What happened that someone outside the protocol (the eBPF data plane, the logs) must know.

@@ -20,13 +20,15 @@ use crate::wg::timers::{KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_TIMEOUT};
 const UNDER_LOAD_LINGER: Duration = Duration::from_secs(1);
 
 impl Device {
-    /// A datagram from `from` (with the local address it arrived on). `handshake_backlog` is
+    /// A datagram from `from` (with the local address it arrived on), whose outer header had
+    /// the DS field `outer_ds` (its ECN bits mark a decrypted packet). `handshake_backlog` is
     /// how many handshake messages are waiting to be processed: from an eighth of
     /// MAX_QUEUED_INCOMING_HANDSHAKES on, the device is under load and demands cookies.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
         from: Endpoint,
+        outer_ds: u8,
         datagram: &mut [u8],
         handshake_backlog: usize,
     ) -> Received {
@@ -45,7 +47,7 @@ impl Device {
             }
         };
         match kind {
-            None => self.receive_data(now, from, datagram),
+            None => self.receive_data(now, from, outer_ds, datagram),
             Some(()) => {
                 self.receive_handshake(now, from, datagram, handshake_backlog);
                 Received::Nothing
@@ -122,7 +124,7 @@ impl Device {
                 }
                 _ => return,
             };
-            self.transmits.push_back(super::Transmit { to: from, data: reply.to_vec() });
+            self.transmits.push_back(super::Transmit { to: from, data: reply.to_vec(), ecn: 0 });
             return;
         }
         let id = match packet {
@@ -202,7 +204,13 @@ impl Device {
     }
 
     /// Transport data: decrypt, check, hand the inner packet to the TUN.
-    fn receive_data(&mut self, now: Instant, from: Endpoint, datagram: &mut [u8]) -> Received {
+    fn receive_data(
+        &mut self,
+        now: Instant,
+        from: Endpoint,
+        outer_ds: u8,
+        datagram: &mut [u8],
+    ) -> Received {
         let receiver = u32::from_le_bytes(datagram[4..8].try_into().expect("length checked"));
         let counter = u64::from_le_bytes(datagram[8..16].try_into().expect("length checked"));
         let Some(id) = self.index_table.lookup(receiver, IndexKind::Keypair) else {
@@ -260,7 +268,9 @@ impl Device {
             peer.rx_packets += 1;
         }
         debug_assert_eq!(message_len, DATA_MIN_LEN + plain_len);
-        Received::Tun(DATA_HEADER_LEN..DATA_HEADER_LEN + header.claimed_len)
+        let inner = DATA_HEADER_LEN..DATA_HEADER_LEN + header.claimed_len;
+        ip::decapsulate_ecn(&mut datagram[inner.clone()], outer_ds);
+        Received::Tun(inner)
     }
 
     /// Bookkeeping shared by every authenticated transport message (the kernel's

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use gateway_common::ecn;
 use gateway_common::wire::{DATA_HEADER_LEN, DATA_MIN_LEN, MESSAGE_PADDING_MULTIPLE};
 
 use super::{Device, DropReason, Event, Transmit};
@@ -86,7 +87,7 @@ impl Device {
             match seal(keypair, now, reject_after, &plain, mtu) {
                 Some(message) => {
                     data_sent |= !plain.is_empty();
-                    sealed.push(message);
+                    sealed.push((message, ecn::encapsulate(ip::dsfield(&plain))));
                 }
                 None => {
                     peer.staged.push_front(plain);
@@ -98,10 +99,10 @@ impl Device {
         if !sealed.is_empty() {
             peer.timers.on_any_authenticated_packet_traversal(now);
             peer.timers.on_any_authenticated_packet_sent();
-            for data in sealed {
+            for (data, ecn) in sealed {
                 peer.tx_bytes += data.len() as u64;
                 peer.tx_packets += 1;
-                self.transmits.push_back(Transmit { to: endpoint, data });
+                self.transmits.push_back(Transmit { to: endpoint, data, ecn });
             }
             if data_sent {
                 peer.timers.on_data_sent(now, &mut *self.rng);
@@ -231,7 +232,7 @@ impl Device {
         peer.last_sent_handshake = Some(now);
         peer.tx_bytes += message.len() as u64;
         peer.tx_packets += 1;
-        self.transmits.push_back(Transmit { to: endpoint, data: message.to_vec() });
+        self.transmits.push_back(Transmit { to: endpoint, data: message.to_vec(), ecn: 0 });
     }
 
     /// The kernel's `wg_noise_handshake_begin_session`: turn the completed handshake into a

@@ -8,6 +8,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::*;
 use crate::wg::peer::Endpoint;
+use gateway_common::ecn;
 use gateway_common::wire::MAX_QUEUED_INCOMING_HANDSHAKES;
 
 /// xorshift: deterministic, and "crypto" only as far as these tests are concerned.
@@ -87,6 +88,10 @@ struct Net {
     wire: Vec<(bool, Vec<u8>)>,
     /// Drop datagrams instead of delivering them.
     cut: bool,
+    /// The path marks every packet to b Congestion Experienced.
+    congested: bool,
+    /// The ECN bits of each datagram a sent.
+    ecn_to_b: Vec<u8>,
     /// Handshake backlog each side reports (to simulate load).
     a_backlog: usize,
     b_backlog: usize,
@@ -126,6 +131,8 @@ impl Net {
             b_tun: vec![],
             wire: vec![],
             cut: false,
+            congested: false,
+            ecn_to_b: vec![],
             a_backlog: 0,
             b_backlog: 0,
             b_sees_a_from: sa(A_ADDR),
@@ -144,8 +151,10 @@ impl Net {
                 moved = true;
                 assert_eq!(t.to.addr, sa(B_ADDR));
                 self.wire.push((true, t.data.clone()));
+                self.ecn_to_b.push(t.ecn);
                 if !self.cut {
-                    self.deliver_to_b(t.data);
+                    let outer = if self.congested { ecn::CE } else { t.ecn };
+                    self.deliver_to_b_marked(t.data, outer);
                 }
             }
             while let Some(t) = self.b.poll_transmit() {
@@ -167,9 +176,13 @@ impl Net {
         }
     }
 
-    fn deliver_to_b(&mut self, mut data: Vec<u8>) -> Received {
+    fn deliver_to_b(&mut self, data: Vec<u8>) -> Received {
+        self.deliver_to_b_marked(data, 0)
+    }
+
+    fn deliver_to_b_marked(&mut self, mut data: Vec<u8>, outer_ds: u8) -> Received {
         let from = Endpoint::new(self.b_sees_a_from);
-        let r = self.b.handle_datagram(self.now, from, &mut data, self.b_backlog);
+        let r = self.b.handle_datagram(self.now, from, outer_ds, &mut data, self.b_backlog);
         if let Received::Tun(range) = &r {
             self.b_tun.push(data[range.clone()].to_vec());
         }
@@ -177,8 +190,8 @@ impl Net {
     }
 
     fn deliver_to_a(&mut self, mut data: Vec<u8>) -> Received {
-        let r =
-            self.a.handle_datagram(self.now, Endpoint::new(sa(B_ADDR)), &mut data, self.a_backlog);
+        let from = Endpoint::new(sa(B_ADDR));
+        let r = self.a.handle_datagram(self.now, from, 0, &mut data, self.a_backlog);
         if let Received::Tun(range) = &r {
             self.a_tun.push(data[range.clone()].to_vec());
         }
@@ -291,6 +304,33 @@ fn transfer_counts_handshakes_and_messages_like_the_kernel() {
     assert_eq!(a.rx_bytes, 92);
     assert_eq!(b.rx_bytes, 148 + 160);
     assert_eq!(b.tx_bytes, 92);
+}
+
+#[test]
+fn ecn_crosses_the_tunnel_as_the_kernel_marks_it() {
+    let mut n = Net::new();
+    n.a_sends(10);
+    let send = |n: &mut Net, inner_ecn: u8| {
+        n.ecn_to_b.clear();
+        n.b_tun.clear();
+        let mut p = packet(A_INNER, B_INNER, 10);
+        p[1] = 0xb8 | inner_ecn;
+        n.a.handle_tun_packet(n.now, &p);
+        n.pump();
+        assert_eq!(n.b_tun.len(), 1);
+        (n.ecn_to_b[0], n.b_tun[0][1] & ecn::MASK)
+    };
+    assert_eq!(send(&mut n, ecn::ECT_0), (ecn::ECT_0, ecn::ECT_0));
+    assert_eq!(send(&mut n, ecn::ECT_1), (ecn::ECT_1, ecn::ECT_1));
+    assert_eq!(send(&mut n, ecn::CE), (ecn::ECT_0, ecn::CE), "CE is sent as ECT(0)");
+    assert_eq!(send(&mut n, ecn::NOT_ECT), (ecn::NOT_ECT, ecn::NOT_ECT));
+    n.congested = true;
+    assert_eq!(
+        send(&mut n, ecn::ECT_0).1,
+        ecn::CE,
+        "congestion on the path reaches the inner packet"
+    );
+    assert_eq!(send(&mut n, ecn::NOT_ECT).1, ecn::NOT_ECT, "not ECN-capable: left as it is");
 }
 
 #[test]
@@ -553,7 +593,7 @@ fn garbage_never_panics() {
                 d[2] = 0;
                 d[3] = 0;
             }
-            n.b.handle_datagram(n.now, Endpoint::new(sa(A_ADDR)), &mut d, 0);
+            n.b.handle_datagram(n.now, Endpoint::new(sa(A_ADDR)), 0, &mut d, 0);
             let mut t = d.clone();
             if !t.is_empty() {
                 t[0] = 0x45;
