@@ -27,6 +27,8 @@ pub trait EventSink: Send {
     fn attachments(&self) -> Vec<String>;
     /// What its programs did with packets, by reason.
     fn stats(&self) -> std::collections::BTreeMap<String, u64>;
+    /// Another interface of the host changed (flags, MTU, offload features...).
+    fn link_changed(&mut self, _ifindex: u32) {}
 }
 
 pub struct Core {

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use super::core::EventSink;
 use super::status::PathCounters;
 use crate::dataplane::{
-    AttachPreference, Dataplane, PeerActivitySnapshot, PeerEndpoint, PeerSlot, SessionParams,
-    SessionSlot, SessionUse, TunnelConfig, TunnelSends, route_interface,
+    AttachPreference, Dataplane, PeerActivitySnapshot, PeerEndpoint, PeerSlot, Program,
+    SessionParams, SessionSlot, SessionUse, TunnelConfig, TunnelSends, route_interface,
 };
 use crate::wg::PeerId;
 use crate::wg::device::{Device, Event, ObservedActivity};
@@ -385,9 +385,24 @@ impl EventSink for EbpfSink {
                     .resolve()
                     .map(|(_, n)| n)
                     .unwrap_or_else(|_| format!("#{ifindex}"));
-                format!("{name}: {}", program.name())
+                let checksum = match program {
+                    Program::RxXdp | Program::RxTc => self.dp.underlay_checksum(ifindex),
+                    _ => None,
+                };
+                match checksum {
+                    Some(c) => format!("{name}: {} (transmit checksum: {c})", program.name()),
+                    None => format!("{name}: {}", program.name()),
+                }
             })
             .collect()
+    }
+
+    /// An underlay's checksum offload may have changed (`ethtool -K`): the send program must
+    /// know before it relies on it.
+    fn link_changed(&mut self, ifindex: u32) {
+        if self.underlays.contains_key(&ifindex) {
+            self.dp.refresh_underlay(ifindex);
+        }
     }
 
     fn stats(&self) -> BTreeMap<String, u64> {

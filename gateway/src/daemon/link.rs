@@ -1,5 +1,6 @@
 //! Watching our interface: up/down (timers run only while it is up), deletion (we exit, as
-//! wireguard-go does), and its addresses (the source of the ICMP errors we generate).
+//! wireguard-go does), and its addresses (the source of the ICMP errors we generate); and
+//! changes to other interfaces, for the data plane's view of its underlays.
 //! rtnetlink notifies; the state itself is read back with plain ioctls and getifaddrs.
 
 use std::ffi::CStr;
@@ -21,6 +22,8 @@ pub enum LinkEvent {
     },
     Deleted,
     AddressesChanged,
+    /// Another interface changed (its flags, MTU, features...): an underlay, perhaps.
+    OtherLinkChanged(u32),
 }
 
 const RTMGRP_LINK: u32 = 0x1;
@@ -45,6 +48,9 @@ pub async fn watch(ifindex: u32, mut on_event: impl FnMut(LinkEvent)) -> io::Res
                     _ => None,
                 });
                 on_event(LinkEvent::Changed { up, mtu });
+            }
+            RouteNetlinkMessage::NewLink(link) => {
+                on_event(LinkEvent::OtherLinkChanged(link.header.index));
             }
             RouteNetlinkMessage::DelLink(link) if link.header.index == ifindex => {
                 on_event(LinkEvent::Deleted);

@@ -221,6 +221,11 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
                 c.device.set_up(Instant::now(), up);
             }),
             link::LinkEvent::Deleted => shared.stop(),
+            link::LinkEvent::OtherLinkChanged(index) => shared.step(|c| {
+                if let Some(sink) = c.sink.as_mut() {
+                    sink.link_changed(index);
+                }
+            }),
             link::LinkEvent::AddressesChanged => {
                 if let Ok((v4, v6)) = link::addresses(&name) {
                     shared.step(|c| c.device.set_icmp_sources(v4, v6));

@@ -3,6 +3,7 @@
 //! the data plane needs anyway): no clsact qdisc is created, and dropping a link detaches
 //! its program, so dropping the `Dataplane` leaves nothing attached and nothing pinned.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::fmt;
 
@@ -143,6 +144,8 @@ pub struct Attachments {
     links: Vec<Attached>,
     lan: Vec<u32>,
     tunnel_gso: Option<TunnelGso>,
+    /// How each underlay completes checksums, as last told to the send program.
+    underlay_checksums: HashMap<u32, TxChecksum>,
 }
 
 struct TunnelGso {
@@ -234,12 +237,16 @@ impl Dataplane {
         }
     }
 
-    /// Reads how an underlay completes checksums (ethtool) and tells the send program.
+    /// Reads how an underlay completes checksums (ethtool) and tells the send program, with
+    /// one log line when TCP this host sends cannot leave through it from the program.
     fn describe_underlay(&mut self, ifindex: u32, name: &str) {
         let checksum = netdev::tx_checksum(name).unwrap_or_else(|e| {
             warn!("data plane: reading {name}'s checksum offload: {e}");
             TxChecksum::ByProtocol
         });
+        if self.attachments.underlay_checksums.get(&ifindex) == Some(&checksum) {
+            return;
+        }
         if !checksum.follows_offsets() {
             info!(
                 "data plane: {name} offloads checksums by protocol (tx-checksum-ipv4/ipv6): TCP \
@@ -251,6 +258,18 @@ impl Dataplane {
         }
     }
 
+    /// How an attached underlay completes checksums, as the send program knows it.
+    pub fn underlay_checksum(&self, ifindex: u32) -> Option<TxChecksum> {
+        self.attachments.underlay_checksums.get(&ifindex).copied()
+    }
+
+    /// Reads an attached underlay's checksum offload again (after a link change).
+    pub fn refresh_underlay(&mut self, ifindex: u32) {
+        if let Ok((_, name)) = Interface::Index(ifindex).resolve() {
+            self.describe_underlay(ifindex, &name);
+        }
+    }
+
     /// Tells the send program how an underlay completes the checksums the stack leaves to
     /// it (`UNDERLAYS`): whether TCP this host originates can leave through it from the
     /// program (see gateway-ebpf's `partial`). `attach_underlay` does this by itself.
@@ -258,7 +277,9 @@ impl Dataplane {
         let flags = if checksum.follows_offsets() { UNDERLAY_GENERIC_CHECKSUM } else { 0 };
         self.underlays
             .insert(ifindex, flags, 0)
-            .map_err(|e| DataplaneError::kernel_chain("updating UNDERLAYS", &e))
+            .map_err(|e| DataplaneError::kernel_chain("updating UNDERLAYS", &e))?;
+        self.attachments.underlay_checksums.insert(ifindex, checksum);
+        Ok(())
     }
 
     /// Puts the send program on the TUN's egress. With `TunnelSends::PerSegment` the stack
@@ -333,6 +354,7 @@ impl Dataplane {
         }
         // Not every interface is in UNDERLAYS.
         let _ = self.underlays.remove(&ifindex);
+        self.attachments.underlay_checksums.remove(&ifindex);
         if let Some(gso) = self.attachments.tunnel_gso.take_if(|g| g.ifindex == ifindex)
             && let Err(e) = netdev::set_gso_max_segs(ifindex, gso.previous)
         {

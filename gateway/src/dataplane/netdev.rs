@@ -32,6 +32,16 @@ pub enum TxChecksum {
     ByProtocol,
 }
 
+impl std::fmt::Display for TxChecksum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TxChecksum::Software => "software",
+            TxChecksum::Generic => "generic",
+            TxChecksum::ByProtocol => "by protocol",
+        })
+    }
+}
+
 impl TxChecksum {
     /// Whether the offsets in the skb are what decides (see gateway-ebpf's `partial`).
     pub fn follows_offsets(self) -> bool {
