@@ -14,6 +14,7 @@ use gateway_common::{
     wire::{AEAD_TAG_LEN, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN},
 };
 
+use crate::crypto::MAX_PLAINTEXT;
 use crate::csum;
 use crate::encap::{self, EncapError, Handover, OuterChecksum, Verify};
 use crate::maps::{allowed, config, count};
@@ -145,8 +146,14 @@ pub unsafe fn from_tun(ctx: *mut c_void, s: &mut Scratch) -> i32 {
     let (payload_off, verify) = match partial {
         None => (0, checksum_verification(&s.crypt.head, &inner)),
         Some((l4, value)) => {
+            let padded = encap::padded_len(len, cfg.tun_mtu);
+            if padded > MAX_PLAINTEXT {
+                // Checked before the packet is moved: a moved packet cannot be passed on.
+                count(Stat::TxPassOffload);
+                return ok;
+            }
             let off = partial::payload_offset(l4);
-            let new_len = off + encap::padded_len(len, cfg.tun_mtu) + AEAD_TAG_LEN as u32;
+            let new_len = off + padded + AEAD_TAG_LEN as u32;
             if !unsafe { partial::relocate::<TcL3>(ctx, s, len, off, new_len, l4, value) } {
                 count(Stat::Error);
                 return TC_ACT_SHOT;
