@@ -195,6 +195,37 @@ impl TunQueue<'_> {
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
     }
+
+    /// Reads return `WouldBlock` when no packet is queued (writes to a TUN never wait).
+    pub fn set_nonblocking(&self) -> io::Result<()> {
+        let fd = self.0.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we hold, reading then setting its status flags.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until a packet can be read; an error once the interface is gone.
+    pub fn wait_readable(&self) -> io::Result<()> {
+        let mut pfd = libc::pollfd { fd: self.0.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        loop {
+            // SAFETY: one pollfd for a descriptor we hold.
+            let rc = unsafe { libc::poll(&mut pfd, 1, -1) };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            // POLLERR or POLLHUP with nothing to read: the next read says why.
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use super::udp::Sockets;
+use super::udp::{self, Sockets};
 use crate::tun::{Tun, TunQueue};
 use crate::wg::PeerId;
 use crate::wg::device::{Device, Event, Transmit};
@@ -131,12 +131,25 @@ impl Shared {
     pub fn carry_out(&self, out: Outbox) {
         if !out.transmits.is_empty() {
             let sockets = self.sockets();
-            for t in &out.transmits {
-                match sockets.send(&t.to, &t.data, t.ecn) {
+            let mut rest = &out.transmits[..];
+            let mut joined = Vec::new();
+            while let Some(first) = rest.first() {
+                let run = segment_run(rest);
+                let sent = if run == 1 {
+                    sockets.send(&first.to, &first.data, first.ecn)
+                } else {
+                    joined.clear();
+                    for t in &rest[..run] {
+                        joined.extend_from_slice(&t.data);
+                    }
+                    sockets.send_segments(&first.to, &joined, first.ecn, first.data.len())
+                };
+                match sent {
                     Ok(false) => {}
-                    Ok(true) => self.forget_endpoint_source(t),
-                    Err(e) => tracing::debug!(to = %t.to.addr, "send failed: {e}"),
+                    Ok(true) => self.forget_endpoint_source(first),
+                    Err(e) => tracing::debug!(to = %first.to.addr, "send failed: {e}"),
                 }
+                rest = &rest[run..];
             }
         }
         if let Some(queue) = self.tun.queues().first() {
@@ -198,5 +211,57 @@ impl Shared {
         let _guard = self.alarm.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.alarm.planned.store(0, Ordering::Release);
         self.alarm.cv.notify_all();
+    }
+}
+
+/// How many transmits, from the first, leave in one UDP GSO send: to the same endpoint with
+/// the same ECN bits, each as long as the first except a shorter last one, within the
+/// kernel's limits. Bulk sends seal runs of full-size segments, which then cost one system
+/// call instead of one each.
+fn segment_run(transmits: &[Transmit]) -> usize {
+    let first = &transmits[0];
+    let size = first.data.len();
+    let (mut count, mut total) = (1, size);
+    for t in &transmits[1..] {
+        if count == udp::MAX_SEGMENTS
+            || t.to != first.to
+            || t.ecn != first.ecn
+            || t.data.len() > size
+            || total + t.data.len() > udp::MAX_SEGMENTED_BYTES
+        {
+            break;
+        }
+        count += 1;
+        total += t.data.len();
+        if t.data.len() < size {
+            break;
+        }
+    }
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wg::peer::Endpoint;
+
+    fn transmit(to: &str, len: usize, ecn: u8) -> Transmit {
+        Transmit { to: Endpoint::new(to.parse().unwrap()), data: vec![0; len], ecn }
+    }
+
+    #[test]
+    fn runs_of_equal_datagrams_to_one_endpoint_go_together() {
+        let a = "192.0.2.1:51820";
+        let b = "192.0.2.2:51820";
+        let t = |to, len| transmit(to, len, 0);
+        assert_eq!(segment_run(&[t(a, 1000)]), 1);
+        assert_eq!(segment_run(&[t(a, 1000), t(a, 1000), t(a, 400), t(a, 1000)]), 3);
+        assert_eq!(segment_run(&[t(a, 1000), t(a, 1000), t(b, 1000)]), 2);
+        assert_eq!(segment_run(&[t(a, 400), t(a, 1000)]), 1, "a longer one starts a new run");
+        assert_eq!(segment_run(&[transmit(a, 100, 0), transmit(a, 100, 2)]), 1, "ECN differs");
+        let many: Vec<_> = (0..100).map(|_| t(a, 100)).collect();
+        assert_eq!(segment_run(&many), udp::MAX_SEGMENTS);
+        let big: Vec<_> = (0..50).map(|_| t(a, 1500)).collect();
+        assert_eq!(segment_run(&big), udp::MAX_SEGMENTED_BYTES / 1500);
     }
 }

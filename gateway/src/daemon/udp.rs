@@ -6,6 +6,7 @@ use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::wg::peer::{Endpoint, LocalAddr};
 
@@ -21,7 +22,17 @@ pub struct Sockets {
     pub v4: Option<UdpSocket>,
     pub v6: Option<UdpSocket>,
     pub port: u16,
+    /// Whether sending several datagrams in one call works (UDP GSO): it needs an egress
+    /// device with checksum offload, so the first refusal turns it off.
+    segmentation: AtomicBool,
 }
+
+/// The `UDP_SEGMENT` control message / socket option (linux/udp.h).
+const UDP_SEGMENT: i32 = 103;
+/// The most datagrams one UDP GSO send may carry (the kernel's UDP_MAX_SEGMENTS).
+pub const MAX_SEGMENTS: usize = 64;
+/// The most bytes one UDP GSO send may carry (an IP packet's length field, less headers).
+pub const MAX_SEGMENTED_BYTES: usize = 65000;
 
 #[derive(Debug)]
 pub enum BindError {
@@ -99,6 +110,10 @@ fn local_port(sock: &UdpSocket) -> io::Result<u16> {
 }
 
 impl Sockets {
+    fn new(v4: Option<UdpSocket>, v6: Option<UdpSocket>, port: u16) -> Sockets {
+        Sockets { v4, v6, port, segmentation: AtomicBool::new(true) }
+    }
+
     /// Binds both families on `port` (0: a free port, the same for both). IPv6 may be
     /// unavailable on the host; IPv4 alone is then used, as wireguard-go does.
     pub fn bind(port: u16, fwmark: u32) -> Result<Sockets, BindError> {
@@ -116,13 +131,13 @@ impl Sockets {
                 .map_err(|e| in_use(e, port))?;
             let chosen = local_port(&v4).map_err(|e| BindError::Io("read the bound port", e))?;
             match bind_one(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), chosen), fwmark) {
-                Ok(v6) => return Ok(Sockets { v4: Some(v4), v6: Some(v6), port: chosen }),
+                Ok(v6) => return Ok(Sockets::new(Some(v4), Some(v6), chosen)),
                 Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) && port == 0 => continue,
                 Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
                     return Err(BindError::PortInUse(port));
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
-                    return Ok(Sockets { v4: Some(v4), v6: None, port: chosen });
+                    return Ok(Sockets::new(Some(v4), None, chosen));
                 }
                 Err(e) => return Err(BindError::Io("bind the IPv6 UDP socket", e)),
             }
@@ -146,12 +161,52 @@ impl Sockets {
     /// retried; the caller learns of it through the returned flag so the peer's cached source
     /// can be cleared, as the kernel clears it.
     pub fn send(&self, to: &Endpoint, data: &[u8], ecn: u8) -> io::Result<bool> {
+        self.send_segmented(to, data, ecn, None)
+    }
+
+    /// Sends `data` as datagrams of `segment` bytes each (the last may be shorter) in one
+    /// call, as [`Sockets::send`] does one. Where the kernel cannot (no checksum offload on the
+    /// way out), they are sent one by one, and from then on always.
+    pub fn send_segments(
+        &self,
+        to: &Endpoint,
+        data: &[u8],
+        ecn: u8,
+        segment: usize,
+    ) -> io::Result<bool> {
+        let one_call = self.segmentation.load(Ordering::Relaxed)
+            && data.len() > segment
+            && data.len() <= MAX_SEGMENTED_BYTES
+            && data.len().div_ceil(segment) <= MAX_SEGMENTS;
+        if one_call {
+            match self.send_segmented(to, data, ecn, Some(segment as u16)) {
+                Err(e) if segmentation_refused(&e) => {
+                    tracing::debug!("UDP segmentation offload refused ({e}): sending one by one");
+                    self.segmentation.store(false, Ordering::Relaxed);
+                }
+                other => return other,
+            }
+        }
+        let mut source_dropped = false;
+        for datagram in data.chunks(segment) {
+            source_dropped |= self.send_segmented(to, datagram, ecn, None)?;
+        }
+        Ok(source_dropped)
+    }
+
+    fn send_segmented(
+        &self,
+        to: &Endpoint,
+        data: &[u8],
+        ecn: u8,
+        segment: Option<u16>,
+    ) -> io::Result<bool> {
         let Some(sock) = self.for_family(&to.addr) else {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "no socket for that family"));
         };
-        match send_from(sock, to, data, ecn) {
+        match send_from(sock, to, data, ecn, segment) {
             Err(e) if to.local.is_some() && source_refused(&e) => {
-                send_from(sock, &Endpoint::new(to.addr), data, ecn)?;
+                send_from(sock, &Endpoint::new(to.addr), data, ecn, segment)?;
                 Ok(true)
             }
             other => other.map(|_| false),
@@ -168,6 +223,15 @@ impl Sockets {
 }
 
 /// The errors a send fails with when its fixed source address is no longer usable.
+/// What the kernel answers a UDP GSO send it cannot do: EIO without checksum offload on the
+/// route's device, EINVAL for sizes it will not take, ENOPROTOOPT/EOPNOTSUPP before Linux 4.18.
+fn segmentation_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+    )
+}
+
 fn source_refused(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -227,7 +291,8 @@ fn sockaddr_to(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Room for a pktinfo and a TOS / traffic class control message of either family.
+/// Room for a pktinfo, a TOS / traffic class and a UDP_SEGMENT control message of either
+/// family.
 const CMSG_SPACE: usize = 128;
 
 #[repr(C, align(8))]
@@ -263,7 +328,13 @@ unsafe fn append_cmsg<T>(
     }
 }
 
-fn send_from(sock: &UdpSocket, to: &Endpoint, data: &[u8], ecn: u8) -> io::Result<usize> {
+fn send_from(
+    sock: &UdpSocket,
+    to: &Endpoint,
+    data: &[u8],
+    ecn: u8,
+    segment: Option<u16>,
+) -> io::Result<usize> {
     let (mut dst, dst_len) = sockaddr_from(&to.addr);
     let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
     let mut control = ControlBuffer([0; CMSG_SPACE]);
@@ -299,7 +370,10 @@ fn send_from(sock: &UdpSocket, to: &Endpoint, data: &[u8], ecn: u8) -> io::Resul
                 SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_TOS),
                 SocketAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_TCLASS),
             };
-            append_cmsg(&mut msg, last, level, kind, i32::from(ecn));
+            last = append_cmsg(&mut msg, last, level, kind, i32::from(ecn));
+        }
+        if let Some(size) = segment {
+            append_cmsg(&mut msg, last, libc::SOL_UDP, UDP_SEGMENT, size);
         }
     }
     if msg.msg_controllen == 0 {
@@ -492,6 +566,28 @@ mod tests {
                 assert_eq!(arrived_at, Some(ip), "pktinfo still read");
             }
         }
+    }
+
+    #[test]
+    fn segments_leave_in_one_call_and_arrive_as_datagrams() {
+        let a = Sockets::bind(0, 0).unwrap();
+        let b = Sockets::bind(0, 0).unwrap();
+        let to_b = Endpoint::new(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), b.port));
+        let data: Vec<u8> = (0..5 * 300 + 120).map(|i| i as u8).collect();
+        assert!(!a.send_segments(&to_b, &data, 2, 300).unwrap());
+        assert!(a.segmentation.load(Ordering::Relaxed), "loopback takes UDP GSO");
+        let mut batch = ReceiveBatch::default();
+        let mut got = Vec::new();
+        while got.len() < 6 {
+            let n = batch.receive(b.v4.as_ref().unwrap()).unwrap();
+            for i in 0..n {
+                assert_eq!(batch.arrival(i).ds, 2, "ECN on every segment");
+                got.push(batch.datagram(i).to_vec());
+            }
+        }
+        let lengths: Vec<usize> = got.iter().map(Vec::len).collect();
+        assert_eq!(lengths, [300, 300, 300, 300, 300, 120]);
+        assert_eq!(got.concat(), data);
     }
 
     #[test]
