@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
-use crate::gatewayd::{Gatewayd, GatewaydOptions};
+use crate::gatewayd::{DataPath, Gatewayd, GatewaydOptions};
 use crate::topology::{Direct, Iface, TopologyOptions};
 use crate::traffic::wait_for_ping;
 use crate::wg::{Implementation, KeyPair, WgPeer};
@@ -67,6 +67,18 @@ pub struct PairSpec {
     pub initiator: Initiator,
     pub underlay: Family,
     pub gatewayd: GatewaydOptions,
+}
+
+impl PairSpec {
+    /// The plainest pair: a wireguard-go peer, gatewayd initiating, an IPv4 underlay.
+    pub fn with_wireguard_go(data_path: DataPath) -> PairSpec {
+        PairSpec {
+            peer: Implementation::WireguardGo,
+            initiator: Initiator::Gatewayd,
+            underlay: Family::V4,
+            gatewayd: GatewaydOptions::new(data_path),
+        }
+    }
 }
 
 /// Fields drop in order: the daemons before the namespaces they run in.

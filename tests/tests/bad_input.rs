@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use gateway_tests::gatewayd::{DataPath, Gatewayd, GatewaydOptions, gatewayd_binary, leftovers};
-use gateway_tests::pair::{Family, GATEWAYD_PORT, Initiator, PEER_TUNNEL, Pair, PairSpec};
+use gateway_tests::pair::{GATEWAYD_PORT, PEER_TUNNEL, Pair, PairSpec};
 use gateway_tests::traffic::{udp_socket, wait_for_ping};
-use gateway_tests::wg::{Implementation, KeyPair, UAPI_DIR, WgDump};
+use gateway_tests::wg::{KeyPair, UAPI_DIR, WgDump};
 use gateway_tests::{Netns, TestDir, require_root, require_tools, unique_ifname};
 
 const TOOLS: &[&str] = &["ip", "ping", "wg", "setpriv", "bpftool", "wireguard-go"];
@@ -235,12 +235,7 @@ fn bad_configuration_is_refused_and_changes_nothing() -> Result<()> {
     require_tools(TOOLS)?;
     for data_path in [DataPath::Ebpf, DataPath::Userspace] {
         let dir = TestDir::new(&format!("bad-config-{data_path}"))?;
-        let spec = PairSpec {
-            peer: Implementation::WireguardGo,
-            initiator: Initiator::Gatewayd,
-            underlay: Family::V4,
-            gatewayd: GatewaydOptions::new(data_path),
-        };
+        let spec = PairSpec::with_wireguard_go(data_path);
         let pair = Pair::build(&dir, &spec)?;
         refuse_mistakes(&pair, &dir).map_err(|error| dir.attach_logs(error))?;
     }

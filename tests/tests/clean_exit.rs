@@ -6,9 +6,8 @@
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use gateway_tests::gatewayd::{DataPath, GatewaydOptions, leftovers};
-use gateway_tests::pair::{Family, Initiator, Pair, PairSpec};
-use gateway_tests::wg::Implementation;
+use gateway_tests::gatewayd::{DataPath, leftovers};
+use gateway_tests::pair::{Pair, PairSpec};
 use gateway_tests::{TestDir, require_root, require_tools};
 
 const TOOLS: &[&str] = &["ip", "ping", "wg", "bpftool", "wireguard-go"];
@@ -24,12 +23,7 @@ fn clean_exit(stop: Stop, data_path: DataPath) -> Result<()> {
     require_root()?;
     require_tools(TOOLS)?;
     let dir = TestDir::new(&format!("clean-exit-{stop:?}-{data_path}"))?;
-    let spec = PairSpec {
-        peer: Implementation::WireguardGo,
-        initiator: Initiator::Gatewayd,
-        underlay: Family::V4,
-        gatewayd: GatewaydOptions::new(data_path),
-    };
+    let spec = PairSpec::with_wireguard_go(data_path);
     let mut pair = Pair::build(&dir, &spec)?;
     let result = (|| -> Result<()> {
         pair.establish(&dir)?;

@@ -13,10 +13,8 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use gateway_tests::gatewayd::{DataPath, GatewaydOptions};
-use gateway_tests::pair::Family;
-use gateway_tests::pair::{GATEWAYD_PORT, GATEWAYD_TUNNEL, Initiator, PEER_TUNNEL, Pair, PairSpec};
-use gateway_tests::wg::Implementation;
+use gateway_tests::gatewayd::DataPath;
+use gateway_tests::pair::{GATEWAYD_PORT, GATEWAYD_TUNNEL, PEER_TUNNEL, Pair, PairSpec};
 use gateway_tests::{Netns, Probe, TestDir, require_root, require_tools, wait_for};
 
 const TOOLS: &[&str] = &["ip", "nft", "ping", "wg", "wireguard-go"];
@@ -32,12 +30,7 @@ fn ecn(data_path: DataPath) -> Result<()> {
     require_root()?;
     require_tools(TOOLS)?;
     let dir = TestDir::new(&format!("ecn-{data_path}"))?;
-    let spec = PairSpec {
-        peer: Implementation::WireguardGo,
-        initiator: Initiator::Gatewayd,
-        underlay: Family::V4,
-        gatewayd: GatewaydOptions::new(data_path),
-    };
+    let spec = PairSpec::with_wireguard_go(data_path);
     let pair = Pair::build(&dir, &spec)?;
     run(&pair, &dir).map_err(|error| dir.attach_logs(error))
 }

@@ -6,9 +6,8 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use gateway_tests::gatewayd::{DataPath, GatewaydOptions};
-use gateway_tests::pair::{Family, Initiator, Pair, PairSpec};
-use gateway_tests::wg::Implementation;
+use gateway_tests::gatewayd::DataPath;
+use gateway_tests::pair::{Pair, PairSpec};
 use gateway_tests::{Probe, TestDir, require_root, require_tools, wait_for};
 
 const TOOLS: &[&str] = &["ip", "ping", "wg", "ethtool", "wireguard-go"];
@@ -18,12 +17,7 @@ fn underlay_checksum_offload_is_followed() -> Result<()> {
     require_root()?;
     require_tools(TOOLS)?;
     let dir = TestDir::new("underlay-offload")?;
-    let spec = PairSpec {
-        peer: Implementation::WireguardGo,
-        initiator: Initiator::Gatewayd,
-        underlay: Family::V4,
-        gatewayd: GatewaydOptions::new(DataPath::Ebpf),
-    };
+    let spec = PairSpec::with_wireguard_go(DataPath::Ebpf);
     let pair = Pair::build(&dir, &spec)?;
     let run = || -> Result<()> {
         pair.establish(&dir)?;

@@ -39,7 +39,7 @@ struct Args {
     no_fast_forward: bool,
     /// Turn GSO off on the tunnel interface, so that the eBPF send path encrypts every TCP
     /// segment this host sends. By default bulk sends reach the daemon in GSO batches, which
-    /// it seals with SIMD on several threads: faster for bulk, where a program has no SIMD.
+    /// it seals with SIMD and sends in one call: faster for bulk, where a program has no SIMD.
     #[arg(long)]
     no_tun_gso: bool,
     /// Sessions (keypairs) the eBPF maps hold at once (three per peer at most).

@@ -84,8 +84,8 @@ pub enum AttachPreference {
 }
 
 /// What the TUN's send program gets of the TCP this host sends in bulk. A program seals one
-/// packet at a time without SIMD; the daemon seals GSO batches with SIMD on several threads,
-/// which is faster for bulk on CPUs that have it (see docs/BENCHMARKS.md).
+/// packet at a time without SIMD; the daemon seals GSO batches with SIMD and sends each in
+/// one call, which is faster for bulk on CPUs that have it (see docs/BENCHMARKS.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum TunnelSends {
     /// GSO batches (bulk sends) go to the daemon whole; single segments (ACKs, interactive
