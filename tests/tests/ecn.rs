@@ -13,15 +13,13 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
+use gateway_common::ecn::{CE, ECT_0, ECT_1, NOT_ECT};
 use gateway_tests::gatewayd::DataPath;
 use gateway_tests::pair::{GATEWAYD_PORT, GATEWAYD_TUNNEL, PEER_TUNNEL, Pair, PairSpec};
 use gateway_tests::{Netns, Probe, TestDir, require_root, require_tools, wait_for};
 
 const TOOLS: &[&str] = &["ip", "nft", "ping", "wg", "wireguard-go"];
 const DATAGRAMS: u64 = 5;
-const ECT_1: u8 = 1;
-const ECT_0: u8 = 2;
-const CE: u8 = 3;
 /// Inner destination ports, one per kind of datagram sent in.
 const PORT_ECT0: u16 = 7001;
 const PORT_NOT_ECT: u16 = 7002;
@@ -71,7 +69,7 @@ fn run(pair: &Pair, dir: &TestDir) -> Result<()> {
     // In: marked CE on the way, delivered CE when ECN-capable, untouched when not.
     let to_gatewayd = IpAddr::V4(GATEWAYD_TUNNEL.0);
     send_marked(pair.peer_ns(), to_gatewayd, PORT_ECT0, ECT_0)?;
-    send_marked(pair.peer_ns(), to_gatewayd, PORT_NOT_ECT, 0)?;
+    send_marked(pair.peer_ns(), to_gatewayd, PORT_NOT_ECT, NOT_ECT)?;
     let gatewayd_ns = pair.gatewayd_ns();
     wait_for_count("ECT(0) datagrams arriving CE", gatewayd_ns, "inet", "ecnin", "marked_ce")?;
     wait_for_count(

@@ -72,7 +72,7 @@ fn attach_to_isp(
 /// rewriting such a frame leaves the kernel believing the old offsets. Turn the offload off so
 /// every link behaves like a cable between machines.
 fn like_a_wire(netns: &Netns, device: &str) -> Result<()> {
-    netns.run("ethtool", &["-K", device, "tx", "off"]).map(drop)
+    netns.checksum_in_software(device)
 }
 
 /// Creates a veth pair that behaves like a cable (see [`like_a_wire`]).
