@@ -11,7 +11,7 @@ use gateway_common::aead::{chacha20_xor, mask_tail, poly_chunk};
 
 use crate::packet::Packet;
 use crate::scratch::{Crypt, SUM_CIPHER, SUM_PLAIN};
-use crate::words::{copy, sum16, zero};
+use crate::words::{at_most, copy, sum16, zero};
 
 /// The largest plaintext the programs handle (jumbo frames); larger goes to the daemon.
 pub const MAX_PLAINTEXT: u32 = 9216;
@@ -26,13 +26,6 @@ const UNSEAL: u32 = 2;
 struct LoopCtx {
     ctx: *mut c_void,
     st: *mut Crypt,
-}
-
-/// `min(len, 64)` for `len` ≥ 1, in a form the verifier can see is in [1, 64].
-#[inline(always)]
-fn bounded_chunk(len: u32) -> u32 {
-    let len = if len > 64 { 64 } else { len };
-    (len.wrapping_sub(1) & 63) + 1
 }
 
 /// One ChaCha20 block XORed into `st.buf`: a subprogram of its own so that its spills get
@@ -65,7 +58,7 @@ fn chunk<P: Packet, const MODE: u32>(index: u64, c: *mut c_void) -> i64 {
     if done >= st.len {
         return 1;
     }
-    let len = bounded_chunk(st.len - done);
+    let len = at_most::<64>(st.len - done);
     let off = st.off + done;
     // Sealing treats bytes past data_len as zeros (padding): they are not loaded.
     let avail = if MODE == SEAL { st.data_len.saturating_sub(done) } else { len };
@@ -74,7 +67,7 @@ fn chunk<P: Packet, const MODE: u32>(index: u64, c: *mut c_void) -> i64 {
         zero(&mut st.buf);
     }
     if load_len > 0 {
-        let n = bounded_chunk(load_len);
+        let n = at_most::<64>(load_len);
         // SAFETY: buf is 64 bytes and n ≤ 64.
         if !unsafe { P::load(c.ctx, off, st.buf.as_mut_ptr() as *mut u8, n) } {
             st.err = 1;

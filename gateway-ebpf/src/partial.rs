@@ -29,7 +29,7 @@ use crate::csum;
 use crate::packet::{L3, Packet};
 use crate::parse::{IPPROTO_TCP, Inner};
 use crate::scratch::{BULK_BYTES, Scratch};
-use crate::words::byte;
+use crate::words::{at_most, byte};
 
 /// Where TCP keeps its checksum, from the start of its header.
 const TCP_CHECK_OFFSET: u32 = 16;
@@ -147,7 +147,7 @@ unsafe fn sum_segment<P: Packet>(
         if off >= to {
             break;
         }
-        let n = bounded(to - off);
+        let n = at_most::<{ BULK_BYTES as u32 }>(to - off);
         // A tail that is not a whole word sums as if padded with zeros.
         s.bulk[((n / 4) as usize) & (s.bulk.len() - 1)] = 0;
         // SAFETY: bulk holds BULK_BYTES ≥ n bytes.
@@ -175,13 +175,6 @@ unsafe fn sum_segment<P: Packet>(
         return None;
     }
     Some((sum, field))
-}
-
-/// `min(len, BULK_BYTES)` for `len` ≥ 1, in a form the verifier sees is in [1, BULK_BYTES].
-#[inline(always)]
-fn bounded(len: u32) -> u32 {
-    let len = if len > BULK_BYTES as u32 { BULK_BYTES as u32 } else { len };
-    (len.wrapping_sub(1) & (BULK_BYTES as u32 - 1)) + 1
 }
 
 /// Where the plaintext goes: after the outer UDP checksum, which sits where the kernel will
@@ -215,7 +208,7 @@ pub unsafe fn relocate<P: Packet>(
             break;
         }
         let off = (chunks - 1 - j) * BULK_BYTES as u32;
-        let n = bounded(len - off);
+        let n = at_most::<{ BULK_BYTES as u32 }>(len - off);
         // SAFETY: bulk holds BULK_BYTES ≥ n bytes.
         if !unsafe { P::load(ctx, off, buf, n) && P::store(ctx, off + shift, buf, n) } {
             return false;

@@ -60,3 +60,11 @@ pub fn sum16(buf: &[u32; 16]) -> u64 {
     }
     s
 }
+
+/// `min(len, N)` for `len` ≥ 1 (`N` a power of two), in a form the verifier can see is in
+/// [1, N]: helper lengths must be provably non-zero and within their buffer.
+#[inline(always)]
+pub fn at_most<const N: u32>(len: u32) -> u32 {
+    let len = if len > N { N } else { len };
+    (len.wrapping_sub(1) & (N - 1)) + 1
+}
