@@ -20,7 +20,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::__sk_buff,
-    helpers::generated::{bpf_csum_diff, bpf_sk_fullsock},
+    helpers::generated::{bpf_csum_diff, bpf_loop, bpf_sk_fullsock},
 };
 use gateway_common::wire::{DATA_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN};
 
@@ -35,6 +35,9 @@ use crate::words::{at_most, byte};
 const TCP_CHECK_OFFSET: u32 = 16;
 /// Chunks of `BULK_BYTES` the largest packet takes.
 const MAX_CHUNKS: u32 = MAX_PLAINTEXT / BULK_BYTES as u32 + 1;
+/// Bounds a loop index for the verifier (a power of two minus one, at least `MAX_CHUNKS`).
+const CHUNK_INDEX_MASK: u32 = 31;
+const _: () = assert!(CHUNK_INDEX_MASK >= MAX_CHUNKS && (CHUNK_INDEX_MASK + 1).is_power_of_two());
 
 /// Which socket sent a locally generated TCP packet: raw sockets (the stack's own control
 /// socket for resets among them) never leave the checksum to the device; TCP sockets mostly
@@ -128,9 +131,22 @@ pub unsafe fn inspect<P: Packet>(
     if complete && !seeded { InnerChecksum::Complete } else { InnerChecksum::Unknown }
 }
 
+/// `bpf_loop`'s state for `sum_segment` (on the caller's stack).
+#[repr(C)]
+struct SumLoop {
+    ctx: *mut c_void,
+    s: *mut Scratch,
+    from: u32,
+    to: u32,
+    sum: u64,
+    field: u32,
+    failed: u32,
+}
+
 /// The ones' complement sum of bytes `from..to` (`from` even) and the 16-bit word at
 /// `from + TCP_CHECK_OFFSET` (as stored), loaded `BULK_BYTES` at a time and summed by
-/// `bpf_csum_diff`.
+/// `bpf_csum_diff`: one `bpf_loop` iteration per chunk, so the verifier checks one chunk's
+/// code rather than every chunk of the largest packet.
 #[inline(always)]
 unsafe fn sum_segment<P: Packet>(
     ctx: *mut c_void,
@@ -138,43 +154,53 @@ unsafe fn sum_segment<P: Packet>(
     from: u32,
     to: u32,
 ) -> Option<(u64, u16)> {
-    let mut sum = 0u64;
-    let mut field = 0u16;
-    let buf = s.bulk.as_mut_ptr();
-    let mut i = 0;
-    while i < MAX_CHUNKS {
-        let off = from + i * BULK_BYTES as u32;
-        if off >= to {
-            break;
-        }
-        let n = at_most::<{ BULK_BYTES as u32 }>(to - off);
-        // A tail that is not a whole word sums as if padded with zeros.
-        s.bulk[((n / 4) as usize) & (s.bulk.len() - 1)] = 0;
-        // SAFETY: bulk holds BULK_BYTES ≥ n bytes.
-        if !unsafe { P::load(ctx, off, buf as *mut u8, n) } {
-            return None;
-        }
-        if i == 0 {
-            field = (s.bulk[(TCP_CHECK_OFFSET / 4) as usize] & 0xffff) as u16;
-        }
-        // Whole words through the helper; a last partial word (zero-padded above) by hand.
-        let whole = n & !3;
-        // SAFETY: bulk holds BULK_BYTES bytes and `whole` ≤ BULK_BYTES.
-        let partial = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, buf, whole, 0) };
-        if partial < 0 {
-            return None;
-        }
-        sum += partial as u32 as u64;
-        if n & 3 != 0 {
-            sum += s.bulk[((n / 4) as usize) & (s.bulk.len() - 1)] as u64;
-        }
-        i += 1;
-    }
     // Longer than the chunks cover: not summed whole.
-    if from + MAX_CHUNKS * (BULK_BYTES as u32) < to {
+    if to < from || to - from > MAX_CHUNKS * BULK_BYTES as u32 {
         return None;
     }
-    Some((sum, field))
+    let chunks = (to - from).div_ceil(BULK_BYTES as u32);
+    let mut state = SumLoop { ctx, s, from, to, sum: 0, field: 0, failed: 0 };
+    // SAFETY: the callback matches bpf_loop's contract; `state` outlives the call.
+    let done = unsafe {
+        bpf_loop(chunks, sum_chunk::<P> as *mut c_void, &mut state as *mut _ as *mut c_void, 0)
+    };
+    (done == chunks as i64 && state.failed == 0).then_some((state.sum, state.field as u16))
+}
+
+extern "C" fn sum_chunk<P: Packet>(index: u64, state: *mut c_void) -> i64 {
+    // SAFETY: `sum_segment` passes a live SumLoop whose `s` is the per-CPU scratch.
+    let state = unsafe { &mut *(state as *mut SumLoop) };
+    let s = unsafe { &mut *state.s };
+    let off = state.from + ((index as u32) & CHUNK_INDEX_MASK) * BULK_BYTES as u32;
+    if off >= state.to {
+        return 1;
+    }
+    let n = at_most::<{ BULK_BYTES as u32 }>(state.to - off);
+    let buf = s.bulk.as_mut_ptr();
+    // A tail that is not a whole word sums as if padded with zeros.
+    let tail_word = ((n / 4) as usize) & (s.bulk.len() - 1);
+    s.bulk[tail_word] = 0;
+    // SAFETY: bulk holds BULK_BYTES ≥ n bytes.
+    if !unsafe { P::load(state.ctx, off, buf as *mut u8, n) } {
+        state.failed = 1;
+        return 1;
+    }
+    if index == 0 {
+        state.field = s.bulk[(TCP_CHECK_OFFSET / 4) as usize] & 0xffff;
+    }
+    // Whole words through the helper; a last partial word (zero-padded above) by hand.
+    let whole = n & !3;
+    // SAFETY: bulk holds BULK_BYTES bytes and `whole` ≤ BULK_BYTES.
+    let partial = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, buf, whole, 0) };
+    if partial < 0 {
+        state.failed = 1;
+        return 1;
+    }
+    state.sum += partial as u32 as u64;
+    if n & 3 != 0 {
+        state.sum += s.bulk[tail_word] as u64;
+    }
+    0
 }
 
 /// Where the plaintext goes: after the outer UDP checksum, which sits where the kernel will
@@ -184,9 +210,21 @@ pub fn payload_offset(l4: u32) -> u32 {
     l4 + TCP_CHECK_OFFSET + 2 + DATA_HEADER_LEN as u32
 }
 
+/// `bpf_loop`'s state for `relocate` (on the caller's stack).
+#[repr(C)]
+struct MoveLoop {
+    ctx: *mut c_void,
+    s: *mut Scratch,
+    len: u32,
+    shift: u32,
+    chunks: u32,
+    failed: u32,
+}
+
 /// Grows the packet to `new_len`, moves its first `len` bytes `shift` bytes towards the
-/// tail (last chunk first, so no byte is overwritten before it is read), and stores the
-/// completed inner checksum (`value`) in the moved copy of the TCP header at `l4`.
+/// tail (last chunk first, so no byte is overwritten before it is read; one `bpf_loop`
+/// iteration per chunk), and stores the completed inner checksum (`value`) in the moved copy
+/// of the TCP header at `l4`.
 #[inline(always)]
 pub unsafe fn relocate<P: Packet>(
     ctx: *mut c_void,
@@ -197,25 +235,42 @@ pub unsafe fn relocate<P: Packet>(
     l4: u32,
     value: u16,
 ) -> bool {
-    if !unsafe { P::set_len(ctx, new_len) } {
+    let chunks = len.div_ceil(BULK_BYTES as u32);
+    if chunks > MAX_CHUNKS || !unsafe { P::set_len(ctx, new_len) } {
         return false;
     }
-    let buf = s.bulk.as_mut_ptr() as *mut u8;
-    let chunks = len.div_ceil(BULK_BYTES as u32);
-    let mut j = 0;
-    while j < MAX_CHUNKS {
-        if j >= chunks {
-            break;
-        }
-        let off = (chunks - 1 - j) * BULK_BYTES as u32;
-        let n = at_most::<{ BULK_BYTES as u32 }>(len - off);
-        // SAFETY: bulk holds BULK_BYTES ≥ n bytes.
-        if !unsafe { P::load(ctx, off, buf, n) && P::store(ctx, off + shift, buf, n) } {
-            return false;
-        }
-        j += 1;
+    let mut state = MoveLoop { ctx, s, len, shift, chunks, failed: 0 };
+    // SAFETY: the callback matches bpf_loop's contract; `state` outlives the call.
+    let done = unsafe {
+        bpf_loop(chunks, move_chunk::<P> as *mut c_void, &mut state as *mut _ as *mut c_void, 0)
+    };
+    if done != chunks as i64 || state.failed != 0 {
+        return false;
     }
     let bytes = value.to_le_bytes();
     // SAFETY: two bytes on the stack.
     unsafe { P::store(ctx, shift + l4 + TCP_CHECK_OFFSET, bytes.as_ptr(), 2) }
+}
+
+extern "C" fn move_chunk<P: Packet>(index: u64, state: *mut c_void) -> i64 {
+    // SAFETY: `relocate` passes a live MoveLoop whose `s` is the per-CPU scratch.
+    let state = unsafe { &mut *(state as *mut MoveLoop) };
+    let s = unsafe { &mut *state.s };
+    let j = (index as u32) & CHUNK_INDEX_MASK;
+    if j >= state.chunks {
+        return 1;
+    }
+    let off = (state.chunks - 1 - j) * BULK_BYTES as u32;
+    if off >= state.len {
+        return 1;
+    }
+    let n = at_most::<{ BULK_BYTES as u32 }>(state.len - off);
+    let buf = s.bulk.as_mut_ptr() as *mut u8;
+    // SAFETY: bulk holds BULK_BYTES ≥ n bytes.
+    if !unsafe { P::load(state.ctx, off, buf, n) && P::store(state.ctx, off + state.shift, buf, n) }
+    {
+        state.failed = 1;
+        return 1;
+    }
+    0
 }
