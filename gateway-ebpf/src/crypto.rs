@@ -28,16 +28,41 @@ struct LoopCtx {
     st: *mut Crypt,
 }
 
-/// One ChaCha20 block XORed into `st.buf`: a subprogram of its own so that its spills get
-/// their own stack frame.
+/// One ChaCha20 block XORed into `st.buf`. A global subprogram: the verifier checks it once,
+/// on its own, instead of at every call in every state that reaches one (its ~1,000
+/// instructions would otherwise be walked again for each). Its contract with the verifier is
+/// its signature: a nullable pointer to a `Crypt` and a scalar.
+#[unsafe(no_mangle)]
 #[inline(never)]
-fn chacha_block(st: &mut Crypt, counter: u32) {
+pub extern "C" fn wg_chacha_block(st: *mut Crypt, counter: u32) -> i32 {
+    // SAFETY: the callers pass the per-CPU scratch's `Crypt`; null is refused.
+    let Some(st) = (unsafe { st.as_mut() }) else {
+        return 1;
+    };
     chacha20_xor(&st.key, counter, &st.nonce, &mut st.buf);
+    0
 }
 
+/// One Poly1305 block over `st.buf` (`len` bytes of it); global for the same reason.
+#[unsafe(no_mangle)]
 #[inline(never)]
-fn poly_block(st: &mut Crypt, len: u32) {
+pub extern "C" fn wg_poly_block(st: *mut Crypt, len: u32) -> i32 {
+    // SAFETY: as for `wg_chacha_block`.
+    let Some(st) = (unsafe { st.as_mut() }) else {
+        return 1;
+    };
     poly_chunk(&mut st.poly, &st.buf, len);
+    0
+}
+
+#[inline(always)]
+fn chacha_block(st: &mut Crypt, counter: u32) {
+    wg_chacha_block(st, counter);
+}
+
+#[inline(always)]
+fn poly_block(st: &mut Crypt, len: u32) {
+    wg_poly_block(st, len);
 }
 
 #[inline(always)]
