@@ -14,6 +14,10 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use super::{Outcome, Progress};
 use crate::run;
 
+/// The bpf-linker release the eBPF object is linked with (checked by `--version`, reinstalled on a
+/// mismatch).
+pub const VERSION: &str = "0.13.0";
+
 /// The nightly's shared LLVM library.
 struct NightlyLlvm {
     library: PathBuf,
@@ -62,7 +66,8 @@ pub fn bpf_linker(progress: &Progress) -> Result<Outcome> {
     let mut command = run::cargo();
     // --force: a bpf-linker built against an earlier nightly is still registered with cargo.
     command
-        .args(["install", "bpf-linker", "--no-default-features", "--features", &feature, "--force"])
+        .args(["install", "--locked", "bpf-linker", "--version", VERSION])
+        .args(["--no-default-features", "--features", &feature, "--force"])
         .env("LLVM_PREFIX", &prefix);
     let described = format!("LLVM_PREFIX={} {}", prefix.display(), run::describe(&command));
     progress.installing(&format!("{problem:#}"), &described);
