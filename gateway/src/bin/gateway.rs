@@ -113,6 +113,9 @@ fn status(interface: &str, json: bool) -> Result<(), String> {
         "interface {}  listen port {}  data path: {}",
         s.interface, s.listen_port, s.data_path
     );
+    for p in &s.programs {
+        println!("  program: {p}");
+    }
     for a in &s.attachments {
         println!("  attached: {a}");
     }

@@ -23,6 +23,8 @@ pub trait EventSink: Send {
     fn tick_every(&self) -> Option<Duration>;
     /// What the sink's path carried for a peer, beyond the device's own counts.
     fn path_counters(&self, peer: PeerId) -> super::status::PathCounters;
+    /// What the kernel's verifier made of each program (cost, or refusal and fallback).
+    fn programs(&self) -> Vec<String>;
     /// Where its programs are attached, one line each.
     fn attachments(&self) -> Vec<String>;
     /// What its programs did with packets, by reason.

@@ -83,13 +83,21 @@ impl EbpfSink {
             fwmark: 0,
         };
         dp.set_config(&config)?;
-        dp.attach_tunnel(tun_ifindex, options.tunnel_sends)?;
-        for lan in &options.lan {
-            dp.attach_lan(lan.as_str())?;
+        // A program the kernel refused was reported with its fallback when it was loaded;
+        // its interfaces are left to that fallback here.
+        if dp.is_loaded(Program::TxTun) {
+            dp.attach_tunnel(tun_ifindex, options.tunnel_sends)?;
+        }
+        if dp.is_loaded(Program::TxLan) {
+            for lan in &options.lan {
+                dp.attach_lan(lan.as_str())?;
+            }
         }
         let mut underlays = HashMap::new();
         for name in &options.underlays {
-            dp.attach_underlay(name.as_str(), options.prefer)?;
+            if dp.receives() {
+                dp.attach_underlay(name.as_str(), options.prefer)?;
+            }
             let (index, name) = crate::dataplane::Interface::from(name.as_str()).resolve()?;
             underlays.insert(index, name);
         }
@@ -262,6 +270,9 @@ impl EbpfSink {
             .resolve()
             .map(|(_, n)| n)
             .unwrap_or_else(|_| format!("#{ifindex}"));
+        if !self.dp.receives() {
+            return;
+        }
         if let Err(e) = self.dp.attach_underlay(ifindex, self.prefer) {
             tracing::warn!(
                 "data plane: cannot attach to {name}: {e}; its traffic stays in userspace"
@@ -374,6 +385,10 @@ impl EventSink for EbpfSink {
             rx_packets: activity.rx_packets,
             tx_packets: activity.tx_packets,
         }
+    }
+
+    fn programs(&self) -> Vec<String> {
+        self.dp.program_reports().iter().map(ToString::to_string).collect()
     }
 
     fn attachments(&self) -> Vec<String> {

@@ -23,6 +23,7 @@ use rand_core::OsRng;
 use self::control::Control;
 use self::core::{Core, Shared};
 use self::udp::Sockets;
+use crate::dataplane::DataplaneError;
 use crate::tun::{self, Tun};
 use crate::uapi::{self, ServeEnd, UapiServer};
 use crate::wg::device::{Device, DeviceOptions};
@@ -112,7 +113,13 @@ fn acquire(options: &Options) -> Result<Setup, DaemonError> {
                 });
             match sink {
                 Ok(sink) => Some(sink),
-                // Interfaces the operator named must get the programs: that is an error.
+                // A kernel without what the programs need is not the operator's mistake: the
+                // userspace path serves. Interfaces the operator named that cannot take the
+                // programs are.
+                Err(e @ DataplaneError::Unsupported(_)) => {
+                    tracing::warn!("eBPF data plane unavailable ({e}): using the userspace path");
+                    None
+                }
                 Err(e) if !ebpf_options.underlays.is_empty() || !ebpf_options.lan.is_empty() => {
                     return Err(DaemonError::Dataplane(e));
                 }

@@ -24,6 +24,10 @@ pub struct Status {
     pub listen_port: u16,
     /// "ebpf" or "userspace".
     pub data_path: String,
+    /// Each program as the kernel's verifier took it: its cost, or why it was refused and
+    /// what runs instead (empty without eBPF).
+    #[serde(default)]
+    pub programs: Vec<String>,
     /// Where the programs are attached, e.g. "eth0: xdp (native)".
     pub attachments: Vec<String>,
     pub peers: Vec<PeerStatus>,
@@ -108,14 +112,15 @@ fn collect(shared: &Shared, interface: String) -> Status {
             })
         })
         .collect();
-    let (data_path, attachments, ebpf_stats) = match core.sink.as_ref() {
-        Some(sink) => ("ebpf".to_string(), sink.attachments(), sink.stats()),
-        None => ("userspace".to_string(), Vec::new(), BTreeMap::new()),
+    let (data_path, programs, attachments, ebpf_stats) = match core.sink.as_ref() {
+        Some(sink) => ("ebpf".to_string(), sink.programs(), sink.attachments(), sink.stats()),
+        None => ("userspace".to_string(), Vec::new(), Vec::new(), BTreeMap::new()),
     };
     Status {
         interface,
         listen_port: device.listen_port(),
         data_path,
+        programs,
         attachments,
         peers,
         ebpf_stats,

@@ -192,8 +192,17 @@ impl Dataplane {
         prefer: AttachPreference,
     ) -> Result<AttachMode> {
         let (ifindex, name) = iface.into().resolve()?;
+        if !self.receives() {
+            return Err(DataplaneError::Unsupported(format!(
+                "no receive program loaded: {name} receives in userspace"
+            )));
+        }
         let mut failures = Vec::new();
+        // XDP needs both halves: the receive program, and the TC program that hands its
+        // decrypted frames to the tunnel interface.
+        let xdp = self.is_loaded(Program::RxXdp) && self.is_loaded(Program::RxHandoff);
         let tries: &[(AttachMode, XdpMode)] = match prefer {
+            _ if !xdp => &[],
             AttachPreference::Native => {
                 &[(AttachMode::NativeXdp, XdpMode::Driver), (AttachMode::GenericXdp, XdpMode::Skb)]
             }
@@ -207,7 +216,8 @@ impl Dataplane {
                         self.attach_tc(Program::RxHandoff, &name, ifindex, TcAttachType::Ingress)
                     {
                         self.detach_interface(ifindex)?;
-                        return Err(e);
+                        failures.push(format!("{mode}: {e}"));
+                        continue;
                     }
                     info!("data plane: receiving on {name} with {mode}");
                     self.describe_underlay(ifindex, &name);
@@ -235,6 +245,12 @@ impl Dataplane {
                 ))
             }
         }
+    }
+
+    /// Whether any receive program loaded (XDP with its handoff, or TC).
+    pub fn receives(&self) -> bool {
+        self.is_loaded(Program::RxTc)
+            || (self.is_loaded(Program::RxXdp) && self.is_loaded(Program::RxHandoff))
     }
 
     /// Reads how an underlay completes checksums (ethtool) and tells the send program, with

@@ -1,8 +1,7 @@
 //! What can go wrong loading, attaching and driving the data plane. Every message is one line
-//! that names the problem (the verifier's log tail, when there is one, follows it).
+//! that names the problem.
 
 use std::fmt;
-use std::io;
 
 #[derive(Debug)]
 pub enum DataplaneError {
@@ -10,8 +9,6 @@ pub enum DataplaneError {
     Permission(String),
     /// The kernel lacks something the programs need.
     Unsupported(String),
-    /// The verifier rejected a program: its name, the syscall error and the log's last lines.
-    Verifier { program: String, error: io::Error, log_tail: String },
     /// The embedded object does not have what this code expects (a build mismatch).
     Object(String),
     /// An interface name or index that does not exist.
@@ -29,9 +26,6 @@ impl fmt::Display for DataplaneError {
         match self {
             DataplaneError::Permission(m) => write!(f, "permission denied: {m}"),
             DataplaneError::Unsupported(m) => write!(f, "unsupported kernel: {m}"),
-            DataplaneError::Verifier { program, error, log_tail } => {
-                write!(f, "the verifier rejected {program}: {error}\n{log_tail}")
-            }
             DataplaneError::Object(m) => write!(f, "eBPF object: {m}"),
             DataplaneError::UnknownInterface(m) => write!(f, "unknown interface {m}"),
             DataplaneError::Invalid(m) => write!(f, "invalid argument: {m}"),

@@ -16,6 +16,8 @@ use gateway_common::maps::{
     MAP_STATS, MAP_UNDERLAYS, Peer, Session,
 };
 
+use tracing::warn;
+
 use super::allowed_ips::AllowedIps;
 use super::attach::Attachments;
 use super::error::{DataplaneError, Result};
@@ -23,13 +25,11 @@ use super::mmap::MappedArray;
 use super::programs::Program;
 use super::sessions::SessionRegion;
 use super::slots::SlotAllocator;
+use super::verifier::{ProgramReport, Verdict};
 use crate::wg::session_memory::SlotPool;
 
 /// The object gateway/build.rs builds from gateway-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway-ebpf"));
-
-/// How many lines of the verifier's log an error carries.
-const VERIFIER_LOG_TAIL_LINES: usize = 40;
 
 /// The oldest kernel with every helper and flag the programs use (`BPF_FIB_LOOKUP_SRC`).
 const MIN_KERNEL: (u32, u32) = (6, 7);
@@ -75,6 +75,8 @@ pub struct Dataplane {
     pub(super) peer_slots: SlotAllocator,
     pub(super) allowed: AllowedIps,
     pub(super) capacities: Capacities,
+    /// What the verifier made of each program, in `Program::ALL` order.
+    programs: Vec<ProgramReport>,
 }
 
 impl Dataplane {
@@ -95,8 +97,18 @@ impl Dataplane {
             .verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS)
             .load(OBJECT)
             .map_err(object_error)?;
+        let mut programs = Vec::with_capacity(Program::ALL.len());
         for program in Program::ALL {
-            load_program(&mut ebpf, program)?;
+            let report = load_program(&mut ebpf, program)?;
+            if !report.loaded() {
+                warn!("data plane: {report}");
+            }
+            programs.push(report);
+        }
+        if !programs.iter().any(|report| report.loaded() && report.program != Program::XdpPass) {
+            return Err(DataplaneError::Unsupported(
+                "the kernel's verifier rejected every data-plane program".into(),
+            ));
         }
         let sessions = Arc::new(mapped::<Session>(&mut ebpf, MAP_SESSIONS)?);
         let session_pool = SlotPool::new(Box::new(SessionRegion(Arc::clone(&sessions))));
@@ -125,11 +137,23 @@ impl Dataplane {
             underlays,
             allowed: AllowedIps::default(),
             capacities,
+            programs,
         })
     }
 
     pub fn capacities(&self) -> Capacities {
         self.capacities
+    }
+
+    /// What the verifier made of each program (its cost, or why it refused it).
+    pub fn program_reports(&self) -> &[ProgramReport] {
+        &self.programs
+    }
+
+    /// Whether the kernel took the program (a rejected one has a fallback, see
+    /// `Program::fallback`).
+    pub fn is_loaded(&self, program: Program) -> bool {
+        self.programs.iter().any(|report| report.program == program && report.loaded())
     }
 
     /// The loaded program, for attaching and `BPF_PROG_TEST_RUN`.
@@ -173,7 +197,9 @@ fn mapped<T>(ebpf: &mut Ebpf, name: &str) -> Result<MappedArray<T>> {
     Ok(array)
 }
 
-fn load_program(ebpf: &mut Ebpf, program: Program) -> Result<()> {
+/// Loads one program through the verifier. A refusal is not an error of the whole data
+/// plane: the report says why, and the program's fallback takes over.
+fn load_program(ebpf: &mut Ebpf, program: Program) -> Result<ProgramReport> {
     let p = ebpf.program_mut(program.name()).ok_or_else(|| missing(program.name()))?;
     let loaded = if program.is_xdp() {
         let p: &mut Xdp = p.try_into().map_err(|e: ProgramError| map_object(e))?;
@@ -182,27 +208,31 @@ fn load_program(ebpf: &mut Ebpf, program: Program) -> Result<()> {
         let p: &mut SchedClassifier = p.try_into().map_err(|e: ProgramError| map_object(e))?;
         p.load()
     };
-    loaded.map_err(|e| program_error(program.name(), e))
+    match loaded {
+        Ok(()) => {
+            let instructions = ebpf
+                .program(program.name())
+                .and_then(|p| p.info().ok())
+                .and_then(|info| info.verified_instruction_count());
+            Ok(ProgramReport { program, verdict: Verdict::Loaded { instructions } })
+        }
+        // EPERM is a missing capability; the verifier's own refusals are EACCES/EINVAL/E2BIG.
+        Err(ProgramError::LoadError { io_error, .. })
+            if io_error.raw_os_error() == Some(libc::EPERM) =>
+        {
+            Err(permission())
+        }
+        Err(ProgramError::LoadError { io_error, verifier_log }) => {
+            Ok(ProgramReport::rejected(program, &io_error, &verifier_log.to_string()))
+        }
+        Err(other) => {
+            Err(DataplaneError::kernel_chain(format!("loading {}", program.name()), &other))
+        }
+    }
 }
 
 fn map_object(e: ProgramError) -> DataplaneError {
     DataplaneError::Object(e.to_string())
-}
-
-fn program_error(name: &str, e: ProgramError) -> DataplaneError {
-    match e {
-        ProgramError::LoadError { io_error, verifier_log } => {
-            // EPERM is a missing capability; the verifier's own refusals are EACCES/EINVAL.
-            if io_error.raw_os_error() == Some(libc::EPERM) {
-                return permission();
-            }
-            let log = verifier_log.to_string();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = lines[lines.len().saturating_sub(VERIFIER_LOG_TAIL_LINES)..].join("\n");
-            DataplaneError::Verifier { program: name.to_string(), error: io_error, log_tail: tail }
-        }
-        other => DataplaneError::kernel_chain(format!("loading {name}"), &other),
-    }
 }
 
 fn permission() -> DataplaneError {

@@ -31,6 +31,7 @@ mod slots;
 mod stats;
 mod test_run;
 mod underlay;
+mod verifier;
 
 pub use attach::{AttachMode, AttachPreference, Interface, TunnelSends};
 pub use clock::{instant_to_monotonic_ns, monotonic_now_ns, monotonic_ns_to_instant};
@@ -45,3 +46,4 @@ pub use sessions::{SessionParams, SessionSlot, SessionUse};
 pub use stats::Stats;
 pub use test_run::{TestRunInput, TestRunOutput};
 pub use underlay::{route_interface, underlay_interfaces};
+pub use verifier::{INSTRUCTION_BUDGET, INSTRUCTION_LIMIT, ProgramReport, Verdict};

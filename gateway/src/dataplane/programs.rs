@@ -38,6 +38,19 @@ impl Program {
         }
     }
 
+    /// What the data plane does when the kernel cannot load this program.
+    pub fn fallback(self) -> &'static str {
+        match self {
+            Program::RxXdp | Program::RxHandoff => {
+                "underlays receive with the TC program (wg_rx_tc), or in userspace without it"
+            }
+            Program::RxTc => "underlays without XDP receive in userspace",
+            Program::TxTun => "the daemon encrypts what the stack sends into the tunnel",
+            Program::TxLan => "LAN traffic into the tunnel goes through the stack and the daemon",
+            Program::XdpPass => "nothing: the daemon does not use it",
+        }
+    }
+
     pub fn is_xdp(self) -> bool {
         matches!(self, Program::RxXdp | Program::TxLan | Program::XdpPass)
     }
