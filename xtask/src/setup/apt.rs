@@ -24,7 +24,7 @@ const PACKAGES: &[&str] = &[
 pub fn packages(progress: &Progress) -> Result<Outcome> {
     let missing = missing_packages()?;
     if missing.is_empty() {
-        return Ok(Outcome::present(format!("{} packages", PACKAGES.len())));
+        return Ok(Outcome::present(installed_versions()?));
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
@@ -54,7 +54,17 @@ pub fn packages(progress: &Progress) -> Result<Outcome> {
     if !still_missing.is_empty() {
         bail!("apt-get succeeded but {} are still not installed", still_missing.join(", "));
     }
-    Ok(Outcome::installed(missing.join(", ")))
+    Ok(Outcome::installed(format!("{}; now {}", missing.join(", "), installed_versions()?)))
+}
+
+/// `package version` for every package, for the record of what a run used.
+fn installed_versions() -> Result<String> {
+    let mut versions = Vec::new();
+    for &package in PACKAGES {
+        let version = installed_version(package)?.unwrap_or_else(|| "not installed".into());
+        versions.push(format!("{package} {version}"));
+    }
+    Ok(versions.join(", "))
 }
 
 fn missing_packages() -> Result<Vec<&'static str>> {
@@ -68,10 +78,20 @@ fn missing_packages() -> Result<Vec<&'static str>> {
 }
 
 fn is_installed(package: &str) -> Result<bool> {
+    Ok(installed_version(package)?.is_some())
+}
+
+fn installed_version(package: &str) -> Result<Option<String>> {
     let output = Command::new("dpkg-query")
-        .args(["--show", "--showformat=${db:Status-Abbrev}", package])
+        .args(["--show", "--showformat=${db:Status-Abbrev} ${Version}", package])
         .output()
         .context("cannot run dpkg-query: this setup expects Debian (bookworm) or a derivative")?;
     // Unknown packages make dpkg-query fail; "ii" is "wanted: install, state: installed".
-    Ok(output.status.success() && String::from_utf8_lossy(&output.stdout).starts_with("ii"))
+    let text = String::from_utf8_lossy(&output.stdout);
+    Ok(match text.split_once(' ') {
+        Some((status, version)) if output.status.success() && status.starts_with("ii") => {
+            Some(version.trim().to_string())
+        }
+        _ => None,
+    })
 }

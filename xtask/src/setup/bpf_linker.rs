@@ -11,12 +11,8 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use super::{Outcome, Progress};
+use super::{Outcome, Progress, rust};
 use crate::run;
-
-/// The bpf-linker release the eBPF object is linked with (checked by `--version`, reinstalled on a
-/// mismatch).
-pub const VERSION: &str = "0.13.0";
 
 /// The nightly's shared LLVM library.
 struct NightlyLlvm {
@@ -66,7 +62,7 @@ pub fn bpf_linker(progress: &Progress) -> Result<Outcome> {
     let mut command = run::cargo();
     // --force: a bpf-linker built against an earlier nightly is still registered with cargo.
     command
-        .args(["install", "--locked", "bpf-linker", "--version", VERSION])
+        .args(["install", "--locked", "bpf-linker", "--version", rust::pin("bpf-linker")])
         .args(["--no-default-features", "--features", &feature, "--force"])
         .env("LLVM_PREFIX", &prefix);
     let described = format!("LLVM_PREFIX={} {}", prefix.display(), run::describe(&command));
@@ -83,20 +79,27 @@ pub fn bpf_linker(progress: &Progress) -> Result<Outcome> {
     Ok(Outcome::installed(version))
 }
 
-/// `bpf-linker --version`, run without the LD_LIBRARY_PATH rustup gives this process: it must find
-/// its LLVM on its own, wherever cargo or aya-build start it.
+/// `bpf-linker --version`, run without the LD_LIBRARY_PATH rustup gives this process (it must
+/// find its LLVM on its own, wherever cargo or aya-build start it); an error unless it is the
+/// pinned release.
 fn working_version() -> Result<String> {
     let program =
         run::find_program("bpf-linker").ok_or_else(|| anyhow!("bpf-linker is not installed"))?;
     let version =
         run::capture(Command::new(&program).arg("--version").env_remove("LD_LIBRARY_PATH"))
             .context("bpf-linker does not run")?;
-    Ok(format!("{} ({})", version.trim(), program.display()))
+    let version = version.trim();
+    let pinned = format!("bpf-linker {}", rust::pin("bpf-linker"));
+    if version != pinned {
+        bail!("found {version}, {pinned} is pinned");
+    }
+    Ok(format!("{version} ({})", program.display()))
 }
 
 fn find_nightly_llvm() -> Result<NightlyLlvm> {
+    let toolchain = rust::require_pinned_toolchain()?;
     let sysroot = run::capture(
-        Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]),
+        Command::new("rustup").args(["run", toolchain, "rustc", "--print", "sysroot"]),
     )?;
     let lib_dir = Path::new(sysroot.trim()).join("lib");
     let entries =
@@ -109,7 +112,7 @@ fn find_nightly_llvm() -> Result<NightlyLlvm> {
     }
     bail!(
         "no libLLVM.so.<version>-rust-* in {}: the nightly should ship its LLVM as a shared library; \
-         reinstall it with `rustup toolchain install nightly --force`",
+         reinstall it with `rustup toolchain install {toolchain} --force`",
         lib_dir.display()
     )
 }

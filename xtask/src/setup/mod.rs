@@ -42,8 +42,9 @@ struct Step {
 }
 
 const STEPS: &[Step] = &[
+    Step { name: "stable toolchain", ensure: rust::stable_toolchain },
     Step { name: "nightly toolchain", ensure: rust::nightly_toolchain },
-    Step { name: "rust-src for nightly", ensure: rust::rust_src },
+    Step { name: "rust-src for the pinned nightly", ensure: rust::rust_src },
     Step { name: "rustfmt and clippy", ensure: rust::lint_components },
     Step { name: "LLVM prefix for bpf-linker", ensure: bpf_linker::llvm_prefix },
     Step { name: "bpf-linker", ensure: bpf_linker::bpf_linker },
