@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 use gateway_tests::gatewayd::{DataPath, Gatewayd, GatewaydOptions, gateway_cli_binary};
 use gateway_tests::traffic::{
     IperfOptions, IperfServer, Protocol, iperf3_client, ping, wait_for_ping,
@@ -30,6 +30,14 @@ fn say(text: impl AsRef<str>) {
 
 /// The phone's WireGuard app understands the wg-quick format; `wg setconf` does not take its
 /// `Address` and `DNS` lines, which the "app" applies itself.
+/// `gateway add-peer --qr` prints the config, a blank line, then the QR code of the config.
+fn split_config_and_qr(printed: &str) -> Option<(&str, &str)> {
+    let peer = printed.find("[Peer]")?;
+    let (conf, qr) = printed[peer..].split_once("\n\n")?;
+    let conf = &printed[..peer + conf.len() + 1];
+    (!qr.trim().is_empty()).then_some((conf, qr))
+}
+
 fn app_config(conf: &str) -> (String, Vec<String>) {
     let mut wg = String::new();
     let mut addresses = Vec::new();
@@ -91,18 +99,24 @@ fn run() -> Result<()> {
     let output = std::process::Command::new(&gateway_cli)
         .args(["add-peer", &vps_if, "--address", "10.88.0.3/32"])
         .args(["--endpoint", &format!("{VPS_PUBLIC}:{PORT}")])
-        .args(["--route", "10.88.0.0/24", "--route", "192.168.1.0/24"])
+        .args(["--route", "10.88.0.0/24", "--route", "192.168.1.0/24", "--qr"])
         .output()
         .context("running gateway add-peer")?;
     if !output.status.success() {
         bail!("gateway add-peer failed: {}", String::from_utf8_lossy(&output.stderr).trim());
     }
-    let conf = String::from_utf8_lossy(&output.stdout).into_owned();
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (conf, qr) = split_config_and_qr(&printed)
+        .ok_or_else(|| anyhow!("gateway add-peer --qr printed no QR code after the config"))?;
     for line in conf.lines() {
         let shown = if line.starts_with("PrivateKey") { "PrivateKey = (hidden)" } else { line };
         println!("         | {shown}");
     }
-    let (phone_conf, _) = app_config(&conf);
+    // The code carries the private key too: it is what the phone's app scans.
+    for line in qr.lines() {
+        println!("           {line}");
+    }
+    let (phone_conf, _) = app_config(conf);
     say(format!(
         "phone {}: wireguard-go {phone_if} with that config (a stock WireGuard app)",
         topology::PHONE_PUBLIC
