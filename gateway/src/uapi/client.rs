@@ -1,0 +1,40 @@
+//! The client side of the UAPI socket, as `wg` uses it: one request per connection.
+
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+
+use super::protocol::{format_set_request, parse_errno_reply, parse_get_response};
+use super::{DeviceSnapshot, DeviceUpdate, socket_path};
+
+/// Sends `request` to `interface`'s daemon and returns its whole reply.
+pub fn exchange(interface: &str, request: &str) -> Result<String, String> {
+    let path = socket_path(interface).map_err(|e| e.to_string())?;
+    let mut stream = UnixStream::connect(&path)
+        .map_err(|e| format!("cannot reach {interface} at {}: {e}", path.display()))?;
+    let talk = |stream: &mut UnixStream| -> std::io::Result<String> {
+        stream.write_all(request.as_bytes())?;
+        stream.shutdown(std::net::Shutdown::Write)?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply)?;
+        Ok(reply)
+    };
+    talk(&mut stream).map_err(|e| format!("talking to {interface} at {}: {e}", path.display()))
+}
+
+/// `get=1`: the device's configuration and peers.
+pub fn get(interface: &str) -> Result<DeviceSnapshot, String> {
+    let reply = exchange(interface, "get=1\n\n")?;
+    parse_get_response(&reply).map_err(|e| format!("{interface} answered get badly: {e}"))
+}
+
+/// `set=1`: applies `update`; the daemon's refusal is an error naming the errno.
+pub fn set(interface: &str, update: &DeviceUpdate) -> Result<(), String> {
+    let reply = exchange(interface, &format!("{}\n", format_set_request(update)))?;
+    match parse_errno_reply(&reply).map_err(|e| format!("{interface} answered set badly: {e}"))? {
+        0 => Ok(()),
+        errno => Err(format!(
+            "{interface} refused the configuration: {}",
+            std::io::Error::from_raw_os_error(errno.abs())
+        )),
+    }
+}
