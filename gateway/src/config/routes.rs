@@ -75,7 +75,9 @@ pub struct RoutePlan {
 /// Plans the routes for `allowed_ips` (every peer's, as the device reports them).
 pub fn plan(table: &Table, allowed_ips: impl IntoIterator<Item = IpNet>) -> RoutePlan {
     let mut prefixes: Vec<IpNet> = allowed_ips.into_iter().map(|p| p.trunc()).collect();
-    prefixes.sort_by(|a, b| b.prefix_len().cmp(&a.prefix_len()));
+    // Longest prefixes first, as wg-quick sorts them; ties in address order so that duplicates
+    // (the same prefix listed by two peers' snapshots) sit together.
+    prefixes.sort_by_key(|prefix| (std::cmp::Reverse(prefix.prefix_len()), *prefix));
     prefixes.dedup();
     let mut plan = RoutePlan::default();
     for prefix in prefixes {
@@ -153,10 +155,18 @@ mod tests {
     fn auto_routes_most_specific_first_and_defaults_apart() {
         let plan = plan(
             &Table::Auto,
-            prefixes(&["10.0.0.0/8", "0.0.0.0/0", "10.1.2.3/32", "::/0", "fd00::/64"]),
+            prefixes(&[
+                "10.0.0.0/8",
+                "0.0.0.0/0",
+                "10.1.2.3/32",
+                "::/0",
+                "fd00::/64",
+                "10.0.0.9/8",
+            ]),
         );
         let routed: Vec<String> = plan.routes.iter().map(|r| r.prefix.to_string()).collect();
-        assert_eq!(routed, ["10.1.2.3/32", "fd00::/64", "10.0.0.0/8"]);
+        // By prefix length, whatever the family; host bits masked, duplicates gone.
+        assert_eq!(routed, ["fd00::/64", "10.1.2.3/32", "10.0.0.0/8"]);
         assert!(plan.routes.iter().all(|r| r.table.is_none() && r.unless_covered));
         assert_eq!(plan.default_routes, prefixes(&["0.0.0.0/0", "::/0"]));
     }

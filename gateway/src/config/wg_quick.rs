@@ -190,10 +190,11 @@ impl std::error::Error for ConfigError {}
 
 /// The configuration file and interface name an argument of `gateway up`/`down` names: a bare
 /// interface name means `/etc/wireguard/<name>.conf`; otherwise a path whose file name is the
-/// interface name followed by `.conf`.
+/// interface name followed by `.conf`. Unlike wg-quick, `wg0.conf` is the file in the current
+/// folder, not `/etc/wireguard/wg0.conf.conf`.
 pub fn resolve_argument(argument: &str) -> Result<(PathBuf, String), ConfigError> {
     let whole = |message: String| ConfigError { line: 0, message };
-    let path = if is_interface_name(argument) {
+    let path = if is_interface_name(argument) && !argument.ends_with(".conf") {
         Path::new(CONFIG_DIRECTORY).join(format!("{argument}.conf"))
     } else {
         PathBuf::from(argument)

@@ -233,6 +233,10 @@ fn argument_names_a_file_or_an_interface() {
         (PathBuf::from("/tmp/x/office.conf"), "office".to_string())
     );
     assert_eq!(
+        resolve_argument("wg0.conf").unwrap(),
+        (PathBuf::from("wg0.conf"), "wg0".to_string())
+    );
+    assert_eq!(
         resolve_argument("./my-vpn_1.conf").unwrap(),
         (PathBuf::from("./my-vpn_1.conf"), "my-vpn_1".to_string())
     );
