@@ -113,7 +113,10 @@ fn bring_up(
     }
     daemon::start(interface, daemon_args)?;
     progress.daemon_started = true;
-    client::set(interface, update)?;
+    client::set(interface, update).map_err(|e| match update.listen_port {
+        Some(port) if e.is_port_in_use() => format!("ListenPort {port} is already in use"),
+        _ => e.to_string(),
+    })?;
     for address in &config.addresses {
         network::add_address(interface, address)?;
     }

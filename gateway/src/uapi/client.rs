@@ -27,14 +27,50 @@ pub fn get(interface: &str) -> Result<DeviceSnapshot, String> {
     parse_get_response(&reply).map_err(|e| format!("{interface} answered get badly: {e}"))
 }
 
-/// `set=1`: applies `update`; the daemon's refusal is an error naming the errno.
-pub fn set(interface: &str, update: &DeviceUpdate) -> Result<(), String> {
-    let reply = exchange(interface, &format!("{}\n", format_set_request(update)))?;
-    match parse_errno_reply(&reply).map_err(|e| format!("{interface} answered set badly: {e}"))? {
+/// Why a `set` failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetError {
+    /// No daemon, or it answered something that is not a reply.
+    Exchange(String),
+    /// The daemon refused the update with this (positive) errno.
+    Refused { interface: String, errno: i32 },
+}
+
+impl SetError {
+    /// The daemon could not bind the listen port (wireguard-go's EADDRINUSE).
+    pub fn is_port_in_use(&self) -> bool {
+        matches!(self, SetError::Refused { errno, .. } if *errno == libc::EADDRINUSE)
+    }
+}
+
+impl std::fmt::Display for SetError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SetError::Exchange(message) => formatter.write_str(message),
+            SetError::Refused { interface, errno } => write!(
+                formatter,
+                "{interface} refused the configuration: {}",
+                std::io::Error::from_raw_os_error(*errno)
+            ),
+        }
+    }
+}
+
+impl From<SetError> for String {
+    fn from(error: SetError) -> String {
+        error.to_string()
+    }
+}
+
+/// `set=1`: applies `update`.
+pub fn set(interface: &str, update: &DeviceUpdate) -> Result<(), SetError> {
+    let reply = exchange(interface, &format!("{}\n", format_set_request(update)))
+        .map_err(SetError::Exchange)?;
+    let errno = parse_errno_reply(&reply)
+        .map_err(|e| SetError::Exchange(format!("{interface} answered set badly: {e}")))?;
+    match errno {
         0 => Ok(()),
-        errno => Err(format!(
-            "{interface} refused the configuration: {}",
-            std::io::Error::from_raw_os_error(errno.abs())
-        )),
+        // wireguard-go's replies carry negative errnos.
+        errno => Err(SetError::Refused { interface: interface.to_string(), errno: errno.abs() }),
     }
 }
