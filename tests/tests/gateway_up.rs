@@ -6,8 +6,9 @@
 //!   hook kind leaving a trace named after the interface, SaveConfig. Pings cross the tunnel;
 //!   after `down` no interface, socket, process, rule or nftables table is left, the hooks ran
 //!   in order and the saved file holds the live configuration (mode 0600).
-//! - Bad input: a bad CIDR or an unknown key fails before anything happens (one line, no
-//!   PreUp); a failure after the daemon started (a PostUp hook failing) undoes everything.
+//! - Bad input: a bad CIDR, an unknown key or a bad MTU fails before anything happens (one
+//!   line, no PreUp); a ListenPort in use and a failing PostUp hook fail after the daemon
+//!   started, and everything done is undone.
 //!
 //! gatewayd runs `--no-ebpf`: what is tested here is the setup around it, not the data path.
 
@@ -22,7 +23,7 @@ use gateway::config::wg_quick;
 use gateway_tests::gatewayd::{DetachedGatewayd, gateway_cli_binary, leftovers};
 use gateway_tests::pair::{GATEWAYD_TUNNEL, PEER_PORT, PEER_TUNNEL, TUNNEL_MTU, tunnel_cidrs};
 use gateway_tests::topology::{Direct, TopologyOptions};
-use gateway_tests::traffic::{ping_until_clean, wait_for_ping};
+use gateway_tests::traffic::{ping_until_clean, udp_socket, wait_for_ping};
 use gateway_tests::wg::{Implementation, KeyPair, WgPeer};
 use gateway_tests::{Netns, Probe, TestDir, require_root, require_tools, unique_ifname};
 
@@ -275,6 +276,15 @@ fn gateway_up_refuses_bad_input_and_undoes_a_failed_up() -> Result<()> {
         !output.status.success() && stderr.trim_end().ends_with("does not exist"),
         "a missing file: {stderr}"
     );
+
+    // Caught by the daemon: the port is taken (by a socket of this test).
+    let taken = udp_socket(&netns, "0.0.0.0:0".parse()?)?;
+    let port = taken.local_addr()?.port();
+    let ifname = unique_ifname("upb")?;
+    let text = base(&format!("ListenPort = {port}"), "10.77.0.2/32");
+    refused_up(&netns, &dir, &ifname, &text, &format!("ListenPort {port} is already in use"))?;
+    drop(taken);
+    std::fs::remove_file(&pre_up_trace)?;
 
     // Caught after the daemon, addresses, routes and policy rules are in place: all undone.
     let ifname = unique_ifname("upb")?;

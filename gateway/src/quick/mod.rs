@@ -11,7 +11,7 @@
 //! Everything that can be checked without changing the system (the file, the privileges, a
 //! resolver for DNS, the endpoints' names) is checked before PreUp runs.
 
-pub mod daemon;
+mod daemon;
 mod dns;
 mod network;
 mod save;
@@ -221,10 +221,12 @@ pub fn down(argument: &str) -> Result<(), String> {
     let result = undo(&interface, &progress);
     // Firewall rules are removed even where no default route explains them, as wg-quick does.
     let leftover = network::remove_nft_tables(&interface);
+    // The interface is gone whatever happened above: PostDown runs regardless.
+    let mut hooks = Ok(());
     for hook in &config.post_down {
-        system::run_hook("PostDown", hook, &interface)?;
+        hooks = hooks.and(system::run_hook("PostDown", hook, &interface));
     }
-    result.and(leftover)
+    result.and(leftover).and(hooks)
 }
 
 /// Writes the interface's live configuration over its file (SaveConfig).
