@@ -1,7 +1,9 @@
 //! gatewayd: a WireGuard gateway whose data path runs in eBPF. See docs/ARCHITECTURE.md.
 
+pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod quick;
 pub mod tun;
 pub mod uapi;
 pub mod wg;

@@ -417,3 +417,44 @@ pub fn leftovers(netns: &Netns, ifname: &str, links: &[BpfLink]) -> Result<Vec<S
     }
     Ok(found)
 }
+
+/// A gatewayd that detached (started by wg-quick or `gateway up`), found by its command
+/// line; SIGTERM on drop if it is still there (a failed test must not leave it running in a
+/// namespace being deleted).
+pub struct DetachedGatewayd {
+    pub pid: u32,
+}
+
+impl DetachedGatewayd {
+    /// The gatewayd process whose last argument is `ifname`, if one runs.
+    pub fn find(ifname: &str) -> Result<Option<DetachedGatewayd>> {
+        for entry in std::fs::read_dir("/proc")? {
+            let entry = entry?;
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(command_line) = std::fs::read(entry.path().join("cmdline")) else { continue };
+            let words: Vec<&[u8]> =
+                command_line.split(|&byte| byte == 0).filter(|w| !w.is_empty()).collect();
+            let program =
+                words.first().map(|w| Path::new(std::str::from_utf8(w).unwrap_or_default()));
+            if program.is_some_and(|p| p.file_name().is_some_and(|name| name == "gatewayd"))
+                && words.last() == Some(&ifname.as_bytes())
+            {
+                return Ok(Some(DetachedGatewayd { pid }));
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn alive(&self) -> bool {
+        Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+}
+
+impl Drop for DetachedGatewayd {
+    fn drop(&mut self) {
+        if self.alive() {
+            // SAFETY: a plain syscall on the pid of the daemon this test started.
+            unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        }
+    }
+}

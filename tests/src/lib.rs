@@ -22,8 +22,8 @@
 //! TCP, UDP), `rekey` (by time under the test timer divisor, by private-key changes),
 //! `endpoints` (roaming, persistent keepalive through an expiring NAT), `hub` (XDP, stack and
 //! userspace forwarding), `differential` (eBPF and userspace indistinguishable from outside),
-//! `wg_quick`, `bad_input`, `robustness` (malformed, replayed and forged datagrams) and
-//! `clean_exit`.
+//! `wg_quick`, `gateway_up` (`gateway up`/`down` from a wg-quick file), `bad_input`,
+//! `robustness` (malformed, replayed and forged datagrams) and `clean_exit`.
 
 mod command;
 mod guard;

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use gateway_common::maps::Stat;
-use gateway_tests::gatewayd::{bpf_links_of, gatewayd_binary, leftovers, read_status};
+use gateway_tests::gatewayd::{
+    DetachedGatewayd, bpf_links_of, gatewayd_binary, leftovers, read_status,
+};
 use gateway_tests::pair::{
     GATEWAYD_PORT, GATEWAYD_TUNNEL, PEER_PORT, PEER_TUNNEL, TUNNEL_MTU, tunnel_cidrs, wg_config,
 };
@@ -21,45 +23,6 @@ use gateway_tests::{Netns, Probe, TestDir, require_root, require_tools, unique_i
 
 const TOOLS: &[&str] = &["ip", "ping", "wg", "wg-quick", "bpftool", "wireguard-go"];
 const TIMEOUT: Duration = Duration::from_secs(15);
-
-/// The gatewayd wg-quick started, found by its command line; SIGTERM on drop if it is still
-/// there (a failed test must not leave it running in a namespace being deleted).
-struct Daemonized {
-    pid: u32,
-}
-
-impl Daemonized {
-    fn find(ifname: &str) -> Result<Option<Daemonized>> {
-        for entry in std::fs::read_dir("/proc")? {
-            let entry = entry?;
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-            let Ok(command_line) = std::fs::read(entry.path().join("cmdline")) else { continue };
-            let words: Vec<&[u8]> =
-                command_line.split(|&byte| byte == 0).filter(|w| !w.is_empty()).collect();
-            let program =
-                words.first().map(|w| Path::new(std::str::from_utf8(w).unwrap_or_default()));
-            if program.is_some_and(|p| p.file_name().is_some_and(|name| name == "gatewayd"))
-                && words.last() == Some(&ifname.as_bytes())
-            {
-                return Ok(Some(Daemonized { pid }));
-            }
-        }
-        Ok(None)
-    }
-
-    fn alive(&self) -> bool {
-        Path::new(&format!("/proc/{}", self.pid)).exists()
-    }
-}
-
-impl Drop for Daemonized {
-    fn drop(&mut self) {
-        if self.alive() {
-            // SAFETY: a plain syscall on the pid of the daemon this test started.
-            unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
-        }
-    }
-}
 
 fn wg_quick(netns: &Netns, action: &str, config: &Path, bin_dir: &Path) -> Result<String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -114,7 +77,7 @@ fn wg_quick_up_traffic_down_leaves_nothing() -> Result<()> {
     )?;
 
     let said = wg_quick(&direct.client, "up", &config, &bin_dir)?;
-    let daemon = Daemonized::find(&ifname)?.with_context(|| {
+    let daemon = DetachedGatewayd::find(&ifname)?.with_context(|| {
         format!("no gatewayd process for {ifname} after wg-quick up; it said:\n{said}")
     })?;
     let result = (|| -> Result<()> {

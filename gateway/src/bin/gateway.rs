@@ -4,21 +4,26 @@
 //! - `gateway add-peer wg0 --address 10.0.0.7/32 --endpoint vps.example:51820` — creates a key
 //!   pair for a new device (a phone, a laptop), adds it to the running interface, and prints
 //!   its wg-quick configuration and a QR code for the WireGuard mobile apps;
-//! - `gateway genkey` / `gateway pubkey` — like `wg genkey` / `wg pubkey`.
+//! - `gateway genkey` / `gateway pubkey` — like `wg genkey` / `wg pubkey`;
+//! - `gateway up wg0` / `gateway down wg0` — wg-quick's `up`/`down` with gatewayd as the
+//!   interface, from the same configuration file (`/etc/wireguard/wg0.conf`, or a path).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gateway::daemon::status::{self, Status};
-use gateway::uapi::protocol::{format_set_request, parse_errno_reply, parse_get_response};
-use gateway::uapi::{AllowedIpChange, DeviceSnapshot, DeviceUpdate, Key, PeerUpdate};
+use gateway::uapi::client::{get, set};
+use gateway::uapi::{AllowedIpChange, DeviceUpdate, Key, PeerUpdate};
 use ipnet::IpNet;
 use rand_core::{OsRng, RngCore};
 
 #[derive(Parser)]
-#[command(version, about = "Operate a running gatewayd")]
+#[command(
+    version,
+    about = "Operate gatewayd: bring interfaces up and down, inspect them, add peers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,37 +60,24 @@ enum Command {
         #[arg(long)]
         qr: bool,
     },
+    /// Bring an interface up from a wg-quick configuration, with gatewayd (like `wg-quick up`).
+    Up {
+        /// A configuration file `<interface>.conf`, or an interface name for
+        /// /etc/wireguard/<interface>.conf.
+        config: String,
+        /// Options for gatewayd, after `--` (e.g. `-- --no-ebpf`, `-- --lan-iface eth1`).
+        #[arg(last = true)]
+        daemon_args: Vec<String>,
+    },
+    /// Take an interface brought up with `gateway up` down again (like `wg-quick down`).
+    Down {
+        /// The same configuration file or interface name as for `up`.
+        config: String,
+    },
     /// Print a new private key (base64).
     Genkey,
     /// Read a private key on stdin, print its public key.
     Pubkey,
-}
-
-fn uapi_exchange(interface: &str, request: &str) -> Result<String, String> {
-    let path = gateway::uapi::socket_path(interface).map_err(|e| e.to_string())?;
-    let mut stream = UnixStream::connect(&path)
-        .map_err(|e| format!("cannot reach {interface} at {}: {e}", path.display()))?;
-    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
-    stream.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).map_err(|e| e.to_string())?;
-    Ok(reply)
-}
-
-fn get(interface: &str) -> Result<DeviceSnapshot, String> {
-    let reply = uapi_exchange(interface, "get=1\n\n")?;
-    parse_get_response(&reply).map_err(|e| e.to_string())
-}
-
-fn set(interface: &str, update: &DeviceUpdate) -> Result<(), String> {
-    let reply = uapi_exchange(interface, &format!("{}\n", format_set_request(update)))?;
-    match parse_errno_reply(&reply).map_err(|e| e.to_string())? {
-        0 => Ok(()),
-        errno => Err(format!(
-            "{interface} refused the change: {}",
-            std::io::Error::from_raw_os_error(-errno)
-        )),
-    }
 }
 
 fn new_private_key() -> Key {
@@ -196,6 +188,8 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::AddPeer { interface, addresses, endpoint, routes, dns, keepalive, qr } => {
             add_peer(&interface, &addresses, &endpoint, &routes, &dns, keepalive, qr)
         }
+        Command::Up { config, daemon_args } => gateway::quick::up(&config, &daemon_args),
+        Command::Down { config } => gateway::quick::down(&config),
         Command::Genkey => {
             println!("{}", new_private_key().to_base64());
             Ok(())

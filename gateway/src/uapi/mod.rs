@@ -3,7 +3,9 @@
 //!
 //! - [`protocol`]: the text protocol, sans I/O (parse requests, format replies).
 //! - [`server`]: the unix-socket server that drives a [`UapiHandler`].
+//! - [`client`]: what `wg` does on the other end (`get`, `set`).
 
+pub mod client;
 pub mod error;
 pub mod key;
 mod listener;

@@ -1,0 +1,13 @@
+//! Configuration files the operator writes, read and written without I/O.
+//!
+//! - [`wg_quick`]: the wg-quick(8) INI format behind `gateway up` / `gateway down`: the keys
+//!   wg-quick consumes itself (Address, DNS, MTU, Table, the hooks, SaveConfig) and the ones it
+//!   hands to `wg setconf`, as one validated [`wg_quick::QuickConfig`].
+//! - [`showconf`]: a device's live configuration in the `wg showconf` format (what SaveConfig
+//!   writes back).
+//! - [`routes`]: which routes, policy rules and firewall rules bringing an interface up needs,
+//!   planned from its Table setting and its peers' AllowedIPs.
+
+pub mod routes;
+pub mod showconf;
+pub mod wg_quick;
