@@ -159,6 +159,11 @@ fn udp_reader(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return, // shut down (rebind or exit)
         };
+        // Held, not dropped, while the interface is down (see `Shared::wait_until_up`): the
+        // first handshake initiation of a peer that dialled before we were up.
+        if !shared.wait_until_up() {
+            return;
+        }
         data.clear();
         for i in 0..n {
             let datagram = batch.datagram(i);
