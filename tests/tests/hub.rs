@@ -46,8 +46,14 @@ fn hub(forwarding: Forwarding) -> Result<()> {
     require_tools(TOOLS)?;
     let dir = TestDir::new(&format!("hub-{forwarding:?}"))?;
     let hub = Hub::build(&TopologyOptions { ipv6: true, ..TopologyOptions::default() })?;
-    // The hub's XDP_TX frames arrive at the internet's end of its link.
-    let _pass = XdpPass::attach(&hub.internet, &hub.internet_vps.name)?;
+    // The hub's XDP_TX frames arrive at the internet's end of its link (none without eBPF,
+    // which then needs no eBPF object at all).
+    let _pass = match forwarding {
+        Forwarding::Xdp | Forwarding::Stack => {
+            Some(XdpPass::attach(&hub.internet, &hub.internet_vps.name)?)
+        }
+        Forwarding::Userspace => None,
+    };
     let mut options = GatewaydOptions::new(match forwarding {
         Forwarding::Xdp | Forwarding::Stack => DataPath::Ebpf,
         Forwarding::Userspace => DataPath::Userspace,
