@@ -128,6 +128,22 @@ impl Shared {
         Arc::clone(&self.sockets.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Puts `new` in place of the current sockets and returns those (which the caller shuts
+    /// down). Readers of the old ones waiting in [`Shared::wait_until_up`] stop waiting.
+    pub fn replace_sockets(&self, new: Arc<Sockets>) -> Arc<Sockets> {
+        let old = {
+            let mut guard = self.sockets.write().unwrap_or_else(|e| e.into_inner());
+            std::mem::replace(&mut *guard, new)
+        };
+        let _guard = self.link.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.link.changed.notify_all();
+        old
+    }
+
+    fn sockets_are(&self, sockets: &Arc<Sockets>) -> bool {
+        Arc::ptr_eq(&self.sockets.read().unwrap_or_else(|e| e.into_inner()), sockets)
+    }
+
     /// Runs one protocol step under the lock, then carries out what it produced.
     pub fn step<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
         let mut out = Outbox::default();
@@ -154,7 +170,8 @@ impl Shared {
         }
     }
 
-    /// Blocks while the device is down; false once the daemon is stopping.
+    /// Blocks while the device is down and `sockets` are the current ones; false once the
+    /// daemon is stopping.
     ///
     /// The UDP readers call it with datagrams in hand, before giving them to the device:
     /// unlike the kernel, which opens its socket only when the interface goes up, our sockets
@@ -164,8 +181,15 @@ impl Shared {
     /// handed over then would be dropped as `NotRunning`; if it was a spoke's first handshake
     /// initiation, the hub would learn of that spoke only at its retry, REKEY_TIMEOUT later.
     /// Waiting instead keeps such datagrams (in hand, and queued in the socket behind them)
-    /// until the device is up, and the first initiation is answered as soon as it is.
-    pub fn wait_until_up(&self) -> bool {
+    /// until the device is up, and the first initiation is answered as soon as it is. What
+    /// waits is bounded by the socket's buffer; whatever of it is stale by then costs little
+    /// (transport data finds no keypair, as they were cleared when the interface went down;
+    /// a response to an old initiation is ignored by its initiator).
+    ///
+    /// Readers of sockets that were replaced (a new listen port) stop waiting, so the old
+    /// socket is closed and its port free again as before; what they held then meets a
+    /// device that is down, as it would have without the wait.
+    pub fn wait_until_up(&self, sockets: &Arc<Sockets>) -> bool {
         if self.link.up.load(Ordering::Acquire) {
             return true;
         }
@@ -174,7 +198,7 @@ impl Shared {
             if self.stopping.load(Ordering::Acquire) {
                 return false;
             }
-            if self.link.up.load(Ordering::Acquire) {
+            if self.link.up.load(Ordering::Acquire) || !self.sockets_are(sockets) {
                 return true;
             }
             guard = self.link.changed.wait(guard).unwrap_or_else(|e| e.into_inner());
