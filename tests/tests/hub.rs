@@ -6,6 +6,10 @@
 //! FORWARD hook sees none of it; with `--no-fast-forward` the same traffic is decrypted in XDP
 //! and forwarded by the stack (an nftables counter on the hub's FORWARD hook proves it), then
 //! encrypted at the TUN's egress; with `--no-ebpf` the daemon carries it all.
+//!
+//! `hub_answers_a_spokes_first_initiation_without_ebpf`: wireguard-go spokes configured
+//! and brought up before the hub's interface is; the hub must answer the dialling spoke's
+//! first handshake initiation, not wait for its retry.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -42,8 +46,14 @@ fn hub(forwarding: Forwarding) -> Result<()> {
     require_tools(TOOLS)?;
     let dir = TestDir::new(&format!("hub-{forwarding:?}"))?;
     let hub = Hub::build(&TopologyOptions { ipv6: true, ..TopologyOptions::default() })?;
-    // The hub's XDP_TX frames arrive at the internet's end of its link.
-    let _pass = XdpPass::attach(&hub.internet, &hub.internet_vps.name)?;
+    // The hub's XDP_TX frames arrive at the internet's end of its link (none without eBPF,
+    // which then needs no eBPF object at all).
+    let _pass = match forwarding {
+        Forwarding::Xdp | Forwarding::Stack => {
+            Some(XdpPass::attach(&hub.internet, &hub.internet_vps.name)?)
+        }
+        Forwarding::Userspace => None,
+    };
     let mut options = GatewaydOptions::new(match forwarding {
         Forwarding::Xdp | Forwarding::Stack => DataPath::Ebpf,
         Forwarding::Userspace => DataPath::Userspace,
@@ -235,6 +245,111 @@ impl World<'_> {
         ensure!(stats.get(Stat::Error) == 0, "program errors: {}", stats.nonzero());
         Ok(())
     }
+}
+
+/// The size of a handshake initiation's UDP datagram (UDP header and message): no other
+/// WireGuard message has it, so an nftables `udp length` match counts initiations.
+const INITIATION_UDP_LENGTH: u16 = 8 + 148;
+
+/// gatewayd as the hub (`--no-ebpf`, as in the bug report; handshakes take the same socket
+/// and threads with eBPF), wireguard-go as both spokes, in the order of the bug report: the hub is started and configured, the spokes are configured and brought up, and
+/// only then is the hub's interface brought up. The home's persistent keepalive makes it dial
+/// at once, so its first initiation reaches the hub's socket (bound since `wg setconf`) while
+/// the hub's interface is still down. gatewayd used to drop it there (`NotRunning`, without a
+/// log line) and learnt the home only at its retry, REKEY_TIMEOUT (5 s) later, so the phone
+/// could not reach the home's LAN in the first seconds; wireguard-go as the hub answers it.
+///
+/// How "answered the first initiation" is checked, without timing: an nftables counter on the
+/// hub counts the home's initiations that arrive. The hub's interface is brought up once at
+/// least one has arrived; the hub must then complete the handshake (its `latest-handshake`
+/// for the home appears) with no further initiation counted. A spoke, like the kernel, sends
+/// no new initiation within REKEY_TIMEOUT of the last, so a hub that dropped those first ones
+/// can complete a handshake only from a retry, which the counter would show.
+fn first_initiation(data_path: DataPath) -> Result<()> {
+    require_root()?;
+    require_tools(&["ip", "nft", "ping", "wg", "wireguard-go"])?;
+    let dir = TestDir::new(&format!("hub-first-initiation-{data_path}"))?;
+    let hub = Hub::build(&TopologyOptions::default())?;
+    let vps =
+        Gatewayd::start(&hub.vps, &dir, &unique_ifname("gw")?, &GatewaydOptions::new(data_path))?;
+    let phone =
+        WgPeer::start(Implementation::WireguardGo, &hub.phone, &dir, &unique_ifname("wg")?)?;
+    let home = WgPeer::start(Implementation::WireguardGo, &hub.home, &dir, &unique_ifname("wg")?)?;
+    let keys = Keys::generate()?;
+    let run = || -> Result<()> {
+        // The home's traffic reaches the VPS masqueraded as the carrier's address.
+        hub.vps.load_nftables(&format!(
+            "table inet firstinit {{\n\
+             \tchain input {{\n\
+             \t\ttype filter hook input priority filter; policy accept;\n\
+             \t\tip saddr {} udp dport {PORT} udp length {INITIATION_UDP_LENGTH} counter\n\
+             \t}}\n\
+             }}\n",
+            hub.cgnat_wan.v4
+        ))?;
+        let initiations = || hub.vps.nft_counted_packets("inet", "firstinit", "input");
+        let (phone_v4, _) = tunnel_addresses(PHONE_TUNNEL);
+        let (home_v4, _) = tunnel_addresses(HOME_TUNNEL);
+        vps.setconf(&format!(
+            "[Interface]\nPrivateKey = {}\nListenPort = {PORT}\n\n\
+             [Peer]\nPublicKey = {}\nAllowedIPs = {phone_v4}/32\n\n\
+             [Peer]\nPublicKey = {}\nAllowedIPs = {home_v4}/32, {}\n",
+            keys.vps.private_key,
+            keys.phone.public_key,
+            keys.home.public_key,
+            Hub::HOME_LAN_V4,
+        ))?;
+        let overlay = "10.77.0.0/24";
+        phone.setconf(&format!(
+            "[Interface]\nPrivateKey = {}\n\n\
+             [Peer]\nPublicKey = {}\nEndpoint = {}:{PORT}\nAllowedIPs = {overlay}, {}\n",
+            keys.phone.private_key,
+            keys.vps.public_key,
+            hub.vps_wan.v4,
+            Hub::HOME_LAN_V4,
+        ))?;
+        home.setconf(&format!(
+            "[Interface]\nPrivateKey = {}\n\n\
+             [Peer]\nPublicKey = {}\nEndpoint = {}:{PORT}\nAllowedIPs = {overlay}\n\
+             PersistentKeepalive = 25\n",
+            keys.home.private_key, keys.vps.public_key, hub.vps_wan.v4,
+        ))?;
+        phone.bring_up(&tunnel_cidrs(tunnel_addresses(PHONE_TUNNEL)), TUNNEL_MTU)?;
+        home.bring_up(&tunnel_cidrs(tunnel_addresses(HOME_TUNNEL)), TUNNEL_MTU)?;
+        hub.phone.add_route_dev(Hub::HOME_LAN_V4, phone.ifname())?;
+        let before_up = dir.wait_for("the home's first initiation at the hub", TIMEOUT, || {
+            Ok(match initiations()? {
+                0 => Probe::NotYet("none counted".to_string()),
+                n => Probe::Ready(n),
+            })
+        })?;
+
+        vps.bring_up(&tunnel_cidrs(tunnel_addresses(VPS_TUNNEL)), TUNNEL_MTU)?;
+        hub.vps.add_route_dev(Hub::HOME_LAN_V4, vps.ifname())?;
+        dir.wait_for("the hub's handshake with the home", TIMEOUT, || {
+            let status = vps.show()?.peer(&keys.home.public_key)?.clone();
+            Ok(match status.latest_handshake {
+                Some(_) => Probe::Ready(()),
+                None => Probe::NotYet(format!("{status:?}")),
+            })
+        })?;
+        let counted = initiations()?;
+        ensure!(
+            counted == before_up,
+            "the hub completed its handshake with the home only after {} more initiation(s) \
+             from it: it lost the {before_up} that arrived before its interface was up",
+            counted - before_up
+        );
+        // What the bug report saw fail: the phone reaching the home's LAN through the hub.
+        wait_for_ping(&hub.phone, IpAddr::V4(hub.lan_host_if.v4), TIMEOUT)
+            .context("phone → hub → home LAN")
+    };
+    run().map_err(|error| dir.attach_logs(error))
+}
+
+#[test]
+fn hub_answers_a_spokes_first_initiation_without_ebpf() -> Result<()> {
+    first_initiation(DataPath::Userspace)
 }
 
 #[test]

@@ -39,10 +39,7 @@ impl Control {
 
     fn swap_sockets(&self, new: Sockets) {
         let new = Arc::new(new);
-        let old = {
-            let mut guard = self.shared.sockets.write().unwrap_or_else(|e| e.into_inner());
-            std::mem::replace(&mut *guard, Arc::clone(&new))
-        };
+        let old = self.shared.replace_sockets(Arc::clone(&new));
         old.shutdown();
         (self.rebind)(&self.shared, &new);
     }

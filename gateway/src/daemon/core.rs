@@ -75,6 +75,17 @@ pub struct Shared {
     alarm: Alarm,
     /// Handshake messages waiting for the handshake thread (the device's "under load" input).
     pub handshake_backlog: std::sync::atomic::AtomicUsize,
+    /// The device's up state, published by every step, for threads that hold their input
+    /// until the device is up (see [`Shared::wait_until_up`]).
+    link: LinkState,
+}
+
+/// `Device::is_up` outside the device lock: written with `lock` held (under the device lock,
+/// so that concurrent steps publish in the order they ran), waited for on `changed`.
+struct LinkState {
+    up: AtomicBool,
+    lock: Mutex<()>,
+    changed: Condvar,
 }
 
 /// Wakes the timer thread when a step files a deadline earlier than the one it sleeps until,
@@ -101,6 +112,11 @@ impl Shared {
                 epoch: Instant::now(),
             },
             handshake_backlog: std::sync::atomic::AtomicUsize::new(0),
+            link: LinkState {
+                up: AtomicBool::new(false),
+                lock: Mutex::new(()),
+                changed: Condvar::new(),
+            },
         })
     }
 
@@ -114,6 +130,22 @@ impl Shared {
         Arc::clone(&self.sockets.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Puts `new` in place of the current sockets and returns those (which the caller shuts
+    /// down). Readers of the old ones waiting in [`Shared::wait_until_up`] stop waiting.
+    pub fn replace_sockets(&self, new: Arc<Sockets>) -> Arc<Sockets> {
+        let old = {
+            let mut guard = self.sockets.write().unwrap_or_else(|e| e.into_inner());
+            std::mem::replace(&mut *guard, new)
+        };
+        let _guard = self.link.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.link.changed.notify_all();
+        old
+    }
+
+    fn sockets_are(&self, sockets: &Arc<Sockets>) -> bool {
+        Arc::ptr_eq(&self.sockets.read().unwrap_or_else(|e| e.into_inner()), sockets)
+    }
+
     /// Runs one protocol step under the lock, then carries out what it produced.
     pub fn step<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
         let mut out = Outbox::default();
@@ -121,6 +153,7 @@ impl Shared {
             let mut core = self.lock();
             let r = f(&mut core);
             core.drain(&mut out);
+            self.publish_up(core.device.is_up());
             (r, core.device.next_timeout())
         };
         self.carry_out(out);
@@ -128,6 +161,50 @@ impl Shared {
             self.wake_timer_if_earlier(next);
         }
         result
+    }
+
+    /// Mirrors the device's up state (called under the device lock, after every step).
+    fn publish_up(&self, up: bool) {
+        if self.link.up.load(Ordering::Acquire) != up {
+            let _guard = self.link.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.link.up.store(up, Ordering::Release);
+            self.link.changed.notify_all();
+        }
+    }
+
+    /// Blocks while the device is down and `sockets` are the current ones; false once the
+    /// daemon is stopping.
+    ///
+    /// The UDP readers call it with datagrams in hand, before giving them to the device:
+    /// unlike the kernel, which opens its socket only when the interface goes up, our sockets
+    /// are bound from the start (and from `wg setconf` on, at the configured port), so peers
+    /// reach them while the interface is still down, and during the moment between
+    /// `ip link set up` and the rtnetlink notification reaching the device. A datagram
+    /// handed over then would be dropped as `NotRunning`; if it was a spoke's first handshake
+    /// initiation, the hub would learn of that spoke only at its retry, REKEY_TIMEOUT later.
+    /// Waiting instead keeps such datagrams (in hand, and queued in the socket behind them)
+    /// until the device is up, and the first initiation is answered as soon as it is. What
+    /// waits is bounded by the socket's buffer; whatever of it is stale by then costs little
+    /// (transport data finds no keypair, as they were cleared when the interface went down;
+    /// a response to an old initiation is ignored by its initiator).
+    ///
+    /// Readers of sockets that were replaced (a new listen port) stop waiting, so the old
+    /// socket is closed and its port free again as before; what they held then meets a
+    /// device that is down, as it would have without the wait.
+    pub fn wait_until_up(&self, sockets: &Arc<Sockets>) -> bool {
+        if self.link.up.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut guard = self.link.lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if self.stopping.load(Ordering::Acquire) {
+                return false;
+            }
+            if self.link.up.load(Ordering::Acquire) || !self.sockets_are(sockets) {
+                return true;
+            }
+            guard = self.link.changed.wait(guard).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     pub fn carry_out(&self, out: Outbox) {
@@ -210,6 +287,10 @@ impl Shared {
 
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
+        {
+            let _guard = self.link.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.link.changed.notify_all();
+        }
         let _guard = self.alarm.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.alarm.planned.store(0, Ordering::Release);
         self.alarm.cv.notify_all();

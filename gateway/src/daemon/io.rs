@@ -135,21 +135,20 @@ pub fn start_udp_readers(
         let sockets = Arc::clone(sockets);
         let tx = queue.tx.clone();
         let v6 = family == "udp6";
-        handles.push(spawn(family, move || {
-            let sock = if v6 { sockets.v6.as_ref() } else { sockets.v4.as_ref() };
-            if let Some(sock) = sock {
-                udp_reader(&shared, sock, &tx);
-            }
-        })?);
+        handles.push(spawn(family, move || udp_reader(&shared, &sockets, v6, &tx))?);
     }
     Ok(handles)
 }
 
 fn udp_reader(
     shared: &Shared,
-    sock: &std::net::UdpSocket,
+    sockets: &Arc<Sockets>,
+    v6: bool,
     handshakes: &SyncSender<(Endpoint, Vec<u8>)>,
 ) {
+    let Some(sock) = (if v6 { sockets.v6.as_ref() } else { sockets.v4.as_ref() }) else {
+        return;
+    };
     let mut batch = udp::ReceiveBatch::default();
     let mut data = Vec::with_capacity(udp::BATCH);
     let mut deliveries = Vec::with_capacity(udp::BATCH);
@@ -159,6 +158,11 @@ fn udp_reader(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return, // shut down (rebind or exit)
         };
+        // Held, not dropped, while the interface is down (see `Shared::wait_until_up`): the
+        // first handshake initiation of a peer that dialled before we were up.
+        if !shared.wait_until_up(sockets) {
+            return;
+        }
         data.clear();
         for i in 0..n {
             let datagram = batch.datagram(i);
