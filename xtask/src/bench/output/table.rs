@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 use super::{Record, Results};
 use crate::bench::plan::{self, EBPF_SHARE, Implementation, Scenario, VERIFIER_INSTRUCTIONS};
 
-/// Marks a figure with at least one flagged repetition (disturbed, sender-bound, no figure).
+/// Marks a figure with at least one flagged repetition (disturbed, sender-bound, no figure), or a
+/// verifier count over its budget.
 const FLAGGED: &str = "†";
 
 pub fn render(results: &Results, scenarios: &[Scenario]) -> String {
@@ -32,8 +33,8 @@ pub fn render(results: &Results, scenarios: &[Scenario]) -> String {
     if results.records.iter().any(|record| !record.reps.flags.is_empty()) {
         let _ = writeln!(
             text,
-            "{FLAGGED} at least one repetition was flagged: disturbed, sender-bound or without a \
-             figure (see the flags in results.json)\n"
+            "{FLAGGED} at least one repetition was flagged: disturbed, sender-bound, without a \
+             figure or over the verifier's budget (see the flags in results.json)\n"
         );
     }
     if !results.failures.is_empty() {
