@@ -50,7 +50,8 @@ const TOOLS: &[&str] = &["ip", "nft", "ping", "ss", "wg", "ethtool", "iperf3"];
 #[derive(clap::Args)]
 pub struct Options {
     /// A representative subset in under three minutes: direct scenario (TCP 1 stream, UDP
-    /// 1392 B, ping, CPU) for every implementation, and the eBPF microbenchmark at 1420 B.
+    /// 1392 B, ping, CPU) for every implementation, and the eBPF microbenchmark at 1420 B
+    /// (with the verifier's instruction counts).
     #[arg(long)]
     quick: bool,
     /// Scenarios to run, comma-separated (default: all; with --quick: direct,ebpf-micro).

@@ -16,7 +16,8 @@ pub enum Scenario {
     Hub,
     /// 1 vs 10 000 peers, a 130 000-prefix `wg setconf`, handshakes per second.
     Scale,
-    /// Nanoseconds per packet of each eBPF program (BPF_PROG_TEST_RUN).
+    /// Nanoseconds per packet of each eBPF program (BPF_PROG_TEST_RUN), and the instructions
+    /// the verifier processed for each.
     EbpfMicro,
 }
 
@@ -167,8 +168,14 @@ pub const MICRO_ENCRYPT: Metric = metric("encrypt", "encrypt", "ns/packet", Bett
 pub const MICRO_HUB: Metric = metric("hub_reencrypt", "hub re-encrypt", "ns/packet", Better::Lower);
 pub const MICRO_FLOOR: Metric =
     metric("empty_program", "empty program", "ns/packet", Better::Lower);
+/// Instructions the kernel's verifier processed for one program (ebpf-micro, one record per
+/// program): the cost its 1,000,000-instruction limit applies to. Not one of the per-size
+/// columns of `metrics`: it has a table of its own.
+pub const VERIFIER_INSTRUCTIONS: Metric =
+    metric("verifier_instructions", "verifier", "instructions", Better::Lower);
 
-/// The metrics of each scenario, in table order (the eBPF share is reported as a note).
+/// The metrics of each scenario, in table order (the eBPF share is reported as a note, the
+/// verifier's instruction counts in a table of their own).
 pub fn metrics(scenario: Scenario) -> &'static [Metric] {
     match scenario {
         Scenario::Direct | Scenario::Hub => &[

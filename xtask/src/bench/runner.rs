@@ -14,11 +14,12 @@ use gateway_tests::traffic::IperfServer;
 use super::metrics::scale::{self, Flood};
 use super::metrics::tcp::{self, IPERF_PORT, TcpRun};
 use super::metrics::udp_rate::{Generator, Search};
-use super::metrics::{micro, ping};
+use super::metrics::{micro, ping, verifier};
 use super::output::{Failure, Record, Results};
 use super::plan::{self, Implementation, Metric, Profile, Scenario};
 use super::procfs::netns_inode;
 use super::repeat::{Measured, Repeater, progress, summarise};
+use super::stats::Reps;
 use super::topology::Topology;
 use super::tunnel::{Binaries, LISTEN_PORT, Tunnel};
 
@@ -51,7 +52,10 @@ impl Runner {
                         self.path_scenario(scenario, implementation)
                     }
                     Scenario::Scale => self.scale(implementation),
-                    Scenario::EbpfMicro => self.micro(),
+                    Scenario::EbpfMicro => {
+                        self.verifier();
+                        self.micro()
+                    }
                 };
                 if let Err(error) = outcome {
                     self.fail(scenario, implementation, "setup", &error);
@@ -290,6 +294,36 @@ impl Runner {
         tunnel.check_running().map_err(|error| dir.attach_logs(error))
     }
 
+    /// The instructions the kernel's verifier processed for each program, one record per
+    /// program. They depend on the kernel and the object, not on the machine's load: measured
+    /// once, outside the repeater. A count over the budget is flagged, not failed: the run
+    /// reports; tests/tests/verifier_budget.rs is the check.
+    fn verifier(&mut self) {
+        let scenario = Scenario::EbpfMicro;
+        let implementation = Implementation::GatewaydEbpf;
+        let metric = plan::VERIFIER_INSTRUCTIONS;
+        match verifier::measure(&self.binaries.tool) {
+            Ok(counts) => {
+                progress(&format!(
+                    "{scenario}: instructions verified: {}",
+                    verifier::describe(&counts)
+                ));
+                for count in counts {
+                    let mut reps = Reps::single(count.instructions);
+                    if count.over_budget() {
+                        reps.flags.push(format!(
+                            "over the budget of {:.0} instructions (a quarter of the verifier's \
+                             limit; tests/tests/verifier_budget.rs)",
+                            count.budget
+                        ));
+                    }
+                    self.record(scenario, implementation, metric, Some(count.program), Some(reps));
+                }
+            }
+            Err(error) => self.fail(scenario, implementation, "verifier", &error),
+        }
+    }
+
     /// The eBPF programs' nanoseconds per packet.
     fn micro(&mut self) -> Result<()> {
         let scenario = Scenario::EbpfMicro;
@@ -348,7 +382,7 @@ impl Runner {
         implementation: Implementation,
         metric: Metric,
         variant: Option<String>,
-        reps: Option<super::stats::Reps>,
+        reps: Option<Reps>,
     ) {
         match reps {
             Some(reps) => self.results.records.push(Record {

@@ -26,6 +26,20 @@ impl Reps {
         let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         Some(Reps { values, min, max, median, flags, conditions })
     }
+
+    /// A figure that does not vary between runs (the verifier's instruction count of a
+    /// program): measured once, without load conditions, since the machine's load cannot
+    /// change it.
+    pub fn single(value: f64) -> Reps {
+        Reps {
+            values: vec![value],
+            min: value,
+            max: value,
+            median: value,
+            flags: vec![],
+            conditions: vec![],
+        }
+    }
 }
 
 /// The middle value; the mean of the two middle ones for an even count. `None` when empty or

@@ -8,6 +8,7 @@
 //! - `handshakes`: the flood: valid initiations built with the gateway's own protocol modules
 //!   as the `peers` of a seed, responses counted.
 //! - `ebpf-micro`: nanoseconds per packet of the eBPF programs through BPF_PROG_TEST_RUN.
+//! - `verifier`: the instructions the kernel's verifier processed for each program.
 //! - `xdp-pass`: keeps a pass-through XDP program on veth ends that must receive XDP_TX frames.
 
 mod ebpf_micro;
@@ -18,6 +19,7 @@ mod udp_batch;
 mod udp_payload;
 mod udp_recv;
 mod udp_send;
+mod verifier;
 mod xdp_pass;
 
 use std::process::ExitCode;
@@ -43,6 +45,8 @@ enum Command {
     Handshakes(handshakes::Options),
     /// Nanoseconds per packet of the eBPF programs (BPF_PROG_TEST_RUN).
     EbpfMicro(ebpf_micro::Options),
+    /// Instructions the kernel's verifier processed per program (loads the data plane).
+    Verifier(verifier::Options),
     /// Attach a pass-through XDP program to interfaces until killed.
     XdpPass(xdp_pass::Options),
 }
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
         Command::Peers(options) => peers::print_config(&options),
         Command::Handshakes(options) => handshakes::run(&options),
         Command::EbpfMicro(options) => ebpf_micro::run(&options),
+        Command::Verifier(options) => verifier::run(&options),
         Command::XdpPass(options) => xdp_pass::run(&options),
     };
     match result {

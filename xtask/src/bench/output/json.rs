@@ -36,7 +36,7 @@ pub fn write(results: &Results, path: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use crate::bench::output::Record;
-    use crate::bench::plan::{Implementation, MICRO_DECRYPT, Scenario};
+    use crate::bench::plan::{Implementation, MICRO_DECRYPT, Scenario, VERIFIER_INSTRUCTIONS};
     use crate::bench::stats::Reps;
 
     #[test]
@@ -63,5 +63,31 @@ mod tests {
         assert_eq!(record["reps"]["min"], 280.0);
         assert_eq!(record["reps"]["max"], 310.0);
         assert_eq!(record["reps"]["flags"][0], "rep 2: x");
+    }
+
+    #[test]
+    fn a_verifier_count_is_one_record_per_program_measured_once() {
+        let results = Results {
+            records: vec![Record {
+                scenario: Scenario::EbpfMicro,
+                implementation: Implementation::GatewaydEbpf,
+                metric: VERIFIER_INSTRUCTIONS,
+                variant: Some("wg_tx_tun".into()),
+                reps: Reps::single(123_456.0),
+            }],
+            failures: vec![],
+        };
+        let value = to_value(&results);
+        let record = &value[0];
+        assert_eq!(record["scenario"], "ebpf-micro");
+        assert_eq!(record["implementation"], "gatewayd-ebpf");
+        assert_eq!(record["metric"], "verifier_instructions_wg_tx_tun");
+        assert_eq!(record["value"], 123_456.0);
+        assert_eq!(record["unit"], "instructions");
+        assert_eq!(record["reps"]["values"], json!([123_456.0]));
+        assert_eq!(record["reps"]["min"], 123_456.0);
+        assert_eq!(record["reps"]["max"], 123_456.0);
+        assert_eq!(record["reps"]["flags"], json!([]));
+        assert_eq!(record["reps"]["conditions"], json!([]));
     }
 }

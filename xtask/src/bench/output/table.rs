@@ -1,14 +1,16 @@
 //! The Markdown tables: one per scenario, implementations as rows and metrics as columns, each
 //! cell the median with its advantage over the best other tunnel (`×2.1`: 2.1 times better, in
 //! whichever direction the metric points; gatewayd rows against the better of wireguard-go and
-//! boringtun). The eBPF microbenchmark has packet sizes as rows instead.
+//! boringtun). The eBPF microbenchmark has packet sizes as rows instead, and the verifier's
+//! instruction counts a table of their own, one row per program.
 
 use std::fmt::Write as _;
 
 use super::{Record, Results};
-use crate::bench::plan::{self, EBPF_SHARE, Implementation, Scenario};
+use crate::bench::plan::{self, EBPF_SHARE, Implementation, Scenario, VERIFIER_INSTRUCTIONS};
 
-/// Marks a figure with at least one flagged repetition (disturbed, sender-bound, no figure).
+/// Marks a figure with at least one flagged repetition (disturbed, sender-bound, no figure), or a
+/// verifier count over its budget.
 const FLAGGED: &str = "†";
 
 pub fn render(results: &Results, scenarios: &[Scenario]) -> String {
@@ -19,7 +21,10 @@ pub fn render(results: &Results, scenarios: &[Scenario]) -> String {
         }
         let _ = writeln!(text, "### {scenario}\n");
         match scenario {
-            Scenario::EbpfMicro => micro_table(&mut text, results),
+            Scenario::EbpfMicro => {
+                micro_table(&mut text, results);
+                verifier_table(&mut text, results);
+            }
             _ => implementation_table(&mut text, results, scenario),
         }
         notes(&mut text, results, scenario);
@@ -28,8 +33,8 @@ pub fn render(results: &Results, scenarios: &[Scenario]) -> String {
     if results.records.iter().any(|record| !record.reps.flags.is_empty()) {
         let _ = writeln!(
             text,
-            "{FLAGGED} at least one repetition was flagged: disturbed, sender-bound or without a \
-             figure (see the flags in results.json)\n"
+            "{FLAGGED} at least one repetition was flagged: disturbed, sender-bound, without a \
+             figure or over the verifier's budget (see the flags in results.json)\n"
         );
     }
     if !results.failures.is_empty() {
@@ -90,10 +95,13 @@ fn micro_table(text: &mut String, results: &Results) {
     let mut sizes: Vec<&str> = results
         .records
         .iter()
-        .filter(|record| record.scenario == scenario)
+        .filter(|record| record.scenario == scenario && metrics.contains(&record.metric))
         .filter_map(|record| record.variant.as_deref())
         .collect();
     sizes.dedup();
+    if sizes.is_empty() {
+        return;
+    }
     let _ = write!(text, "| inner packet |");
     for metric in metrics {
         let _ = write!(text, " {} ({}) |", metric.label, metric.unit);
@@ -115,6 +123,31 @@ fn micro_table(text: &mut String, results: &Results) {
             })
             .collect();
         let _ = writeln!(text, "| {size} | {} |", cells.join(" | "));
+    }
+}
+
+/// The instructions the kernel's verifier processed, per program (measured once: they do not
+/// vary between runs).
+fn verifier_table(text: &mut String, results: &Results) {
+    let counts: Vec<&Record> = results
+        .records
+        .iter()
+        .filter(|record| {
+            record.scenario == Scenario::EbpfMicro && record.metric == VERIFIER_INSTRUCTIONS
+        })
+        .collect();
+    if counts.is_empty() {
+        return;
+    }
+    // Below the per-size table when there is one.
+    if !text.ends_with("\n\n") {
+        text.push('\n');
+    }
+    let metric = VERIFIER_INSTRUCTIONS;
+    let _ = writeln!(text, "| program | {} ({}) |\n|---|---:|", metric.label, metric.unit);
+    for record in counts {
+        let program = record.variant.as_deref().unwrap_or("?");
+        let _ = writeln!(text, "| {program} | {:.0}{} |", record.value(), flag(record));
     }
 }
 
@@ -219,5 +252,30 @@ mod tests {
         assert!(text.contains("| boringtun | 2.00 ×0.333† | – |"), "{text}");
         assert!(!text.contains("| plain |"), "{text}");
         assert!(text.contains("† at least one repetition was flagged"), "{text}");
+    }
+
+    #[test]
+    fn verifier_counts_get_a_table_of_their_own() {
+        let micro = |metric, variant: &str, value| Record {
+            scenario: Scenario::EbpfMicro,
+            implementation: Implementation::GatewaydEbpf,
+            metric,
+            variant: Some(variant.into()),
+            reps: Reps::single(value),
+        };
+        let results = Results {
+            records: vec![
+                micro(VERIFIER_INSTRUCTIONS, "wg_rx_xdp", 91_234.0),
+                micro(VERIFIER_INSTRUCTIONS, "wg_tx_tun", 120_000.0),
+                micro(plan::MICRO_DECRYPT, "1420B", 5288.0),
+            ],
+            failures: vec![],
+        };
+        let text = render(&results, &[Scenario::EbpfMicro]);
+        assert!(text.contains("| 1420B | 5288 | – | – | – |"), "{text}");
+        assert!(!text.contains("| wg_rx_xdp | –"), "no size row per program: {text}");
+        assert!(text.contains("| program | verifier (instructions) |"), "{text}");
+        assert!(text.contains("| wg_rx_xdp | 91234 |"), "{text}");
+        assert!(text.contains("| wg_tx_tun | 120000 |"), "{text}");
     }
 }
