@@ -31,6 +31,12 @@ use crate::wg::session_memory::SlotPool;
 /// The object gateway/build.rs builds from gateway-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway-ebpf"));
 
+/// The embedded object as built, for tools that inspect it (the verifier statistics of the
+/// budget test).
+pub fn embedded_object() -> &'static [u8] {
+    OBJECT
+}
+
 /// The oldest kernel with every helper and flag the programs use (`BPF_FIB_LOOKUP_SRC`).
 const MIN_KERNEL: (u32, u32) = (6, 7);
 

@@ -37,7 +37,7 @@ pub use attach::{AttachMode, AttachPreference, Interface, TunnelSends};
 pub use clock::{instant_to_monotonic_ns, monotonic_now_ns, monotonic_ns_to_instant};
 pub use config::TunnelConfig;
 pub use error::{DataplaneError, Result};
-pub use loader::{Capacities, Dataplane};
+pub use loader::{Capacities, Dataplane, embedded_object};
 pub use mmap::MappedArray;
 pub use netdev::{TxChecksum, gso_max_segs, tx_checksum};
 pub use peers::{PeerActivitySnapshot, PeerEndpoint, PeerSlot};

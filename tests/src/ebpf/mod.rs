@@ -7,6 +7,7 @@ pub mod bench;
 pub mod frames;
 pub mod lab;
 pub mod netns;
+pub mod verifier_log;
 
 use std::time::Instant;
 
