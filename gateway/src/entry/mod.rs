@@ -12,6 +12,7 @@
 //!   to its backend).
 
 pub mod forward;
+pub mod http;
 pub mod name;
 pub mod table;
 pub mod tls;
