@@ -51,10 +51,8 @@ pub enum ClientHelloScan {
 
 /// Reads the ClientHello at the start of `received` (all bytes of the connection so far).
 pub fn read_client_hello(received: &[u8]) -> ClientHelloScan {
-    match first_bytes(received) {
-        Some(ClientHelloScan::NotTls) => return ClientHelloScan::NotTls,
-        Some(scan) => return scan,
-        None => {}
+    if let Some(scan) = first_bytes(received) {
+        return scan;
     }
     // Bytes past the bound are never looked at: the hello must end before it.
     let received = received.get(..MAX_CLIENT_HELLO).unwrap_or(received);
