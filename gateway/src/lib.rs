@@ -3,6 +3,7 @@
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod entry;
 pub mod quick;
 pub mod tun;
 pub mod uapi;
