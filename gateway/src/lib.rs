@@ -3,6 +3,7 @@
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod mirror;
 pub mod quick;
 pub mod tun;
 pub mod uapi;

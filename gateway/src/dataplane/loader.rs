@@ -23,10 +23,10 @@ use super::attach::Attachments;
 use super::error::{DataplaneError, Result};
 use super::mmap::MappedArray;
 use super::programs::Program;
+use super::session_pool::SlotPool;
 use super::sessions::SessionRegion;
 use super::slots::SlotAllocator;
 use super::verifier::{ProgramReport, Verdict};
-use crate::wg::session_memory::SlotPool;
 
 /// The object gateway/build.rs builds from gateway-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway-ebpf"));

@@ -1,7 +1,7 @@
 //! Sessions (keypairs) in the shared `SESSIONS` array and their `RX_INDEX` entries.
 //!
-//! Slots are allocated by the protocol core (`wg::session_memory::SlotPool`, over the mapped
-//! array): a keypair takes its slot, with fresh counters, when the handshake completes, and
+//! Slots are handed to the protocol core from `SlotPool` (over the mapped array): a keypair
+//! takes its slot, with fresh counters, when the handshake completes, and
 //! may already have sent with it before it is published here. So publishing never touches
 //! the counters.
 //!
@@ -23,19 +23,16 @@ use super::error::{DataplaneError, Result};
 use super::loader::Dataplane;
 use super::mmap::MappedArray;
 use super::peers::PeerSlot;
-use crate::wg::session_memory::{SlotPool, SlotRegion};
+use super::session_pool::{SlotPool, SlotRegion};
 
 /// A slot of `SESSIONS`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionSlot(pub u32);
 
-/// What the programs may do with a session. A responder's unconfirmed `next` keypair is
-/// published with neither: its first packet goes to the daemon, which then confirms it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SessionUse {
-    pub receive: bool,
-    pub send: bool,
-}
+/// What the programs may do with a session, as the core's view decides it. A responder's
+/// unconfirmed `next` keypair is published with neither: its first packet goes to the daemon,
+/// which then confirms it.
+pub use crate::wg::projection::SessionUse;
 
 /// One keypair, as the daemon's handshake derived it.
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +49,49 @@ pub struct SessionParams {
     pub usable: SessionUse,
     /// This side sent the initiation.
     pub initiator: bool,
+}
+
+/// A session's fields other than its state: what `write_session` stores while the programs
+/// ignore the slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionEntry {
+    pub peer: PeerSlot,
+    /// Our receiver index, as `u32::from_le_bytes` of its wire bytes.
+    pub local_index: u32,
+    /// The peer's receiver index, likewise.
+    pub remote_index: u32,
+    /// When the handshake that derived the keys completed (REJECT_AFTER_TIME counts from it).
+    pub created: Instant,
+    pub send_key: [u8; 32],
+    pub recv_key: [u8; 32],
+}
+
+/// A session's `state` word: zero (the default) until it is published, and again once it is
+/// retired.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionState {
+    pub usable: SessionUse,
+    /// This side sent the initiation.
+    pub initiator: bool,
+}
+
+impl SessionState {
+    fn bits(self) -> u32 {
+        state_bits(self.usable, self.initiator)
+    }
+}
+
+impl SessionParams {
+    fn entry(&self) -> SessionEntry {
+        SessionEntry {
+            peer: self.peer,
+            local_index: self.local_index,
+            remote_index: self.remote_index,
+            created: self.created,
+            send_key: self.send_key,
+            recv_key: self.recv_key,
+        }
+    }
 }
 
 fn key_words(key: &[u8; 32]) -> [u32; 8] {
@@ -112,28 +152,60 @@ impl Dataplane {
     }
 
     /// Publishes a keypair in the slot its counters occupy and makes its receiver index
-    /// known to the programs. The counters are left as they are: they may be in use already.
+    /// known to the programs: `write_session`, `set_session_state`, `index_session`. The
+    /// counters are left as they are: they may be in use already.
     pub fn publish_session(&mut self, slot: SessionSlot, p: &SessionParams) -> Result<()> {
-        if !self.peer_slots.is_used(p.peer.0) {
-            return Err(DataplaneError::Invalid(format!("peer slot {} is not in use", p.peer.0)));
+        self.write_session(slot, &p.entry())?;
+        self.set_session_state(slot, SessionState { usable: p.usable, initiator: p.initiator })?;
+        if let Err(e) = self.index_session(p.local_index, slot) {
+            let _ = self.set_session_state(slot, SessionState::default());
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Writes a session's fields with its state cleared first, so the programs ignore the
+    /// slot until `set_session_state`.
+    pub fn write_session(&mut self, slot: SessionSlot, e: &SessionEntry) -> Result<()> {
+        if !self.peer_slots.is_used(e.peer.0) {
+            return Err(DataplaneError::Invalid(format!("peer slot {} is not in use", e.peer.0)));
         }
         let ptr = self.session_ptr(slot)?;
-        let state = state_of(ptr);
-        state.store(0, Ordering::Release);
+        state_of(ptr).store(0, Ordering::Release);
         // SAFETY: the slot is ours (allocated, state 0); programs ignore it until `state`.
         unsafe {
-            std::ptr::addr_of_mut!((*ptr).peer).write_volatile(p.peer.0);
-            std::ptr::addr_of_mut!((*ptr).local_index).write_volatile(p.local_index);
-            std::ptr::addr_of_mut!((*ptr).remote_index).write_volatile(p.remote_index);
+            std::ptr::addr_of_mut!((*ptr).peer).write_volatile(e.peer.0);
+            std::ptr::addr_of_mut!((*ptr).local_index).write_volatile(e.local_index);
+            std::ptr::addr_of_mut!((*ptr).remote_index).write_volatile(e.remote_index);
             std::ptr::addr_of_mut!((*ptr).created_ns)
-                .write_volatile(instant_to_monotonic_ns(p.created));
-            std::ptr::addr_of_mut!((*ptr).send_key).write_volatile(key_words(&p.send_key));
-            std::ptr::addr_of_mut!((*ptr).recv_key).write_volatile(key_words(&p.recv_key));
+                .write_volatile(instant_to_monotonic_ns(e.created));
+            std::ptr::addr_of_mut!((*ptr).send_key).write_volatile(key_words(&e.send_key));
+            std::ptr::addr_of_mut!((*ptr).recv_key).write_volatile(key_words(&e.recv_key));
         }
-        state.store(state_bits(p.usable, p.initiator), Ordering::Release);
-        if let Err(e) = self.rx_index.insert(p.local_index, slot.0, 0) {
-            state.store(0, Ordering::Release);
-            return Err(DataplaneError::kernel_chain("inserting into RX_INDEX", &e));
+        Ok(())
+    }
+
+    /// Stores a session's `state` (release: its fields are visible to a program that sees
+    /// it). The default state retires it: programs stop using the slot at once.
+    pub fn set_session_state(&mut self, slot: SessionSlot, state: SessionState) -> Result<()> {
+        state_of(self.session_ptr(slot)?).store(state.bits(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes `local_index` lead the programs to `slot` (`RX_INDEX`).
+    pub fn index_session(&mut self, local_index: u32, slot: SessionSlot) -> Result<()> {
+        self.session_ptr(slot)?;
+        self.rx_index
+            .insert(local_index, slot.0, 0)
+            .map_err(|e| DataplaneError::kernel_chain("inserting into RX_INDEX", &e))
+    }
+
+    /// Forgets `local_index`, if it still leads to `slot` (the index may have been reused).
+    pub fn unindex_session(&mut self, local_index: u32, slot: SessionSlot) -> Result<()> {
+        if self.rx_index.get(&local_index, 0).ok() == Some(slot.0) {
+            self.rx_index
+                .remove(&local_index)
+                .map_err(|e| DataplaneError::kernel_chain("removing from RX_INDEX", &e))?;
         }
         Ok(())
     }
@@ -166,12 +238,7 @@ impl Dataplane {
                 self.clear_tx_session_if(PeerSlot(peer), slot);
             }
         }
-        if self.rx_index.get(&local_index, 0).ok() == Some(slot.0) {
-            self.rx_index
-                .remove(&local_index)
-                .map_err(|e| DataplaneError::kernel_chain("removing from RX_INDEX", &e))?;
-        }
-        Ok(())
+        self.unindex_session(local_index, slot)
     }
 
     /// The `state` word of a slot (0: not published).
