@@ -6,25 +6,25 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use aya::maps::{MapError, lpm_trie::Key};
+use aya::maps::{LpmTrie, MapData, MapError, lpm_trie::Key};
 use ipnet::IpNet;
 
 use super::error::{DataplaneError, Result};
-use super::loader::Dataplane;
 use super::peers::PeerSlot;
 
+/// Which peer each prefix in the tries belongs to, and each peer's prefixes.
 #[derive(Default)]
-pub struct AllowedIps {
+struct AllowedIps {
     owner: HashMap<IpNet, u32>,
     by_peer: HashMap<u32, BTreeSet<IpNet>>,
 }
 
 impl AllowedIps {
-    pub fn of(&self, peer: u32) -> Vec<IpNet> {
+    fn of(&self, peer: u32) -> Vec<IpNet> {
         self.by_peer.get(&peer).map(|s| s.iter().copied().collect()).unwrap_or_default()
     }
 
-    pub fn owner(&self, net: &IpNet) -> Option<u32> {
+    fn owner(&self, net: &IpNet) -> Option<u32> {
         self.owner.get(&net.trunc()).copied()
     }
 
@@ -49,14 +49,28 @@ impl AllowedIps {
     }
 }
 
-impl Dataplane {
+/// The `ALLOWED_V4`/`ALLOWED_V6` tries, and what they hold.
+pub(super) struct AllowedIpMaps {
+    v4: LpmTrie<MapData, [u8; 4], u32>,
+    v6: LpmTrie<MapData, [u8; 16], u32>,
+    held: AllowedIps,
+}
+
+impl AllowedIpMaps {
+    pub(super) fn new(
+        v4: LpmTrie<MapData, [u8; 4], u32>,
+        v6: LpmTrie<MapData, [u8; 16], u32>,
+    ) -> Self {
+        AllowedIpMaps { v4, v6, held: AllowedIps::default() }
+    }
+
     fn trie_insert(&mut self, net: IpNet, peer: u32) -> Result<()> {
         let r = match net {
             IpNet::V4(n) => {
-                self.allowed_v4.insert(&Key::new(n.prefix_len() as u32, n.addr().octets()), peer, 0)
+                self.v4.insert(&Key::new(n.prefix_len() as u32, n.addr().octets()), peer, 0)
             }
             IpNet::V6(n) => {
-                self.allowed_v6.insert(&Key::new(n.prefix_len() as u32, n.addr().octets()), peer, 0)
+                self.v6.insert(&Key::new(n.prefix_len() as u32, n.addr().octets()), peer, 0)
             }
         };
         r.map_err(|e| DataplaneError::kernel_chain(format!("adding allowed IP {net}"), &e))
@@ -64,81 +78,73 @@ impl Dataplane {
 
     fn trie_remove(&mut self, net: IpNet) -> Result<()> {
         let r = match net {
-            IpNet::V4(n) => {
-                self.allowed_v4.remove(&Key::new(n.prefix_len() as u32, n.addr().octets()))
-            }
-            IpNet::V6(n) => {
-                self.allowed_v6.remove(&Key::new(n.prefix_len() as u32, n.addr().octets()))
-            }
+            IpNet::V4(n) => self.v4.remove(&Key::new(n.prefix_len() as u32, n.addr().octets())),
+            IpNet::V6(n) => self.v6.remove(&Key::new(n.prefix_len() as u32, n.addr().octets())),
         };
         r.map_err(|e| DataplaneError::kernel_chain(format!("removing allowed IP {net}"), &e))
     }
 
-    /// Adds prefixes to a peer's AllowedIPs (host bits are ignored); returns how many were
-    /// added. One map update per prefix: 130 000 prefixes take a fraction of a second.
-    pub fn add_allowed_ips(
+    /// Adds prefixes to a peer's (host bits are ignored); returns how many were added.
+    pub(super) fn add(
         &mut self,
         peer: PeerSlot,
         nets: impl IntoIterator<Item = IpNet>,
     ) -> Result<usize> {
-        self.peer_ptr(peer)?;
         let mut added = 0;
         for net in nets {
             let net = net.trunc();
             self.trie_insert(net, peer.0)?;
-            self.allowed.set(net, peer.0);
+            self.held.set(net, peer.0);
             added += 1;
         }
         Ok(added)
     }
 
     /// Removes one prefix if it belongs to `peer`; returns whether it did.
-    pub fn remove_allowed_ip(&mut self, peer: PeerSlot, net: IpNet) -> Result<bool> {
+    pub(super) fn remove(&mut self, peer: PeerSlot, net: IpNet) -> Result<bool> {
         let net = net.trunc();
-        if self.allowed.owner(&net) != Some(peer.0) {
+        if self.held.owner(&net) != Some(peer.0) {
             return Ok(false);
         }
         self.trie_remove(net)?;
-        self.allowed.unset(&net);
+        self.held.unset(&net);
         Ok(true)
     }
 
-    /// Replaces a peer's AllowedIPs with `nets`, touching only what changes.
-    pub fn set_allowed_ips(&mut self, peer: PeerSlot, nets: &[IpNet]) -> Result<()> {
-        self.peer_ptr(peer)?;
+    /// Replaces a peer's prefixes with `nets`, touching only what changes.
+    pub(super) fn set(&mut self, peer: PeerSlot, nets: &[IpNet]) -> Result<()> {
         let wanted: BTreeSet<IpNet> = nets.iter().map(IpNet::trunc).collect();
-        for net in self.allowed.of(peer.0) {
+        for net in self.held.of(peer.0) {
             if !wanted.contains(&net) {
                 self.trie_remove(net)?;
-                self.allowed.unset(&net);
+                self.held.unset(&net);
             }
         }
         let missing: Vec<IpNet> =
-            wanted.into_iter().filter(|n| self.allowed.owner(n) != Some(peer.0)).collect();
-        self.add_allowed_ips(peer, missing)?;
+            wanted.into_iter().filter(|n| self.held.owner(n) != Some(peer.0)).collect();
+        self.add(peer, missing)?;
         Ok(())
     }
 
     /// Removes every prefix of a peer.
-    pub fn clear_allowed_ips(&mut self, peer: PeerSlot) -> Result<()> {
-        for net in self.allowed.of(peer.0) {
+    pub(super) fn clear(&mut self, peer: PeerSlot) -> Result<()> {
+        for net in self.held.of(peer.0) {
             self.trie_remove(net)?;
-            self.allowed.unset(&net);
+            self.held.unset(&net);
         }
         Ok(())
     }
 
-    /// A peer's AllowedIPs, sorted.
-    pub fn allowed_ips(&self, peer: PeerSlot) -> Vec<IpNet> {
-        self.allowed.of(peer.0)
+    /// A peer's prefixes, sorted.
+    pub(super) fn of(&self, peer: PeerSlot) -> Vec<IpNet> {
+        self.held.of(peer.0)
     }
 
-    /// The peer the programs map `addr` to (longest-prefix match in the kernel's trie, as
-    /// the programs look it up), for diagnostics.
-    pub fn allowed_ip_owner(&self, addr: IpAddr) -> Result<Option<PeerSlot>> {
+    /// The peer the programs map `addr` to (longest-prefix match in the kernel's trie).
+    pub(super) fn owner(&self, addr: IpAddr) -> Result<Option<PeerSlot>> {
         let r = match addr {
-            IpAddr::V4(a) => self.allowed_v4.get(&Key::new(32, a.octets()), 0),
-            IpAddr::V6(a) => self.allowed_v6.get(&Key::new(128, a.octets()), 0),
+            IpAddr::V4(a) => self.v4.get(&Key::new(32, a.octets()), 0),
+            IpAddr::V6(a) => self.v6.get(&Key::new(128, a.octets()), 0),
         };
         match r {
             Ok(slot) => Ok(Some(PeerSlot(slot))),

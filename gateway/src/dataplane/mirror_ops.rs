@@ -2,9 +2,9 @@
 
 use ipnet::IpNet;
 
+use super::Dataplane;
 use super::config::TunnelConfig;
 use super::error::Result;
-use super::loader::Dataplane;
 use super::peers::{PeerEndpoint, PeerSlot};
 use super::sessions::{SessionEntry, SessionSlot, SessionState};
 use super::underlay::route_interface;

@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
+use aya::maps::{HashMap, MapData};
 use gateway_common::maps::{
     SESSION_INITIATOR, SESSION_RECV_VALID, SESSION_SEND_VALID, Session, SessionCounters,
 };
 
 use super::clock::instant_to_monotonic_ns;
 use super::error::{DataplaneError, Result};
-use super::loader::Dataplane;
 use super::mmap::MappedArray;
 use super::peers::PeerSlot;
 use super::session_pool::{SlotPool, SlotRegion};
@@ -82,7 +82,7 @@ impl SessionState {
 }
 
 impl SessionParams {
-    fn entry(&self) -> SessionEntry {
+    pub(super) fn entry(&self) -> SessionEntry {
         SessionEntry {
             peer: self.peer,
             local_index: self.local_index,
@@ -124,7 +124,7 @@ fn state_of(p: *mut Session) -> &'static AtomicU32 {
 }
 
 /// The counters of every slot of the mapped `SESSIONS`, for the core's slot pool.
-pub(super) struct SessionRegion(pub(super) Arc<MappedArray<Session>>);
+struct SessionRegion(Arc<MappedArray<Session>>);
 
 impl SlotRegion for SessionRegion {
     fn capacity(&self) -> u32 {
@@ -138,39 +138,39 @@ impl SlotRegion for SessionRegion {
     }
 }
 
-impl Dataplane {
-    /// Where sessions' counters come from: give it to the protocol core
-    /// (`DeviceOptions::session_memory`), which allocates a slot per keypair.
-    pub fn session_pool(&self) -> Arc<SlotPool> {
-        Arc::clone(&self.session_pool)
+/// The mapped `SESSIONS` array, the `RX_INDEX` hash that leads receiver indexes to its
+/// slots, and the pool that hands its slots' counters to the protocol core.
+pub(super) struct SessionMaps {
+    array: Arc<MappedArray<Session>>,
+    rx_index: HashMap<MapData, u32, u32>,
+    pool: Arc<SlotPool>,
+}
+
+impl SessionMaps {
+    pub(super) fn new(array: MappedArray<Session>, rx_index: HashMap<MapData, u32, u32>) -> Self {
+        let array = Arc::new(array);
+        let pool = SlotPool::new(Box::new(SessionRegion(Arc::clone(&array))));
+        SessionMaps { array, rx_index, pool }
     }
 
-    fn session_ptr(&self, slot: SessionSlot) -> Result<*mut Session> {
-        self.sessions
+    pub(super) fn pool(&self) -> Arc<SlotPool> {
+        Arc::clone(&self.pool)
+    }
+
+    pub(super) fn entries(&self) -> u32 {
+        self.array.entries()
+    }
+
+    fn ptr(&self, slot: SessionSlot) -> Result<*mut Session> {
+        self.array
             .slot(slot.0)
             .ok_or_else(|| DataplaneError::Invalid(format!("session slot {} out of range", slot.0)))
     }
 
-    /// Publishes a keypair in the slot its counters occupy and makes its receiver index
-    /// known to the programs: `write_session`, `set_session_state`, `index_session`. The
-    /// counters are left as they are: they may be in use already.
-    pub fn publish_session(&mut self, slot: SessionSlot, p: &SessionParams) -> Result<()> {
-        self.write_session(slot, &p.entry())?;
-        self.set_session_state(slot, SessionState { usable: p.usable, initiator: p.initiator })?;
-        if let Err(e) = self.index_session(p.local_index, slot) {
-            let _ = self.set_session_state(slot, SessionState::default());
-            return Err(e);
-        }
-        Ok(())
-    }
-
     /// Writes a session's fields with its state cleared first, so the programs ignore the
-    /// slot until `set_session_state`.
-    pub fn write_session(&mut self, slot: SessionSlot, e: &SessionEntry) -> Result<()> {
-        if !self.peer_slots.is_used(e.peer.0) {
-            return Err(DataplaneError::Invalid(format!("peer slot {} is not in use", e.peer.0)));
-        }
-        let ptr = self.session_ptr(slot)?;
+    /// slot until `set_state`.
+    pub(super) fn write(&mut self, slot: SessionSlot, e: &SessionEntry) -> Result<()> {
+        let ptr = self.ptr(slot)?;
         state_of(ptr).store(0, Ordering::Release);
         // SAFETY: the slot is ours (allocated, state 0); programs ignore it until `state`.
         unsafe {
@@ -187,21 +187,29 @@ impl Dataplane {
 
     /// Stores a session's `state` (release: its fields are visible to a program that sees
     /// it). The default state retires it: programs stop using the slot at once.
-    pub fn set_session_state(&mut self, slot: SessionSlot, state: SessionState) -> Result<()> {
-        state_of(self.session_ptr(slot)?).store(state.bits(), Ordering::Release);
+    pub(super) fn set_state(&mut self, slot: SessionSlot, state: SessionState) -> Result<()> {
+        state_of(self.ptr(slot)?).store(state.bits(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Changes what the programs may do with a published session, keeping who initiated it.
+    pub(super) fn set_use(&mut self, slot: SessionSlot, usable: SessionUse) -> Result<()> {
+        let state = state_of(self.ptr(slot)?);
+        let initiator = state.load(Ordering::Acquire) & SESSION_INITIATOR != 0;
+        state.store(state_bits(usable, initiator), Ordering::Release);
         Ok(())
     }
 
     /// Makes `local_index` lead the programs to `slot` (`RX_INDEX`).
-    pub fn index_session(&mut self, local_index: u32, slot: SessionSlot) -> Result<()> {
-        self.session_ptr(slot)?;
+    pub(super) fn index(&mut self, local_index: u32, slot: SessionSlot) -> Result<()> {
+        self.ptr(slot)?;
         self.rx_index
             .insert(local_index, slot.0, 0)
             .map_err(|e| DataplaneError::kernel_chain("inserting into RX_INDEX", &e))
     }
 
     /// Forgets `local_index`, if it still leads to `slot` (the index may have been reused).
-    pub fn unindex_session(&mut self, local_index: u32, slot: SessionSlot) -> Result<()> {
+    pub(super) fn unindex(&mut self, local_index: u32, slot: SessionSlot) -> Result<()> {
         if self.rx_index.get(&local_index, 0).ok() == Some(slot.0) {
             self.rx_index
                 .remove(&local_index)
@@ -210,48 +218,26 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Changes what the programs may do with a published session (e.g. confirming a
-    /// responder's `next` keypair once its first packet arrived).
-    pub fn set_session_use(&mut self, slot: SessionSlot, usable: SessionUse) -> Result<()> {
-        let state = state_of(self.session_ptr(slot)?);
-        let initiator = state.load(Ordering::Acquire) & SESSION_INITIATOR != 0;
-        state.store(state_bits(usable, initiator), Ordering::Release);
-        Ok(())
-    }
-
-    /// Retires the session published under `local_index`: programs stop using it at once, its
-    /// receiver index is forgotten, and a peer still sending with it sends with none (its
-    /// packets go to the daemon). If the slot already holds a newer session (the keypair was
-    /// dropped and its slot reused before this), only the old index goes.
-    pub fn retire_session(&mut self, slot: SessionSlot, local_index: u32) -> Result<()> {
-        let ptr = self.session_ptr(slot)?;
+    /// The receiver index and peer the slot was last written with.
+    pub(super) fn written(&self, slot: SessionSlot) -> Result<(u32, PeerSlot)> {
+        let ptr = self.ptr(slot)?;
         // SAFETY: reads of fields only the daemon writes.
-        let (published_index, peer) = unsafe {
+        Ok(unsafe {
             (
                 std::ptr::addr_of!((*ptr).local_index).read_volatile(),
-                std::ptr::addr_of!((*ptr).peer).read_volatile(),
+                PeerSlot(std::ptr::addr_of!((*ptr).peer).read_volatile()),
             )
-        };
-        if published_index == local_index {
-            state_of(ptr).store(0, Ordering::Release);
-            if self.peer_slots.is_used(peer) {
-                self.clear_tx_session_if(PeerSlot(peer), slot);
-            }
-        }
-        self.unindex_session(local_index, slot)
+        })
     }
 
     /// The `state` word of a slot (0: not published).
-    pub fn session_state(&self, slot: SessionSlot) -> Result<u32> {
-        Ok(state_of(self.session_ptr(slot)?).load(Ordering::Acquire))
+    pub(super) fn state(&self, slot: SessionSlot) -> Result<u32> {
+        Ok(state_of(self.ptr(slot)?).load(Ordering::Acquire))
     }
 
-    /// The session's send nonce counter and replay window, shared with the programs: the
-    /// daemon's own path takes nonces (`send_nonce.fetch_add`) and accepts counters
-    /// (`replay.accept`) on the same words, so each is used once whichever path carries the
-    /// packet.
-    pub fn session_counters(&self, slot: SessionSlot) -> Result<&SessionCounters> {
-        let ptr = self.session_ptr(slot)?;
+    /// The session's send nonce counter and replay window, shared with the programs.
+    pub(super) fn counters(&self, slot: SessionSlot) -> Result<&SessionCounters> {
+        let ptr = self.ptr(slot)?;
         // SAFETY: the counters are atomics in mapped memory that lives as long as `self`.
         Ok(unsafe { &(*ptr).counters })
     }
