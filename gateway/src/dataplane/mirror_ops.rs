@@ -20,8 +20,9 @@ impl MapOps for Dataplane {
         Dataplane::add_peer(self)
     }
 
+    /// The mirror has removed the peer's prefixes already.
     fn remove_peer(&mut self, peer: PeerSlot) -> Result<()> {
-        Dataplane::remove_peer(self, peer)
+        self.release_peer(peer)
     }
 
     /// The interface is the one the peer was heard on, or else the one the route to it takes

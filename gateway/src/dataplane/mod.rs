@@ -298,11 +298,18 @@ impl Dataplane {
         self.peers.add()
     }
 
-    /// Removes a peer: its AllowedIPs first (no new packets map to it), then its endpoint
-    /// and session. Its sessions must be retired by the caller (before or after).
+    /// Removes a peer: its AllowedIPs first (no new packets map to it; found by walking the
+    /// tries), then its endpoint and session. Its sessions must be retired by the caller
+    /// (before or after).
     pub fn remove_peer(&mut self, slot: PeerSlot) -> Result<()> {
         self.peers.check(slot)?;
         self.allowed_ips.clear(slot)?;
+        self.peers.remove(slot)
+    }
+
+    /// Frees a peer's slot (its endpoint and session) when its AllowedIPs are known to be
+    /// gone already, as the mirror removes them first: no walk of the tries.
+    pub fn release_peer(&mut self, slot: PeerSlot) -> Result<()> {
         self.peers.remove(slot)
     }
 
@@ -362,14 +369,18 @@ impl Dataplane {
         self.allowed_ips.set(peer, nets)
     }
 
-    /// Removes every prefix of a peer.
+    /// Removes every prefix of a peer (found by walking the tries).
     pub fn clear_allowed_ips(&mut self, peer: PeerSlot) -> Result<()> {
         self.allowed_ips.clear(peer)
     }
 
-    /// A peer's AllowedIPs, sorted.
+    /// A peer's AllowedIPs, sorted, as the kernel's tries hold them (for diagnostics and
+    /// tests: one walk of both tries; a failed walk lists nothing).
     pub fn allowed_ips(&self, peer: PeerSlot) -> Vec<IpNet> {
-        self.allowed_ips.of(peer)
+        self.allowed_ips.of(peer).unwrap_or_else(|e| {
+            tracing::warn!("data plane: {e}");
+            Vec::new()
+        })
     }
 
     /// The peer the programs map `addr` to (longest-prefix match in the kernel's trie, as
