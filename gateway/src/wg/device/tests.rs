@@ -369,3 +369,36 @@ fn garbage_never_panics() {
     }
     assert_eq!(n.b_tun.len(), 1, "only the one genuine packet was ever delivered");
 }
+
+#[test]
+fn sessions_on_the_heap_are_not_in_the_dataplane_view() {
+    let mut n = Net::new();
+    n.a_sends(10);
+    let view = n.a.dataplane_view(n.a_peer).unwrap();
+    assert!(n.a_current().is_some());
+    assert!(view.sessions.is_empty(), "no slot: nothing a data plane could publish");
+    assert_eq!(view.tx, None);
+    assert_eq!(view.prefixes, ["10.0.0.2/32".parse::<ipnet::IpNet>().unwrap()]);
+    assert_eq!(view.endpoint, Some(Endpoint::new(sa(B_ADDR))));
+}
+
+#[test]
+fn the_dataplane_view_stops_sending_at_once_on_a_key_change() {
+    use crate::wg::projection::{SessionRole, SessionUse};
+    let a = DeviceOptions {
+        session_memory: Arc::new(crate::dataplane::HeapRegion::pool(4)),
+        ..Default::default()
+    };
+    let mut n = Net::with_each(a, DeviceOptions::default(), 0);
+    n.a_sends(10);
+    let view = n.a.dataplane_view(n.a_peer).unwrap();
+    let [current] = view.sessions[..] else { panic!("one session: {view:?}") };
+    assert_eq!(Some(current.local_index), n.a_current());
+    assert_eq!((current.role, current.slot, current.initiator), (SessionRole::Current, 0, true));
+    assert_eq!(current.usable, SessionUse { receive: true, send: true });
+    assert_eq!(view.tx, Some(0));
+    n.a.set_private_key(Some(key(9)));
+    let view = n.a.dataplane_view(n.a_peer).unwrap();
+    assert_eq!(view.sessions[0].usable, SessionUse { receive: true, send: false });
+    assert_eq!(view.tx, None, "the next packet goes to the core, which handshakes");
+}
