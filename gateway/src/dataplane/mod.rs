@@ -10,15 +10,16 @@
 //! the rules that span two maps (a session names a peer in use; retiring a session stops
 //! its peer sending with it; removing a peer removes its prefixes first).
 //!
-//! A daemon typically does:
-//! 1. `Dataplane::load(Capacities::default())`
-//! 2. `set_config(&TunnelConfig { tun_ifindex, tun_mtu, listen_port, .. })`
-//! 3. `attach_tunnel(tun, TunnelSends::Batched)`, `attach_underlay(iface, AttachPreference::Native)` for each
-//!    underlay (see `underlay_interfaces`), `attach_lan(iface)` for LAN interfaces
-//! 4. per peer: `add_peer`, `set_allowed_ips`, `set_peer_endpoint`
-//! 5. per handshake: `publish_session`, then `set_peer_tx_session` to send with it; when a
-//!    keypair is dropped: `retire_session`
-//! 6. on its timer tick: `peer_activity` and `peer_endpoint` (roaming), `stats`
+//! The daemon:
+//! 1. `Dataplane::load(Capacities::default())`, and gives `session_pool()` to the protocol
+//!    core as its session memory;
+//! 2. `attach_tunnel(tun, TunnelSends::Batched)`, `attach_underlay(iface,
+//!    AttachPreference::Native)` for each underlay (see `underlay_interfaces`),
+//!    `attach_lan(iface)` for LAN interfaces;
+//! 3. after each protocol step: hands the step to the mirror, which writes `CONFIG`, peers,
+//!    endpoints, AllowedIPs and sessions through `MapOps` (the namespace tests call the
+//!    same typed writes directly: `add_peer`, `set_allowed_ips`, `publish_session`, ...);
+//! 4. on its timer tick: `peer_activity` and `peer_endpoint` (roaming), `stats`.
 //!
 //! The daemon's own (userspace) path must take send nonces and accept received counters on
 //! the shared words of `session_counters`, so each is used once whichever path carried it.
