@@ -233,3 +233,19 @@ impl EventSink for EbpfSink {
             .unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_times_later_than_those_folded_in_are_new() {
+        let t = Instant::now();
+        let later = t + Duration::from_millis(5);
+        assert_eq!(newer(None, Some(t)), Some(t), "the first the programs report");
+        assert_eq!(newer(Some(t), Some(later)), Some(later));
+        assert_eq!(newer(Some(later), Some(later)), None, "already folded in");
+        assert_eq!(newer(Some(later), Some(t)), None, "never backwards");
+        assert_eq!(newer(Some(t), None), None);
+    }
+}
