@@ -247,7 +247,7 @@ impl Shared {
         let peer = core
             .device
             .peer_ids()
-            .find(|id| core.device.peer(*id).and_then(|p| p.endpoint) == Some(t.to));
+            .find(|id| core.device.peer(*id).and_then(|p| p.endpoint()) == Some(t.to));
         if let Some(id) = peer {
             core.device.clear_endpoint_source(id);
         }

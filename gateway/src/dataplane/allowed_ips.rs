@@ -1,169 +1,147 @@
 //! AllowedIPs (cryptokey routing) in `ALLOWED_V4`/`ALLOWED_V6`: prefix → peer slot. As in
 //! the kernel, a prefix belongs to one peer at a time: adding it to another peer moves it.
-//! The prefixes of each peer are also kept here, so a peer's can be listed, replaced and
-//! removed without walking the tries.
+//!
+//! Nothing is kept here besides the tries: what they should hold is the mirror's to know
+//! (`crate::mirror`), and what they do hold is read back from the kernel when asked.
 
-use std::collections::{BTreeSet, HashMap};
-use std::net::IpAddr;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use aya::maps::{MapError, lpm_trie::Key};
+use aya::maps::{LpmTrie, MapData, MapError, lpm_trie::Key};
 use ipnet::IpNet;
 
 use super::error::{DataplaneError, Result};
-use super::loader::Dataplane;
 use super::peers::PeerSlot;
 
-#[derive(Default)]
-pub struct AllowedIps {
-    owner: HashMap<IpNet, u32>,
-    by_peer: HashMap<u32, BTreeSet<IpNet>>,
+/// The `ALLOWED_V4`/`ALLOWED_V6` tries.
+pub(super) struct AllowedIpMaps {
+    v4: LpmTrie<MapData, [u8; 4], u32>,
+    v6: LpmTrie<MapData, [u8; 16], u32>,
 }
 
-impl AllowedIps {
-    pub fn of(&self, peer: u32) -> Vec<IpNet> {
-        self.by_peer.get(&peer).map(|s| s.iter().copied().collect()).unwrap_or_default()
+impl AllowedIpMaps {
+    pub(super) fn new(
+        v4: LpmTrie<MapData, [u8; 4], u32>,
+        v6: LpmTrie<MapData, [u8; 16], u32>,
+    ) -> Self {
+        AllowedIpMaps { v4, v6 }
     }
 
-    pub fn owner(&self, net: &IpNet) -> Option<u32> {
-        self.owner.get(&net.trunc()).copied()
-    }
-
-    fn set(&mut self, net: IpNet, peer: u32) {
-        if let Some(old) = self.owner.insert(net, peer)
-            && let Some(set) = self.by_peer.get_mut(&old)
-        {
-            set.remove(&net);
-        }
-        self.by_peer.entry(peer).or_default().insert(net);
-    }
-
-    fn unset(&mut self, net: &IpNet) {
-        if let Some(old) = self.owner.remove(net)
-            && let Some(set) = self.by_peer.get_mut(&old)
-        {
-            set.remove(net);
-            if set.is_empty() {
-                self.by_peer.remove(&old);
-            }
-        }
-    }
-}
-
-impl Dataplane {
     fn trie_insert(&mut self, net: IpNet, peer: u32) -> Result<()> {
         let r = match net {
             IpNet::V4(n) => {
-                self.allowed_v4.insert(&Key::new(n.prefix_len() as u32, n.addr().octets()), peer, 0)
+                self.v4.insert(&Key::new(n.prefix_len() as u32, n.addr().octets()), peer, 0)
             }
             IpNet::V6(n) => {
-                self.allowed_v6.insert(&Key::new(n.prefix_len() as u32, n.addr().octets()), peer, 0)
+                self.v6.insert(&Key::new(n.prefix_len() as u32, n.addr().octets()), peer, 0)
             }
         };
         r.map_err(|e| DataplaneError::kernel_chain(format!("adding allowed IP {net}"), &e))
     }
 
-    fn trie_remove(&mut self, net: IpNet) -> Result<()> {
+    /// Removes the exact prefix; false if the trie does not hold it.
+    fn trie_remove(&mut self, net: IpNet) -> Result<bool> {
         let r = match net {
-            IpNet::V4(n) => {
-                self.allowed_v4.remove(&Key::new(n.prefix_len() as u32, n.addr().octets()))
-            }
-            IpNet::V6(n) => {
-                self.allowed_v6.remove(&Key::new(n.prefix_len() as u32, n.addr().octets()))
-            }
+            IpNet::V4(n) => self.v4.remove(&Key::new(n.prefix_len() as u32, n.addr().octets())),
+            IpNet::V6(n) => self.v6.remove(&Key::new(n.prefix_len() as u32, n.addr().octets())),
         };
-        r.map_err(|e| DataplaneError::kernel_chain(format!("removing allowed IP {net}"), &e))
+        match r {
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(DataplaneError::kernel_chain(format!("removing allowed IP {net}"), &e)),
+        }
     }
 
-    /// Adds prefixes to a peer's AllowedIPs (host bits are ignored); returns how many were
-    /// added. One map update per prefix: 130 000 prefixes take a fraction of a second.
-    pub fn add_allowed_ips(
+    /// The value of the longest prefix of the trie that covers `net` (the exact prefix, when
+    /// the trie holds it).
+    fn covering(&self, net: IpNet) -> Result<Option<u32>> {
+        let r = match net {
+            IpNet::V4(n) => self.v4.get(&Key::new(n.prefix_len() as u32, n.addr().octets()), 0),
+            IpNet::V6(n) => self.v6.get(&Key::new(n.prefix_len() as u32, n.addr().octets()), 0),
+        };
+        match r {
+            Ok(peer) => Ok(Some(peer)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(DataplaneError::kernel_chain("looking up an allowed IP", &e)),
+        }
+    }
+
+    /// Adds prefixes to a peer's (host bits are ignored); returns how many were added.
+    pub(super) fn add(
         &mut self,
         peer: PeerSlot,
         nets: impl IntoIterator<Item = IpNet>,
     ) -> Result<usize> {
-        self.peer_ptr(peer)?;
         let mut added = 0;
         for net in nets {
-            let net = net.trunc();
-            self.trie_insert(net, peer.0)?;
-            self.allowed.set(net, peer.0);
+            self.trie_insert(net.trunc(), peer.0)?;
             added += 1;
         }
         Ok(added)
     }
 
-    /// Removes one prefix if it belongs to `peer`; returns whether it did.
-    pub fn remove_allowed_ip(&mut self, peer: PeerSlot, net: IpNet) -> Result<bool> {
+    /// Removes one prefix if it belongs to `peer`; returns whether it did. If the trie holds
+    /// the prefix, a lookup of it finds it (nothing longer can match): owned by `peer`, it
+    /// goes; otherwise the lookup names another peer, or a shorter prefix of `peer` answers
+    /// and there is nothing to remove.
+    pub(super) fn remove(&mut self, peer: PeerSlot, net: IpNet) -> Result<bool> {
         let net = net.trunc();
-        if self.allowed.owner(&net) != Some(peer.0) {
+        if self.covering(net)? != Some(peer.0) {
             return Ok(false);
         }
-        self.trie_remove(net)?;
-        self.allowed.unset(&net);
-        Ok(true)
+        self.trie_remove(net)
     }
 
-    /// Replaces a peer's AllowedIPs with `nets`, touching only what changes.
-    pub fn set_allowed_ips(&mut self, peer: PeerSlot, nets: &[IpNet]) -> Result<()> {
-        self.peer_ptr(peer)?;
+    /// Replaces a peer's prefixes with `nets`, touching only what changes.
+    pub(super) fn set(&mut self, peer: PeerSlot, nets: &[IpNet]) -> Result<()> {
         let wanted: BTreeSet<IpNet> = nets.iter().map(IpNet::trunc).collect();
-        for net in self.allowed.of(peer.0) {
-            if !wanted.contains(&net) {
-                self.trie_remove(net)?;
-                self.allowed.unset(&net);
+        let held: BTreeSet<IpNet> = self.of(peer)?.into_iter().collect();
+        for &net in held.difference(&wanted) {
+            self.trie_remove(net)?;
+        }
+        self.add(peer, wanted.difference(&held).copied())?;
+        Ok(())
+    }
+
+    /// Removes every prefix of a peer (one walk of both tries).
+    pub(super) fn clear(&mut self, peer: PeerSlot) -> Result<()> {
+        for net in self.of(peer)? {
+            self.trie_remove(net)?;
+        }
+        Ok(())
+    }
+
+    /// A peer's prefixes, sorted, as the tries hold them (one walk of both).
+    pub(super) fn of(&self, peer: PeerSlot) -> Result<Vec<IpNet>> {
+        let mut nets = Vec::new();
+        for entry in self.v4.iter() {
+            let (key, owner) = entry.map_err(walk_error)?;
+            if owner == peer.0 {
+                nets.push(prefix(IpAddr::V4(Ipv4Addr::from(key.data())), key.prefix_len())?);
             }
         }
-        let missing: Vec<IpNet> =
-            wanted.into_iter().filter(|n| self.allowed.owner(n) != Some(peer.0)).collect();
-        self.add_allowed_ips(peer, missing)?;
-        Ok(())
-    }
-
-    /// Removes every prefix of a peer.
-    pub fn clear_allowed_ips(&mut self, peer: PeerSlot) -> Result<()> {
-        for net in self.allowed.of(peer.0) {
-            self.trie_remove(net)?;
-            self.allowed.unset(&net);
+        for entry in self.v6.iter() {
+            let (key, owner) = entry.map_err(walk_error)?;
+            if owner == peer.0 {
+                nets.push(prefix(IpAddr::V6(Ipv6Addr::from(key.data())), key.prefix_len())?);
+            }
         }
-        Ok(())
+        nets.sort();
+        Ok(nets)
     }
 
-    /// A peer's AllowedIPs, sorted.
-    pub fn allowed_ips(&self, peer: PeerSlot) -> Vec<IpNet> {
-        self.allowed.of(peer.0)
-    }
-
-    /// The peer the programs map `addr` to (longest-prefix match in the kernel's trie, as
-    /// the programs look it up), for diagnostics.
-    pub fn allowed_ip_owner(&self, addr: IpAddr) -> Result<Option<PeerSlot>> {
-        let r = match addr {
-            IpAddr::V4(a) => self.allowed_v4.get(&Key::new(32, a.octets()), 0),
-            IpAddr::V6(a) => self.allowed_v6.get(&Key::new(128, a.octets()), 0),
-        };
-        match r {
-            Ok(slot) => Ok(Some(PeerSlot(slot))),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(DataplaneError::kernel_chain("looking up an allowed IP", &e)),
-        }
+    /// The peer the programs map `addr` to (longest-prefix match in the kernel's trie).
+    pub(super) fn owner(&self, addr: IpAddr) -> Result<Option<PeerSlot>> {
+        let host = IpNet::from(addr);
+        Ok(self.covering(host)?.map(PeerSlot))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn walk_error(e: MapError) -> DataplaneError {
+    DataplaneError::kernel_chain("listing allowed IPs", &e)
+}
 
-    #[test]
-    fn prefixes_move_between_peers_and_are_tracked() {
-        let mut a = AllowedIps::default();
-        let n: IpNet = "10.0.0.0/24".parse().unwrap();
-        a.set(n, 1);
-        assert_eq!(a.owner(&n), Some(1));
-        a.set(n, 2);
-        assert_eq!(a.owner(&n), Some(2));
-        assert!(a.of(1).is_empty());
-        assert_eq!(a.of(2), vec![n]);
-        a.unset(&n);
-        assert_eq!(a.owner(&n), None);
-        assert!(a.of(2).is_empty());
-    }
+fn prefix(addr: IpAddr, len: u32) -> Result<IpNet> {
+    IpNet::new(addr, len as u8)
+        .map_err(|_| DataplaneError::Object(format!("a trie key of {len} bits for {addr}")))
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::fmt;
 
+use aya::maps::{DevMapHash, HashMap as BpfHashMap, MapData};
 use aya::programs::{
     Link as _, LinkOrder, TcAttachType, XdpMode,
     tc::{SchedClassifierLink, TcAttachOptions},
@@ -16,7 +17,7 @@ use gateway_common::maps::UNDERLAY_GENERIC_CHECKSUM;
 use tracing::{info, warn};
 
 use super::error::{DataplaneError, Result};
-use super::loader::Dataplane;
+use super::loader::Programs;
 use super::netdev::{self, TxChecksum};
 use super::programs::Program;
 
@@ -137,11 +138,13 @@ struct Attached {
     link: AttachedLink,
 }
 
-/// What is attached where, the LAN interfaces entered in `REDIRECT_IFACES`, and the
-/// tunnel's GSO limit as it was before the send program went on it.
-#[derive(Default)]
-pub struct Attachments {
+/// What is attached where, the LAN interfaces entered in `REDIRECT_IFACES`, the underlays'
+/// checksum offload in `UNDERLAYS`, and the tunnel's GSO limit as it was before the send
+/// program went on it.
+pub(super) struct Attachments {
     links: Vec<Attached>,
+    redirect_ifaces: DevMapHash<MapData>,
+    underlays: BpfHashMap<MapData, u32, u32>,
     lan: Vec<u32>,
     tunnel_gso: Option<TunnelGso>,
     /// How each underlay completes checksums, as last told to the send program.
@@ -153,46 +156,68 @@ struct TunnelGso {
     previous: u32,
 }
 
-impl Dataplane {
-    fn attach_xdp(&mut self, program: Program, ifindex: u32, mode: XdpMode) -> Result<()> {
-        let p = self.xdp_program_mut(program)?;
+impl Attachments {
+    pub(super) fn new(
+        redirect_ifaces: DevMapHash<MapData>,
+        underlays: BpfHashMap<MapData, u32, u32>,
+    ) -> Self {
+        Attachments {
+            links: Vec::new(),
+            redirect_ifaces,
+            underlays,
+            lan: Vec::new(),
+            tunnel_gso: None,
+            underlay_checksums: HashMap::new(),
+        }
+    }
+
+    fn attach_xdp(
+        &mut self,
+        programs: &mut Programs,
+        program: Program,
+        ifindex: u32,
+        mode: XdpMode,
+    ) -> Result<()> {
+        let p = programs.xdp_mut(program)?;
         let id = p.attach_to_if_index(ifindex, mode).map_err(|e| {
             DataplaneError::kernel_chain(format!("attaching {}", program.name()), &e)
         })?;
         let link = p.take_link(id).map_err(|e| {
             DataplaneError::kernel_chain(format!("attaching {}", program.name()), &e)
         })?;
-        self.attachments.links.push(Attached { ifindex, program, link: AttachedLink::Xdp(link) });
+        self.links.push(Attached { ifindex, program, link: AttachedLink::Xdp(link) });
         Ok(())
     }
 
     fn attach_tc(
         &mut self,
+        programs: &mut Programs,
         program: Program,
         name: &str,
         ifindex: u32,
         ty: TcAttachType,
     ) -> Result<()> {
-        let p = self.tc_program_mut(program)?;
+        let p = programs.tc_mut(program)?;
         let what = || format!("attaching {} to {name} (TCX)", program.name());
         let id = p
             .attach_with_options(name, ty, TcAttachOptions::TcxOrder(LinkOrder::default()))
             .map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
         let link = p.take_link(id).map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
-        self.attachments.links.push(Attached { ifindex, program, link: AttachedLink::Tc(link) });
+        self.links.push(Attached { ifindex, program, link: AttachedLink::Tc(link) });
         Ok(())
     }
 
     /// Attaches the receive path to an underlay interface: XDP in the driver, else generic
     /// XDP, else the TC receive program, starting at `prefer`. With XDP, the TC handoff
     /// program goes on the interface's ingress too. Logs one line naming the mode.
-    pub fn attach_underlay(
+    pub(super) fn attach_underlay(
         &mut self,
+        programs: &mut Programs,
         iface: impl Into<Interface>,
         prefer: AttachPreference,
     ) -> Result<AttachMode> {
         let (ifindex, name) = iface.into().resolve()?;
-        if !self.receives() {
+        if !programs.receives() {
             return Err(DataplaneError::Unsupported(format!(
                 "no receive program loaded: {name} receives in userspace"
             )));
@@ -200,7 +225,7 @@ impl Dataplane {
         let mut failures = Vec::new();
         // XDP needs both halves: the receive program, and the TC program that hands its
         // decrypted frames to the tunnel interface.
-        let xdp = self.is_loaded(Program::RxXdp) && self.is_loaded(Program::RxHandoff);
+        let xdp = programs.is_loaded(Program::RxXdp) && programs.is_loaded(Program::RxHandoff);
         let tries: &[(AttachMode, XdpMode)] = match prefer {
             _ if !xdp => &[],
             AttachPreference::Native => {
@@ -210,11 +235,15 @@ impl Dataplane {
             AttachPreference::Tc => &[],
         };
         for &(mode, xdp_mode) in tries {
-            match self.attach_xdp(Program::RxXdp, ifindex, xdp_mode) {
+            match self.attach_xdp(programs, Program::RxXdp, ifindex, xdp_mode) {
                 Ok(()) => {
-                    if let Err(e) =
-                        self.attach_tc(Program::RxHandoff, &name, ifindex, TcAttachType::Ingress)
-                    {
+                    if let Err(e) = self.attach_tc(
+                        programs,
+                        Program::RxHandoff,
+                        &name,
+                        ifindex,
+                        TcAttachType::Ingress,
+                    ) {
                         self.detach_interface(ifindex)?;
                         failures.push(format!("{mode}: {e}"));
                         continue;
@@ -226,7 +255,7 @@ impl Dataplane {
                 Err(e) => failures.push(format!("{mode}: {e}")),
             }
         }
-        match self.attach_tc(Program::RxTc, &name, ifindex, TcAttachType::Ingress) {
+        match self.attach_tc(programs, Program::RxTc, &name, ifindex, TcAttachType::Ingress) {
             Ok(()) => {
                 let why = if failures.is_empty() {
                     String::new()
@@ -247,12 +276,6 @@ impl Dataplane {
         }
     }
 
-    /// Whether any receive program loaded (XDP with its handoff, or TC).
-    pub fn receives(&self) -> bool {
-        self.is_loaded(Program::RxTc)
-            || (self.is_loaded(Program::RxXdp) && self.is_loaded(Program::RxHandoff))
-    }
-
     /// Reads how an underlay completes checksums (ethtool) and tells the send program, with
     /// one log line when TCP this host sends cannot leave through it from the program.
     fn describe_underlay(&mut self, ifindex: u32, name: &str) {
@@ -260,7 +283,7 @@ impl Dataplane {
             warn!("data plane: reading {name}'s checksum offload: {e}");
             TxChecksum::ByProtocol
         });
-        if self.attachments.underlay_checksums.get(&ifindex) == Some(&checksum) {
+        if self.underlay_checksums.get(&ifindex) == Some(&checksum) {
             return;
         }
         if !checksum.follows_offsets() {
@@ -275,12 +298,12 @@ impl Dataplane {
     }
 
     /// How an attached underlay completes checksums, as the send program knows it.
-    pub fn underlay_checksum(&self, ifindex: u32) -> Option<TxChecksum> {
-        self.attachments.underlay_checksums.get(&ifindex).copied()
+    pub(super) fn underlay_checksum(&self, ifindex: u32) -> Option<TxChecksum> {
+        self.underlay_checksums.get(&ifindex).copied()
     }
 
     /// Reads an attached underlay's checksum offload again (after a link change).
-    pub fn refresh_underlay(&mut self, ifindex: u32) {
+    pub(super) fn refresh_underlay(&mut self, ifindex: u32) {
         if let Ok((_, name)) = Interface::Index(ifindex).resolve() {
             self.describe_underlay(ifindex, &name);
         }
@@ -289,12 +312,16 @@ impl Dataplane {
     /// Tells the send program how an underlay completes the checksums the stack leaves to
     /// it (`UNDERLAYS`): whether TCP this host originates can leave through it from the
     /// program (see gateway-ebpf's `partial`). `attach_underlay` does this by itself.
-    pub fn set_underlay_checksum(&mut self, ifindex: u32, checksum: TxChecksum) -> Result<()> {
+    pub(super) fn set_underlay_checksum(
+        &mut self,
+        ifindex: u32,
+        checksum: TxChecksum,
+    ) -> Result<()> {
         let flags = if checksum.follows_offsets() { UNDERLAY_GENERIC_CHECKSUM } else { 0 };
         self.underlays
             .insert(ifindex, flags, 0)
             .map_err(|e| DataplaneError::kernel_chain("updating UNDERLAYS", &e))?;
-        self.attachments.underlay_checksums.insert(ifindex, checksum);
+        self.underlay_checksums.insert(ifindex, checksum);
         Ok(())
     }
 
@@ -302,16 +329,23 @@ impl Dataplane {
     /// hands the TUN one segment per skb (`gso_max_segs` 1, restored on detach), so the
     /// program sends all of this host's TCP; with `Batched` the GSO batches of bulk sends go
     /// to the daemon whole.
-    pub fn attach_tunnel(&mut self, iface: impl Into<Interface>, sends: TunnelSends) -> Result<()> {
+    pub(super) fn attach_tunnel(
+        &mut self,
+        programs: &mut Programs,
+        iface: impl Into<Interface>,
+        sends: TunnelSends,
+    ) -> Result<()> {
         let (ifindex, name) = iface.into().resolve()?;
         if sends == TunnelSends::PerSegment {
             let what = || format!("limiting GSO on {name}");
             let previous =
                 netdev::gso_max_segs(ifindex).map_err(|e| DataplaneError::kernel(what(), e))?;
             netdev::set_gso_max_segs(ifindex, 1).map_err(|e| DataplaneError::kernel(what(), e))?;
-            self.attachments.tunnel_gso = Some(TunnelGso { ifindex, previous });
+            self.tunnel_gso = Some(TunnelGso { ifindex, previous });
         }
-        if let Err(e) = self.attach_tc(Program::TxTun, &name, ifindex, TcAttachType::Egress) {
+        if let Err(e) =
+            self.attach_tc(programs, Program::TxTun, &name, ifindex, TcAttachType::Egress)
+        {
             self.detach_interface(ifindex)?;
             return Err(e);
         }
@@ -321,12 +355,16 @@ impl Dataplane {
 
     /// Puts the LAN send program on a LAN interface (driver XDP, else generic) and lets the
     /// receive path redirect decrypted packets out of it.
-    pub fn attach_lan(&mut self, iface: impl Into<Interface>) -> Result<AttachMode> {
+    pub(super) fn attach_lan(
+        &mut self,
+        programs: &mut Programs,
+        iface: impl Into<Interface>,
+    ) -> Result<AttachMode> {
         let (ifindex, name) = iface.into().resolve()?;
-        let mode = match self.attach_xdp(Program::TxLan, ifindex, XdpMode::Driver) {
+        let mode = match self.attach_xdp(programs, Program::TxLan, ifindex, XdpMode::Driver) {
             Ok(()) => AttachMode::NativeXdp,
             Err(_) => {
-                self.attach_xdp(Program::TxLan, ifindex, XdpMode::Skb)?;
+                self.attach_xdp(programs, Program::TxLan, ifindex, XdpMode::Skb)?;
                 AttachMode::GenericXdp
             }
         };
@@ -337,25 +375,28 @@ impl Dataplane {
                 &e,
             ));
         }
-        self.attachments.lan.push(ifindex);
+        self.lan.push(ifindex);
         info!("data plane: LAN interface {name} with {mode}");
         Ok(mode)
     }
 
     /// Attaches the do-nothing XDP program (native mode), e.g. to the far end of a veth pair,
     /// which only accepts XDP_TX/redirected frames while it runs an XDP program.
-    pub fn attach_xdp_pass(&mut self, iface: impl Into<Interface>) -> Result<()> {
+    pub(super) fn attach_xdp_pass(
+        &mut self,
+        programs: &mut Programs,
+        iface: impl Into<Interface>,
+    ) -> Result<()> {
         let (ifindex, _) = iface.into().resolve()?;
-        self.attach_xdp(Program::XdpPass, ifindex, XdpMode::Driver)
+        self.attach_xdp(programs, Program::XdpPass, ifindex, XdpMode::Driver)
     }
 
     /// Detaches every program from one interface (and forgets it as a LAN interface).
-    pub fn detach_interface(&mut self, ifindex: u32) -> Result<()> {
+    pub(super) fn detach_interface(&mut self, ifindex: u32) -> Result<()> {
         let mut first_error = None;
-        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.attachments.links)
-            .into_iter()
-            .partition(|a| a.ifindex == ifindex);
-        self.attachments.links = kept;
+        let (gone, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.links).into_iter().partition(|a| a.ifindex == ifindex);
+        self.links = kept;
         for a in gone {
             let r = match a.link {
                 AttachedLink::Xdp(l) => l.detach(),
@@ -370,14 +411,14 @@ impl Dataplane {
         }
         // Not every interface is in UNDERLAYS.
         let _ = self.underlays.remove(&ifindex);
-        self.attachments.underlay_checksums.remove(&ifindex);
-        if let Some(gso) = self.attachments.tunnel_gso.take_if(|g| g.ifindex == ifindex)
+        self.underlay_checksums.remove(&ifindex);
+        if let Some(gso) = self.tunnel_gso.take_if(|g| g.ifindex == ifindex)
             && let Err(e) = netdev::set_gso_max_segs(ifindex, gso.previous)
         {
             first_error.get_or_insert(DataplaneError::kernel("restoring the tunnel's GSO", e));
         }
-        if let Some(pos) = self.attachments.lan.iter().position(|&i| i == ifindex) {
-            self.attachments.lan.remove(pos);
+        if let Some(pos) = self.lan.iter().position(|&i| i == ifindex) {
+            self.lan.remove(pos);
             if let Err(e) = self.redirect_ifaces.remove(ifindex) {
                 first_error.get_or_insert(DataplaneError::kernel_chain(
                     "removing from REDIRECT_IFACES",
@@ -389,10 +430,10 @@ impl Dataplane {
     }
 
     /// Detaches everything this data plane attached.
-    pub fn detach_all(&mut self) -> Result<()> {
-        let mut ifaces: Vec<u32> = self.attachments.links.iter().map(|a| a.ifindex).collect();
-        ifaces.extend(self.attachments.lan.iter().copied());
-        ifaces.extend(self.attachments.tunnel_gso.as_ref().map(|g| g.ifindex));
+    pub(super) fn detach_all(&mut self) -> Result<()> {
+        let mut ifaces: Vec<u32> = self.links.iter().map(|a| a.ifindex).collect();
+        ifaces.extend(self.lan.iter().copied());
+        ifaces.extend(self.tunnel_gso.as_ref().map(|g| g.ifindex));
         ifaces.sort_unstable();
         ifaces.dedup();
         let mut first_error = None;
@@ -405,7 +446,7 @@ impl Dataplane {
     }
 
     /// (interface index, program) pairs currently attached.
-    pub fn attached(&self) -> Vec<(u32, Program)> {
-        self.attachments.links.iter().map(|a| (a.ifindex, a.program)).collect()
+    pub(super) fn attached(&self) -> Vec<(u32, Program)> {
+        self.links.iter().map(|a| (a.ifindex, a.program)).collect()
     }
 }

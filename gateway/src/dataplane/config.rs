@@ -1,9 +1,9 @@
 //! `CONFIG[0]`: what the programs need to know about the tunnel.
 
+use aya::maps::{Array, MapData};
 use gateway_common::maps::{CONFIG_HUB_FORWARD, CONFIG_LAN_REDIRECT, Config};
 
 use super::error::{DataplaneError, Result};
-use super::loader::Dataplane;
 
 /// The tunnel the programs serve, in host terms.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -22,9 +22,16 @@ pub struct TunnelConfig {
     pub fwmark: u32,
 }
 
-impl Dataplane {
+/// The `CONFIG` array (one entry).
+pub(super) struct ConfigMap(Array<MapData, Config>);
+
+impl ConfigMap {
+    pub(super) fn new(map: Array<MapData, Config>) -> Self {
+        ConfigMap(map)
+    }
+
     /// Sets `CONFIG[0]`. Until it is set (listen port 0), the programs pass everything.
-    pub fn set_config(&mut self, c: &TunnelConfig) -> Result<()> {
+    pub(super) fn set(&mut self, c: &TunnelConfig) -> Result<()> {
         let mut flags = 0;
         if c.hub_forward {
             flags |= CONFIG_HUB_FORWARD;
@@ -41,16 +48,12 @@ impl Dataplane {
             fwmark: c.fwmark,
             _pad2: 0,
         };
-        self.config
-            .set(0, value, 0)
-            .map_err(|e| DataplaneError::kernel_chain("updating CONFIG", &e))
+        self.0.set(0, value, 0).map_err(|e| DataplaneError::kernel_chain("updating CONFIG", &e))
     }
 
-    pub fn config(&self) -> Result<TunnelConfig> {
-        let c = self
-            .config
-            .get(&0, 0)
-            .map_err(|e| DataplaneError::kernel_chain("reading CONFIG", &e))?;
+    pub(super) fn get(&self) -> Result<TunnelConfig> {
+        let c =
+            self.0.get(&0, 0).map_err(|e| DataplaneError::kernel_chain("reading CONFIG", &e))?;
         Ok(TunnelConfig {
             tun_ifindex: c.tun_ifindex,
             tun_mtu: c.tun_mtu,

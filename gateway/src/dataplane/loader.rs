@@ -1,9 +1,9 @@
 //! Loading the embedded eBPF object: maps sized to the configured capacities, every program
-//! through the verifier, the shared arrays mapped into this process.
+//! through the verifier, the shared arrays mapped into this process. Each map is handed to
+//! the typed access that owns it; the programs stay here.
 
 use std::error::Error as _;
 use std::io;
-use std::sync::Arc;
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader, VerifierLogLevel,
@@ -18,15 +18,16 @@ use gateway_common::maps::{
 
 use tracing::warn;
 
-use super::allowed_ips::AllowedIps;
+use super::allowed_ips::AllowedIpMaps;
 use super::attach::Attachments;
+use super::config::ConfigMap;
 use super::error::{DataplaneError, Result};
 use super::mmap::MappedArray;
+use super::peers::PeerMaps;
 use super::programs::Program;
-use super::sessions::SessionRegion;
-use super::slots::SlotAllocator;
+use super::sessions::SessionMaps;
+use super::stats::StatsMap;
 use super::verifier::{ProgramReport, Verdict};
-use crate::wg::session_memory::SlotPool;
 
 /// The object gateway/build.rs builds from gateway-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway-ebpf"));
@@ -60,122 +61,103 @@ impl Default for Capacities {
     }
 }
 
-/// The loaded data plane: programs, maps, and what is attached where. Dropping it (or
-/// `detach_all`) detaches everything; nothing is pinned.
-pub struct Dataplane {
-    // Field order is drop order: attachments before the programs they refer to.
-    pub(super) attachments: Attachments,
-    pub(super) ebpf: Ebpf,
-    pub(super) sessions: Arc<MappedArray<Session>>,
-    /// The one allocator of session slots: the protocol core takes a slot (its counters) when
-    /// a handshake completes, and returns it when the keypair is dropped.
-    pub(super) session_pool: Arc<SlotPool>,
-    pub(super) peers: MappedArray<Peer>,
-    pub(super) rx_index: HashMap<MapData, u32, u32>,
-    pub(super) allowed_v4: LpmTrie<MapData, [u8; 4], u32>,
-    pub(super) allowed_v6: LpmTrie<MapData, [u8; 16], u32>,
-    pub(super) config: Array<MapData, Config>,
-    pub(super) stats: PerCpuArray<MapData, u64>,
-    pub(super) redirect_ifaces: DevMapHash<MapData>,
-    pub(super) underlays: HashMap<MapData, u32, u32>,
-    pub(super) peer_slots: SlotAllocator,
-    pub(super) allowed: AllowedIps,
-    pub(super) capacities: Capacities,
-    /// What the verifier made of each program, in `Program::ALL` order.
-    programs: Vec<ProgramReport>,
+/// The loaded programs, and what the verifier made of each (in `Program::ALL` order).
+pub(super) struct Programs {
+    ebpf: Ebpf,
+    reports: Vec<ProgramReport>,
 }
 
-impl Dataplane {
-    /// Loads the object with the given capacities and verifies every program.
-    pub fn load(capacities: Capacities) -> Result<Dataplane> {
-        check_kernel()?;
-        if capacities.sessions == 0 || capacities.peers == 0 || capacities.allowed_ips == 0 {
-            return Err(DataplaneError::Invalid("capacities must be at least 1".into()));
-        }
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(MAP_SESSIONS, capacities.sessions)
-            // Room for a retired index alongside its reused slot's new one: the core may drop a
-            // keypair (freeing its slot) before the map learns it was retired.
-            .map_max_entries(MAP_RX_INDEX, capacities.sessions.saturating_mul(2))
-            .map_max_entries(MAP_PEERS, capacities.peers)
-            .map_max_entries(MAP_ALLOWED_V4, capacities.allowed_ips)
-            .map_max_entries(MAP_ALLOWED_V6, capacities.allowed_ips)
-            .verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS)
-            .load(OBJECT)
-            .map_err(object_error)?;
-        let mut programs = Vec::with_capacity(Program::ALL.len());
-        for program in Program::ALL {
-            let report = load_program(&mut ebpf, program)?;
-            if !report.loaded() {
-                warn!("data plane: {report}");
-            }
-            programs.push(report);
-        }
-        if !programs.iter().any(|report| report.loaded() && report.program != Program::XdpPass) {
-            return Err(DataplaneError::Unsupported(
-                "the kernel's verifier rejected every data-plane program".into(),
-            ));
-        }
-        let sessions = Arc::new(mapped::<Session>(&mut ebpf, MAP_SESSIONS)?);
-        let session_pool = SlotPool::new(Box::new(SessionRegion(Arc::clone(&sessions))));
-        let peers = mapped::<Peer>(&mut ebpf, MAP_PEERS)?;
-        let rx_index = HashMap::try_from(take(&mut ebpf, MAP_RX_INDEX)?).map_err(map_type)?;
-        let allowed_v4 = LpmTrie::try_from(take(&mut ebpf, MAP_ALLOWED_V4)?).map_err(map_type)?;
-        let allowed_v6 = LpmTrie::try_from(take(&mut ebpf, MAP_ALLOWED_V6)?).map_err(map_type)?;
-        let config = Array::try_from(take(&mut ebpf, MAP_CONFIG)?).map_err(map_type)?;
-        let stats = PerCpuArray::try_from(take(&mut ebpf, MAP_STATS)?).map_err(map_type)?;
-        let redirect_ifaces =
-            DevMapHash::try_from(take(&mut ebpf, MAP_REDIRECT_IFACES)?).map_err(map_type)?;
-        let underlays = HashMap::try_from(take(&mut ebpf, MAP_UNDERLAYS)?).map_err(map_type)?;
-        Ok(Dataplane {
-            attachments: Attachments::default(),
-            session_pool,
-            peer_slots: SlotAllocator::new(peers.entries()),
-            ebpf,
-            sessions,
-            peers,
-            rx_index,
-            allowed_v4,
-            allowed_v6,
-            config,
-            stats,
-            redirect_ifaces,
-            underlays,
-            allowed: AllowedIps::default(),
-            capacities,
-            programs,
-        })
+impl Programs {
+    pub(super) fn reports(&self) -> &[ProgramReport] {
+        &self.reports
     }
 
-    pub fn capacities(&self) -> Capacities {
-        self.capacities
+    pub(super) fn is_loaded(&self, program: Program) -> bool {
+        self.reports.iter().any(|report| report.program == program && report.loaded())
     }
 
-    /// What the verifier made of each program (its cost, or why it refused it).
-    pub fn program_reports(&self) -> &[ProgramReport] {
-        &self.programs
+    /// Whether any receive program loaded (XDP with its handoff, or TC).
+    pub(super) fn receives(&self) -> bool {
+        self.is_loaded(Program::RxTc)
+            || (self.is_loaded(Program::RxXdp) && self.is_loaded(Program::RxHandoff))
     }
 
-    /// Whether the kernel took the program (a rejected one has a fallback, see
-    /// `Program::fallback`).
-    pub fn is_loaded(&self, program: Program) -> bool {
-        self.programs.iter().any(|report| report.program == program && report.loaded())
-    }
-
-    /// The loaded program, for attaching and `BPF_PROG_TEST_RUN`.
-    pub fn program(&self, program: Program) -> Result<&aya::programs::Program> {
+    pub(super) fn get(&self, program: Program) -> Result<&aya::programs::Program> {
         self.ebpf.program(program.name()).ok_or_else(|| missing(program.name()))
     }
 
-    pub(super) fn xdp_program_mut(&mut self, program: Program) -> Result<&mut Xdp> {
+    pub(super) fn xdp_mut(&mut self, program: Program) -> Result<&mut Xdp> {
         let p = self.ebpf.program_mut(program.name()).ok_or_else(|| missing(program.name()))?;
         p.try_into().map_err(|e: ProgramError| DataplaneError::Object(e.to_string()))
     }
 
-    pub(super) fn tc_program_mut(&mut self, program: Program) -> Result<&mut SchedClassifier> {
+    pub(super) fn tc_mut(&mut self, program: Program) -> Result<&mut SchedClassifier> {
         let p = self.ebpf.program_mut(program.name()).ok_or_else(|| missing(program.name()))?;
         p.try_into().map_err(|e: ProgramError| DataplaneError::Object(e.to_string()))
     }
+}
+
+/// What loading produced, each map with the typed access that owns it.
+pub(super) struct Loaded {
+    pub(super) programs: Programs,
+    pub(super) attachments: Attachments,
+    pub(super) sessions: SessionMaps,
+    pub(super) peers: PeerMaps,
+    pub(super) allowed_ips: AllowedIpMaps,
+    pub(super) config: ConfigMap,
+    pub(super) stats: StatsMap,
+}
+
+/// Loads the object with the given capacities and verifies every program.
+pub(super) fn load(capacities: Capacities) -> Result<Loaded> {
+    check_kernel()?;
+    if capacities.sessions == 0 || capacities.peers == 0 || capacities.allowed_ips == 0 {
+        return Err(DataplaneError::Invalid("capacities must be at least 1".into()));
+    }
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(MAP_SESSIONS, capacities.sessions)
+        // Room for a retired index alongside its reused slot's new one: the core may drop a
+        // keypair (freeing its slot) before the map learns it was retired.
+        .map_max_entries(MAP_RX_INDEX, capacities.sessions.saturating_mul(2))
+        .map_max_entries(MAP_PEERS, capacities.peers)
+        .map_max_entries(MAP_ALLOWED_V4, capacities.allowed_ips)
+        .map_max_entries(MAP_ALLOWED_V6, capacities.allowed_ips)
+        .verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS)
+        .load(OBJECT)
+        .map_err(object_error)?;
+    let mut reports = Vec::with_capacity(Program::ALL.len());
+    for program in Program::ALL {
+        let report = load_program(&mut ebpf, program)?;
+        if !report.loaded() {
+            warn!("data plane: {report}");
+        }
+        reports.push(report);
+    }
+    if !reports.iter().any(|report| report.loaded() && report.program != Program::XdpPass) {
+        return Err(DataplaneError::Unsupported(
+            "the kernel's verifier rejected every data-plane program".into(),
+        ));
+    }
+    let sessions = mapped::<Session>(&mut ebpf, MAP_SESSIONS)?;
+    let peers = mapped::<Peer>(&mut ebpf, MAP_PEERS)?;
+    let rx_index = HashMap::try_from(take(&mut ebpf, MAP_RX_INDEX)?).map_err(map_type)?;
+    let allowed_v4 = LpmTrie::try_from(take(&mut ebpf, MAP_ALLOWED_V4)?).map_err(map_type)?;
+    let allowed_v6 = LpmTrie::try_from(take(&mut ebpf, MAP_ALLOWED_V6)?).map_err(map_type)?;
+    let config: Array<MapData, Config> =
+        Array::try_from(take(&mut ebpf, MAP_CONFIG)?).map_err(map_type)?;
+    let stats = PerCpuArray::try_from(take(&mut ebpf, MAP_STATS)?).map_err(map_type)?;
+    let redirect_ifaces =
+        DevMapHash::try_from(take(&mut ebpf, MAP_REDIRECT_IFACES)?).map_err(map_type)?;
+    let underlays = HashMap::try_from(take(&mut ebpf, MAP_UNDERLAYS)?).map_err(map_type)?;
+    Ok(Loaded {
+        programs: Programs { ebpf, reports },
+        attachments: Attachments::new(redirect_ifaces, underlays),
+        sessions: SessionMaps::new(sessions, rx_index),
+        peers: PeerMaps::new(peers),
+        allowed_ips: AllowedIpMaps::new(allowed_v4, allowed_v6),
+        config: ConfigMap::new(config),
+        stats: StatsMap::new(stats),
+    })
 }
 
 fn missing(name: &str) -> DataplaneError {

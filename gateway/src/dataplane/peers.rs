@@ -9,8 +9,9 @@ use gateway_common::maps::{AF_INET, AF_INET6, Endpoint, PEER_ACTIVE, Peer};
 
 use super::clock::monotonic_ns_to_instant;
 use super::error::{DataplaneError, Result};
-use super::loader::Dataplane;
+use super::mmap::MappedArray;
 use super::sessions::SessionSlot;
+use super::slots::SlotAllocator;
 
 /// A slot of `PEERS`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -85,26 +86,46 @@ fn endpoint_from_map(e: &Endpoint) -> Option<PeerEndpoint> {
     })
 }
 
-impl Dataplane {
-    pub(super) fn peer_ptr(&self, slot: PeerSlot) -> Result<*mut Peer> {
-        if !self.peer_slots.is_used(slot.0) {
+/// The mapped `PEERS` array and which of its slots are in use.
+pub(super) struct PeerMaps {
+    array: MappedArray<Peer>,
+    slots: SlotAllocator,
+}
+
+impl PeerMaps {
+    pub(super) fn new(array: MappedArray<Peer>) -> Self {
+        let slots = SlotAllocator::new(array.entries());
+        PeerMaps { array, slots }
+    }
+
+    pub(super) fn is_used(&self, slot: PeerSlot) -> bool {
+        self.slots.is_used(slot.0)
+    }
+
+    /// The slot, if it is in use.
+    pub(super) fn check(&self, slot: PeerSlot) -> Result<()> {
+        self.ptr(slot).map(drop)
+    }
+
+    fn ptr(&self, slot: PeerSlot) -> Result<*mut Peer> {
+        if !self.slots.is_used(slot.0) {
             return Err(DataplaneError::Invalid(format!("peer slot {} is not in use", slot.0)));
         }
-        self.peers
+        self.array
             .slot(slot.0)
             .ok_or_else(|| DataplaneError::Invalid(format!("peer slot {} out of range", slot.0)))
     }
 
     fn tx_session_word(&self, slot: PeerSlot) -> Result<&AtomicU32> {
-        let p = self.peer_ptr(slot)?;
+        let p = self.ptr(slot)?;
         // SAFETY: an aligned u32 in mapped memory that lives as long as `self`.
         Ok(unsafe { AtomicU32::from_ptr(std::ptr::addr_of_mut!((*p).tx_session)) })
     }
 
     /// A fresh peer slot: no endpoint, no session, zeroed activity.
-    pub fn add_peer(&mut self) -> Result<PeerSlot> {
-        let slot = PeerSlot(self.peer_slots.allocate("peer")?);
-        let p = self.peer_ptr(slot)?;
+    pub(super) fn add(&mut self) -> Result<PeerSlot> {
+        let slot = PeerSlot(self.slots.allocate("peer")?);
+        let p = self.ptr(slot)?;
         // SAFETY: the slot was free: no session refers to it, programs do not reach it.
         unsafe {
             std::ptr::addr_of_mut!((*p).tx_session).write_volatile(0);
@@ -129,33 +150,29 @@ impl Dataplane {
         Ok(slot)
     }
 
-    /// Removes a peer: its AllowedIPs first (no new packets map to it), then its endpoint
-    /// and session. Its sessions must be retired by the caller (before or after).
-    pub fn remove_peer(&mut self, slot: PeerSlot) -> Result<()> {
-        self.clear_allowed_ips(slot)?;
-        let p = self.peer_ptr(slot)?;
+    /// Clears the slot's session, state and endpoint, and frees it.
+    pub(super) fn remove(&mut self, slot: PeerSlot) -> Result<()> {
+        let p = self.ptr(slot)?;
         self.tx_session_word(slot)?.store(0, Ordering::Release);
         // SAFETY: fields of our slot.
         unsafe {
             AtomicU32::from_ptr(std::ptr::addr_of_mut!((*p).state)).store(0, Ordering::Release);
             std::ptr::addr_of_mut!((*p).endpoint).write_volatile(Endpoint::default());
         }
-        self.peer_slots.release(slot.0, "peer")
+        self.slots.release(slot.0, "peer")
     }
 
-    /// Sets (or, with None, clears) where the peer's packets go. Without an endpoint the
-    /// programs leave the peer's outgoing packets to the daemon.
-    pub fn set_peer_endpoint(&mut self, slot: PeerSlot, e: Option<&PeerEndpoint>) -> Result<()> {
-        let p = self.peer_ptr(slot)?;
+    /// Sets (or, with None, clears) where the peer's packets go.
+    pub(super) fn set_endpoint(&mut self, slot: PeerSlot, e: Option<&PeerEndpoint>) -> Result<()> {
+        let p = self.ptr(slot)?;
         // SAFETY: a plain write of our slot's endpoint; programs only read it or roam it.
         unsafe { std::ptr::addr_of_mut!((*p).endpoint).write_volatile(endpoint_to_map(e)) };
         Ok(())
     }
 
-    /// The peer's endpoint as the programs last left it (they roam it), and the roaming
-    /// generation: it changes each time a program moves the endpoint.
-    pub fn peer_endpoint(&self, slot: PeerSlot) -> Result<(Option<PeerEndpoint>, u64)> {
-        let p = self.peer_ptr(slot)?;
+    /// The peer's endpoint as the programs last left it, and the roaming generation.
+    pub(super) fn endpoint(&self, slot: PeerSlot) -> Result<(Option<PeerEndpoint>, u64)> {
+        let p = self.ptr(slot)?;
         // SAFETY: reads of mapped memory; a torn read shows as a generation change.
         unsafe {
             loop {
@@ -169,22 +186,17 @@ impl Dataplane {
         }
     }
 
-    /// Sets the session the programs send this peer's packets with (the current keypair);
-    /// None: packets to the peer go to the daemon.
-    pub fn set_peer_tx_session(
+    /// Sets the session the programs send the peer's packets with; None: the daemon sends.
+    pub(super) fn set_tx_session(
         &mut self,
         slot: PeerSlot,
         session: Option<SessionSlot>,
     ) -> Result<()> {
-        if let Some(s) = session
-            && s.0 >= self.sessions.entries()
-        {
-            return Err(DataplaneError::Invalid(format!("session slot {} out of range", s.0)));
-        }
         self.tx_session_word(slot)?.store(session.map_or(0, |s| s.0 + 1), Ordering::Release);
         Ok(())
     }
 
+    /// Stops the peer sending with `session`, if it does.
     pub(super) fn clear_tx_session_if(&self, peer: PeerSlot, session: SessionSlot) {
         if let Ok(word) = self.tx_session_word(peer) {
             let _ = word.compare_exchange(session.0 + 1, 0, Ordering::AcqRel, Ordering::Relaxed);
@@ -192,8 +204,8 @@ impl Dataplane {
     }
 
     /// What the programs counted for the peer.
-    pub fn peer_activity(&self, slot: PeerSlot) -> Result<PeerActivitySnapshot> {
-        let p = self.peer_ptr(slot)?;
+    pub(super) fn activity(&self, slot: PeerSlot) -> Result<PeerActivitySnapshot> {
+        let p = self.ptr(slot)?;
         // SAFETY: atomics in mapped memory.
         let a = unsafe { &(*p).activity };
         let t = |v: u64| monotonic_ns_to_instant(v);

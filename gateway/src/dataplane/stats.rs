@@ -1,9 +1,9 @@
 //! `STATS`, summed over CPUs.
 
+use aya::maps::{MapData, PerCpuArray};
 use gateway_common::maps::{STAT_COUNT, Stat};
 
 use super::error::{DataplaneError, Result};
-use super::loader::Dataplane;
 
 /// Declares `Stats` with one named field per `Stat`, and the conversions, from one list.
 macro_rules! stats {
@@ -78,15 +78,20 @@ impl Stats {
     }
 }
 
-impl Dataplane {
+/// The per-CPU `STATS` array.
+pub(super) struct StatsMap(PerCpuArray<MapData, u64>);
+
+impl StatsMap {
+    pub(super) fn new(map: PerCpuArray<MapData, u64>) -> Self {
+        StatsMap(map)
+    }
+
     /// Every counter, summed over CPUs.
-    pub fn stats(&self) -> Result<Stats> {
+    pub(super) fn read(&self) -> Result<Stats> {
         let mut s = Stats::default();
         for i in 0..STAT_COUNT {
-            let per_cpu = self
-                .stats
-                .get(&i, 0)
-                .map_err(|e| DataplaneError::kernel_chain("reading STATS", &e))?;
+            let per_cpu =
+                self.0.get(&i, 0).map_err(|e| DataplaneError::kernel_chain("reading STATS", &e))?;
             s.set(i, per_cpu.iter().sum());
         }
         Ok(s)

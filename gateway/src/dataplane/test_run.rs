@@ -5,7 +5,6 @@ use std::time::Duration;
 use aya::programs::{Program as AyaProgram, TestRun, TestRunOptions};
 
 use super::error::{DataplaneError, Result};
-use super::loader::Dataplane;
 use super::programs::Program;
 
 /// `struct xdp_md`, the XDP test-run context.
@@ -52,69 +51,72 @@ pub struct TestRunOutput {
     pub duration: Duration,
 }
 
-impl Dataplane {
-    /// Runs `program` once (or `repeat` times) on `input` with `BPF_PROG_TEST_RUN`.
-    pub fn test_run(&self, program: Program, input: &TestRunInput<'_>) -> Result<TestRunOutput> {
-        let what = || format!("test run of {}", program.name());
-        // Room for what the programs add: headers, padding and tag.
-        let mut out = vec![0u8; input.data.len() + 256];
-        let repeat = input.repeat.max(1);
-        match self.program(program)? {
-            AyaProgram::Xdp(p) => {
-                let ctx_in = XdpMd {
-                    data_end: input.data.len() as u32,
-                    ingress_ifindex: input.ifindex,
-                    ..XdpMd::default()
-                };
-                let mut ctx_out = XdpMd::default();
-                let r = p
-                    .test_run(TestRunOptions {
-                        data_in: Some(input.data),
-                        data_out: Some(&mut out),
-                        ctx_in: Some(as_bytes(&ctx_in)),
-                        ctx_out: Some(as_bytes_mut(&mut ctx_out)),
-                        repeat,
-                        ..TestRunOptions::default()
-                    })
-                    .map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
-                out.truncate(r.data_size_out as usize);
-                let meta_len = (ctx_out.data as usize).min(out.len());
-                let data = out.split_off(meta_len);
-                Ok(TestRunOutput {
-                    verdict: r.return_value,
-                    data,
-                    meta: out,
-                    mark: 0,
-                    duration: r.duration,
+/// Runs `program` (the loaded `which`) once, or `repeat` times, on `input` with
+/// `BPF_PROG_TEST_RUN`.
+pub(super) fn test_run(
+    program: &AyaProgram,
+    which: Program,
+    input: &TestRunInput<'_>,
+) -> Result<TestRunOutput> {
+    let what = || format!("test run of {}", which.name());
+    // Room for what the programs add: headers, padding and tag.
+    let mut out = vec![0u8; input.data.len() + 256];
+    let repeat = input.repeat.max(1);
+    match program {
+        AyaProgram::Xdp(p) => {
+            let ctx_in = XdpMd {
+                data_end: input.data.len() as u32,
+                ingress_ifindex: input.ifindex,
+                ..XdpMd::default()
+            };
+            let mut ctx_out = XdpMd::default();
+            let r = p
+                .test_run(TestRunOptions {
+                    data_in: Some(input.data),
+                    data_out: Some(&mut out),
+                    ctx_in: Some(as_bytes(&ctx_in)),
+                    ctx_out: Some(as_bytes_mut(&mut ctx_out)),
+                    repeat,
+                    ..TestRunOptions::default()
                 })
-            }
-            AyaProgram::SchedClassifier(p) => {
-                let mut ctx = [0u8; SKB_CTX_LEN];
-                ctx[SKB_IFINDEX_OFFSET..SKB_IFINDEX_OFFSET + 4]
-                    .copy_from_slice(&input.ifindex.to_ne_bytes());
-                let mut ctx_out = [0u8; SKB_CTX_LEN];
-                let r = p
-                    .test_run(TestRunOptions {
-                        data_in: Some(input.data),
-                        data_out: Some(&mut out),
-                        ctx_in: Some(&ctx[..]),
-                        ctx_out: Some(&mut ctx_out[..]),
-                        repeat,
-                        ..TestRunOptions::default()
-                    })
-                    .map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
-                out.truncate(r.data_size_out as usize);
-                let mark = &ctx_out[SKB_MARK_OFFSET..SKB_MARK_OFFSET + 4];
-                Ok(TestRunOutput {
-                    verdict: r.return_value,
-                    data: out,
-                    meta: Vec::new(),
-                    mark: u32::from_ne_bytes(mark.try_into().unwrap_or_default()),
-                    duration: r.duration,
-                })
-            }
-            _ => Err(DataplaneError::Object(format!("{} has an unexpected type", program.name()))),
+                .map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
+            out.truncate(r.data_size_out as usize);
+            let meta_len = (ctx_out.data as usize).min(out.len());
+            let data = out.split_off(meta_len);
+            Ok(TestRunOutput {
+                verdict: r.return_value,
+                data,
+                meta: out,
+                mark: 0,
+                duration: r.duration,
+            })
         }
+        AyaProgram::SchedClassifier(p) => {
+            let mut ctx = [0u8; SKB_CTX_LEN];
+            ctx[SKB_IFINDEX_OFFSET..SKB_IFINDEX_OFFSET + 4]
+                .copy_from_slice(&input.ifindex.to_ne_bytes());
+            let mut ctx_out = [0u8; SKB_CTX_LEN];
+            let r = p
+                .test_run(TestRunOptions {
+                    data_in: Some(input.data),
+                    data_out: Some(&mut out),
+                    ctx_in: Some(&ctx[..]),
+                    ctx_out: Some(&mut ctx_out[..]),
+                    repeat,
+                    ..TestRunOptions::default()
+                })
+                .map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
+            out.truncate(r.data_size_out as usize);
+            let mark = &ctx_out[SKB_MARK_OFFSET..SKB_MARK_OFFSET + 4];
+            Ok(TestRunOutput {
+                verdict: r.return_value,
+                data: out,
+                meta: Vec::new(),
+                mark: u32::from_ne_bytes(mark.try_into().unwrap_or_default()),
+                duration: r.duration,
+            })
+        }
+        _ => Err(DataplaneError::Object(format!("{} has an unexpected type", which.name()))),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod keypair;
 pub mod messages;
 pub mod noise;
 pub mod peer;
+pub mod projection;
 pub mod ratelimiter;
 pub mod session_memory;
 pub mod tai64n;

@@ -35,32 +35,32 @@ impl Endpoint {
 }
 
 pub struct Peer {
-    pub id: PeerId,
-    pub public_key: [u8; 32],
-    pub handshake: Handshake,
+    pub(super) id: PeerId,
+    pub(super) public_key: [u8; 32],
+    pub(super) handshake: Handshake,
     /// Our index for the handshake in flight, registered in the device's index table.
-    pub handshake_index: Option<u32>,
-    pub cookie: CookieMaker,
-    pub keypairs: Keypairs,
-    pub timers: Timers,
-    pub endpoint: Option<Endpoint>,
-    pub persistent_keepalive: u16,
+    pub(super) handshake_index: Option<u32>,
+    pub(super) cookie: CookieMaker,
+    pub(super) keypairs: Keypairs,
+    pub(super) timers: Timers,
+    pub(super) endpoint: Option<Endpoint>,
+    pub(super) persistent_keepalive: u16,
     /// Packets waiting for a usable session, oldest first (the kernel's staged queue).
-    pub staged: VecDeque<Vec<u8>>,
+    pub(super) staged: VecDeque<Vec<u8>>,
     /// When we last sent a handshake message: initiations are sent at most once per
     /// REKEY_TIMEOUT.
-    pub last_sent_handshake: Option<Instant>,
-    pub last_handshake: Option<SystemTime>,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-    pub rx_packets: u64,
-    pub tx_packets: u64,
+    pub(super) last_sent_handshake: Option<Instant>,
+    pub(super) last_handshake: Option<SystemTime>,
+    pub(super) rx_bytes: u64,
+    pub(super) tx_bytes: u64,
+    pub(super) rx_packets: u64,
+    pub(super) tx_packets: u64,
     /// The earliest deadline filed in the device's timer heap for this peer.
-    pub scheduled_deadline: Option<Instant>,
+    pub(super) scheduled_deadline: Option<Instant>,
 }
 
 impl Peer {
-    pub fn new(
+    pub(super) fn new(
         id: PeerId,
         public_key: [u8; 32],
         identity: &StaticIdentity,
@@ -86,6 +86,19 @@ impl Peer {
             tx_packets: 0,
             scheduled_deadline: None,
         }
+    }
+
+    pub fn id(&self) -> PeerId {
+        self.id
+    }
+
+    /// Where the peer is reached, if we know.
+    pub fn endpoint(&self) -> Option<Endpoint> {
+        self.endpoint
+    }
+
+    pub(super) fn keypairs(&self) -> &Keypairs {
+        &self.keypairs
     }
 
     /// Queues a packet for when a session exists, dropping the oldest beyond the limit (the

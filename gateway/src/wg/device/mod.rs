@@ -12,6 +12,8 @@ mod receive;
 mod send;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod virtual_net;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -27,6 +29,7 @@ use super::cookie::CookieChecker;
 use super::index_table::IndexTable;
 use super::noise::StaticIdentity;
 use super::peer::{Endpoint, Peer};
+use super::projection::PeerView;
 use super::ratelimiter::RateLimiter;
 use super::session_memory::{HeapMemory, SessionMemory};
 use super::tai64n::Tai64nClock;
@@ -216,6 +219,13 @@ impl Device {
 
     pub fn peer(&self, id: PeerId) -> Option<&Peer> {
         self.peers.get(&id)
+    }
+
+    /// The peer as a data plane must mirror it: its sessions and what each may do, its
+    /// endpoint, its AllowedIPs.
+    pub fn dataplane_view(&self, id: PeerId) -> Option<PeerView> {
+        let peer = self.peers.get(&id)?;
+        Some(PeerView::of(peer, self.allowed_ips.prefixes_of(&id).collect()))
     }
 
     pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> + '_ {

@@ -1,250 +1,16 @@
-//! Two devices on a virtual network, driven by a virtual clock: every timer, rekey,
-//! rotation, replay and cookie case of the protocol, without a socket or a sleep.
+//! Every timer, rekey, rotation, replay and cookie case of the protocol, on the virtual
+//! network.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant, SystemTime};
+use std::net::Ipv4Addr;
+use std::time::Duration;
 
-use rand_core::{CryptoRng, RngCore};
+use rand_core::RngCore;
 
+use super::virtual_net::*;
 use super::*;
 use crate::wg::peer::Endpoint;
 use gateway_common::ecn;
 use gateway_common::wire::MAX_QUEUED_INCOMING_HANDSHAKES;
-
-/// xorshift: deterministic, and "crypto" only as far as these tests are concerned.
-struct TestRng(u64);
-impl RngCore for TestRng {
-    fn next_u32(&mut self) -> u32 {
-        self.next_u64() as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for b in dest {
-            *b = self.next_u64() as u8;
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-impl CryptoRng for TestRng {}
-
-fn key(seed: u8) -> [u8; 32] {
-    let mut k = [0u8; 32];
-    TestRng(u64::from(seed) * 0x9e37_79b9 + 1).fill_bytes(&mut k);
-    k
-}
-
-fn public(private: [u8; 32]) -> [u8; 32] {
-    x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(private)).to_bytes()
-}
-
-const A_ADDR: &str = "192.0.2.1:51820";
-const B_ADDR: &str = "192.0.2.2:51820";
-
-fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-/// An IPv4/UDP packet from `src` to `dst` with `len` bytes of payload.
-fn packet(src: [u8; 4], dst: [u8; 4], len: usize) -> Vec<u8> {
-    let total = 28 + len;
-    let mut p = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 17, 0, 0];
-    p.extend_from_slice(&src);
-    p.extend_from_slice(&dst);
-    p.extend_from_slice(&[
-        0x30,
-        0x39,
-        0x30,
-        0x39,
-        (len as u16 + 8).to_be_bytes()[0],
-        (len as u16 + 8).to_be_bytes()[1],
-        0,
-        0,
-    ]);
-    p.extend((0..len).map(|i| i as u8));
-    p
-}
-
-const A_INNER: [u8; 4] = [10, 0, 0, 1];
-const B_INNER: [u8; 4] = [10, 0, 0, 2];
-
-struct Net {
-    now: Instant,
-    a: Device,
-    b: Device,
-    a_peer: PeerId,
-    b_peer: PeerId,
-    /// What each side's TUN received.
-    a_tun: Vec<Vec<u8>>,
-    b_tun: Vec<Vec<u8>>,
-    /// Every datagram put on the wire, (to b?, bytes), for replay tests.
-    wire: Vec<(bool, Vec<u8>)>,
-    /// Drop datagrams instead of delivering them.
-    cut: bool,
-    /// The path marks every packet to b Congestion Experienced.
-    congested: bool,
-    /// The ECN bits of each datagram a sent.
-    ecn_to_b: Vec<u8>,
-    /// Handshake backlog each side reports (to simulate load).
-    a_backlog: usize,
-    b_backlog: usize,
-    b_sees_a_from: SocketAddr,
-}
-
-impl Net {
-    fn new() -> Net {
-        Net::with(DeviceOptions::default(), 0)
-    }
-
-    fn with(options: DeviceOptions, keepalive: u16) -> Net {
-        let now = Instant::now();
-        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let mut a = Device::new(now, wall, Box::new(TestRng(1)), options.clone());
-        let mut b = Device::new(now, wall, Box::new(TestRng(2)), options);
-        a.set_private_key(Some(key(1)));
-        b.set_private_key(Some(key(2)));
-        a.set_listen_port(51820);
-        b.set_listen_port(51820);
-        let a_peer = a.upsert_peer(public(key(2)), false).unwrap().unwrap();
-        let b_peer = b.upsert_peer(public(key(1)), false).unwrap().unwrap();
-        a.add_allowed_ip(a_peer, "10.0.0.2/32".parse().unwrap());
-        b.add_allowed_ip(b_peer, "10.0.0.1/32".parse().unwrap());
-        a.set_endpoint(a_peer, sa(B_ADDR));
-        b.set_endpoint(b_peer, sa(A_ADDR));
-        a.set_up(now, true);
-        b.set_up(now, true);
-        a.set_persistent_keepalive(now, a_peer, keepalive);
-        let mut net = Net {
-            now,
-            a,
-            b,
-            a_peer,
-            b_peer,
-            a_tun: vec![],
-            b_tun: vec![],
-            wire: vec![],
-            cut: false,
-            congested: false,
-            ecn_to_b: vec![],
-            a_backlog: 0,
-            b_backlog: 0,
-            b_sees_a_from: sa(A_ADDR),
-        };
-        net.pump();
-        while net.a.poll_event().is_some() {}
-        while net.b.poll_event().is_some() {}
-        net
-    }
-
-    /// Delivers everything in flight, both ways, until quiet.
-    fn pump(&mut self) {
-        loop {
-            let mut moved = false;
-            while let Some(t) = self.a.poll_transmit() {
-                moved = true;
-                assert_eq!(t.to.addr, sa(B_ADDR));
-                self.wire.push((true, t.data.clone()));
-                self.ecn_to_b.push(t.ecn);
-                if !self.cut {
-                    let outer = if self.congested { ecn::CE } else { t.ecn };
-                    self.deliver_to_b_marked(t.data, outer);
-                }
-            }
-            while let Some(t) = self.b.poll_transmit() {
-                moved = true;
-                self.wire.push((false, t.data.clone()));
-                if !self.cut {
-                    self.deliver_to_a(t.data);
-                }
-            }
-            while let Some(p) = self.a.poll_tun() {
-                self.a_tun.push(p);
-            }
-            while let Some(p) = self.b.poll_tun() {
-                self.b_tun.push(p);
-            }
-            if !moved {
-                return;
-            }
-        }
-    }
-
-    fn deliver_to_b(&mut self, data: Vec<u8>) -> Received {
-        self.deliver_to_b_marked(data, 0)
-    }
-
-    fn deliver_to_b_marked(&mut self, mut data: Vec<u8>, outer_ds: u8) -> Received {
-        let from = Endpoint::new(self.b_sees_a_from);
-        let r = self.b.handle_datagram(self.now, from, outer_ds, &mut data, self.b_backlog);
-        if let Received::Tun(range) = &r {
-            self.b_tun.push(data[range.clone()].to_vec());
-        }
-        r
-    }
-
-    fn deliver_to_a(&mut self, mut data: Vec<u8>) -> Received {
-        let from = Endpoint::new(sa(B_ADDR));
-        let r = self.a.handle_datagram(self.now, from, 0, &mut data, self.a_backlog);
-        if let Received::Tun(range) = &r {
-            self.a_tun.push(data[range.clone()].to_vec());
-        }
-        r
-    }
-
-    fn a_sends(&mut self, len: usize) -> Vec<u8> {
-        let p = packet(A_INNER, B_INNER, len);
-        self.a.handle_tun_packet(self.now, &p);
-        self.pump();
-        p
-    }
-
-    fn b_sends(&mut self, len: usize) -> Vec<u8> {
-        let p = packet(B_INNER, A_INNER, len);
-        self.b.handle_tun_packet(self.now, &p);
-        self.pump();
-        p
-    }
-
-    /// Advances the clock, firing every timer on the way, in order.
-    fn advance(&mut self, by: Duration) {
-        let end = self.now + by;
-        loop {
-            let next = [self.a.next_timeout(), self.b.next_timeout()]
-                .into_iter()
-                .flatten()
-                .filter(|t| *t <= end)
-                .min();
-            let Some(t) = next else { break };
-            self.now = t.max(self.now);
-            self.a.handle_timeout(self.now);
-            self.b.handle_timeout(self.now);
-            self.pump();
-        }
-        self.now = end;
-        self.a.handle_timeout(self.now);
-        self.b.handle_timeout(self.now);
-        self.pump();
-    }
-
-    fn types_on_wire(&self, to_b: bool) -> Vec<u8> {
-        self.wire.iter().filter(|(d, _)| *d == to_b).map(|(_, p)| p[0]).collect()
-    }
-
-    fn a_current(&self) -> Option<u32> {
-        self.a.peer(self.a_peer).unwrap().keypairs.current.as_ref().map(|k| k.local_index)
-    }
-
-    fn b_current(&self) -> Option<u32> {
-        self.b.peer(self.b_peer).unwrap().keypairs.current.as_ref().map(|k| k.local_index)
-    }
-}
 
 #[test]
 fn first_packet_triggers_a_handshake_and_is_delivered_after_it() {
@@ -602,4 +368,37 @@ fn garbage_never_panics() {
         }
     }
     assert_eq!(n.b_tun.len(), 1, "only the one genuine packet was ever delivered");
+}
+
+#[test]
+fn sessions_on_the_heap_are_not_in_the_dataplane_view() {
+    let mut n = Net::new();
+    n.a_sends(10);
+    let view = n.a.dataplane_view(n.a_peer).unwrap();
+    assert!(n.a_current().is_some());
+    assert!(view.sessions.is_empty(), "no slot: nothing a data plane could publish");
+    assert_eq!(view.tx, None);
+    assert_eq!(view.prefixes, ["10.0.0.2/32".parse::<ipnet::IpNet>().unwrap()]);
+    assert_eq!(view.endpoint, Some(Endpoint::new(sa(B_ADDR))));
+}
+
+#[test]
+fn the_dataplane_view_stops_sending_at_once_on_a_key_change() {
+    use crate::wg::projection::{SessionRole, SessionUse};
+    let a = DeviceOptions {
+        session_memory: Arc::new(crate::dataplane::HeapRegion::pool(4)),
+        ..Default::default()
+    };
+    let mut n = Net::with_each(a, DeviceOptions::default(), 0);
+    n.a_sends(10);
+    let view = n.a.dataplane_view(n.a_peer).unwrap();
+    let [current] = view.sessions[..] else { panic!("one session: {view:?}") };
+    assert_eq!(Some(current.local_index), n.a_current());
+    assert_eq!((current.role, current.slot, current.initiator), (SessionRole::Current, 0, true));
+    assert_eq!(current.usable, SessionUse { receive: true, send: true });
+    assert_eq!(view.tx, Some(0));
+    n.a.set_private_key(Some(key(9)));
+    let view = n.a.dataplane_view(n.a_peer).unwrap();
+    assert_eq!(view.sessions[0].usable, SessionUse { receive: true, send: false });
+    assert_eq!(view.tx, None, "the next packet goes to the core, which handshakes");
 }

@@ -1,0 +1,261 @@
+//! The one seam between the protocol core and the eBPF maps.
+//!
+//! The core projects each peer into plain data (`wg::projection::PeerView`: its sessions
+//! with their slots, keys and use, the one that sends, its endpoint, its prefixes). The
+//! mirror remembers what it last published and turns the difference between that and a new
+//! view into [`MapOps`] calls, in the order the programs need; the daemon calls it after
+//! every protocol step, and nothing else writes the maps.
+//!
+//! ```text
+//!  wg::Device ──dataplane_view(id)──▶ PeerView ──▶ Mirror (shadow: what was published)
+//!                                                     │ the difference, in order
+//!                                                     ▼
+//!                                              MapOps (Dataplane: SESSIONS, RX_INDEX,
+//!                                                      PEERS, ALLOWED_V4/V6, CONFIG)
+//! ```
+
+mod map_ops;
+mod prefixes;
+mod sessions;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use map_ops::MapOps;
+
+use self::prefixes::Prefixes;
+use self::sessions::{PeerSessions, Sessions};
+use crate::dataplane::{PeerSlot, Result, TunnelConfig};
+use crate::wg::PeerId;
+use crate::wg::device::{Device, Event};
+use crate::wg::peer::Endpoint;
+use crate::wg::projection::PeerView;
+
+/// What was published for one peer.
+struct PeerShadow {
+    slot: PeerSlot,
+    /// None until written (a fresh slot has none).
+    endpoint: Option<Endpoint>,
+    /// The slot's roaming generation as last seen: a different one means the programs moved
+    /// the endpoint.
+    endpoint_generation: u64,
+    sessions: PeerSessions,
+}
+
+pub struct Mirror {
+    config: TunnelConfig,
+    peers: HashMap<PeerId, PeerShadow>,
+    sessions: Sessions,
+    prefixes: Prefixes,
+}
+
+impl Mirror {
+    /// Starts mirroring into maps that hold nothing yet, writing the tunnel's configuration.
+    pub fn new(ops: &mut impl MapOps, config: TunnelConfig) -> Result<Mirror> {
+        ops.set_config(&config)?;
+        Ok(Mirror {
+            config,
+            peers: HashMap::new(),
+            sessions: Sessions::default(),
+            prefixes: Prefixes::default(),
+        })
+    }
+
+    /// Publishes every session as born `shift` earlier: under a shortened test timer scale,
+    /// the programs (which compare a session's age with the real REJECT_AFTER_TIME) then
+    /// expire it when the daemon does.
+    pub fn with_birth_shift(mut self, shift: Duration) -> Mirror {
+        self.sessions.birth_shift = shift;
+        self
+    }
+
+    pub fn config(&self) -> &TunnelConfig {
+        &self.config
+    }
+
+    /// Changes the tunnel's configuration; `CONFIG` is written if it changed.
+    pub fn configure(&mut self, ops: &mut impl MapOps, change: impl FnOnce(&mut TunnelConfig)) {
+        let mut config = self.config;
+        change(&mut config);
+        if config == self.config {
+            return;
+        }
+        match ops.set_config(&config) {
+            Ok(()) => self.config = config,
+            Err(e) => tracing::warn!("data plane: cannot update CONFIG: {e}"),
+        }
+    }
+
+    /// Follows one protocol step: peers added and removed, the configuration, and one sync
+    /// of every peer whose sessions, endpoint or AllowedIPs the step changed (a `wg setconf`
+    /// of 130 000 prefixes is one diff). Returns the views it synced.
+    pub fn follow(
+        &mut self,
+        ops: &mut impl MapOps,
+        device: &Device,
+        events: &[Event],
+    ) -> Vec<PeerView> {
+        let mut touched = BTreeSet::new();
+        let mut removed = HashSet::new();
+        for event in events {
+            match *event {
+                Event::PeerAdded(id) => {
+                    removed.remove(&id);
+                    touched.insert(id);
+                }
+                Event::PeerRemoved(id) => {
+                    removed.insert(id);
+                    self.remove(ops, id);
+                }
+                Event::KeypairsChanged(id)
+                | Event::EndpointChanged(id)
+                | Event::AllowedIpsChanged(id) => {
+                    touched.insert(id);
+                }
+                Event::ListenPortChanged(port) => self.configure(ops, |c| c.listen_port = port),
+                Event::FwmarkChanged(mark) => self.configure(ops, |c| c.fwmark = mark),
+                Event::MtuChanged(mtu) => self.configure(ops, |c| c.tun_mtu = mtu as u32),
+                Event::HandshakeCompleted(_) => {}
+            }
+        }
+        let views: Vec<PeerView> = touched
+            .into_iter()
+            .filter(|id| !removed.contains(id))
+            .filter_map(|id| device.dataplane_view(id))
+            .collect();
+        self.sync(ops, &views);
+        views
+    }
+
+    /// Makes the maps hold what `views` say of their peers, in four passes over them:
+    /// 1. every session a view dropped is retired, so that a slot reused across peers is
+    ///    cleared before it is refilled;
+    /// 2. each peer gets its slot, its endpoint, and the prefixes it gained;
+    /// 3. each loses the prefixes it no longer has (after 2: a prefix that moved between
+    ///    peers is taken over, never unmapped);
+    /// 4. new sessions are published, others' use updated, and the sending one pointed at.
+    ///
+    /// A write that fails is reported and left unrecorded: the next sync of the peer tries
+    /// again.
+    pub fn sync(&mut self, ops: &mut impl MapOps, views: &[PeerView]) {
+        for view in views {
+            let Some(shadow) = self.peers.get_mut(&view.id) else { continue };
+            if let Err(e) =
+                self.sessions.retire_dropped(ops, shadow.slot, &mut shadow.sessions, Some(view))
+            {
+                tracing::warn!(peer = view.id.0, "data plane: retiring a session: {e}");
+            }
+        }
+        let prefixes: Vec<Vec<IpNet>> = views.iter().map(|v| normalized(&v.prefixes)).collect();
+        for (view, prefixes) in views.iter().zip(&prefixes) {
+            let Some(slot) = self.peer_slot_or_add(ops, view.id) else { continue };
+            self.sync_endpoint(ops, view);
+            if let Err(e) = self.prefixes.gain(ops, view.id, slot, prefixes) {
+                tracing::warn!(peer = view.id.0, "data plane: adding AllowedIPs: {e}");
+            }
+        }
+        for (view, prefixes) in views.iter().zip(&prefixes) {
+            let Some(slot) = self.peer_slot(view.id) else { continue };
+            if let Err(e) = self.prefixes.lose(ops, view.id, slot, prefixes) {
+                tracing::warn!(peer = view.id.0, "data plane: removing AllowedIPs: {e}");
+            }
+        }
+        for view in views {
+            let Some(shadow) = self.peers.get_mut(&view.id) else { continue };
+            if let Err(e) = self.sessions.publish(ops, shadow.slot, &mut shadow.sessions, view) {
+                tracing::warn!(peer = view.id.0, "data plane: publishing a session: {e}");
+            }
+        }
+    }
+
+    /// Takes a peer out of the maps: its prefixes first (no new packet maps to it), then its
+    /// sessions, then its slot.
+    pub fn remove(&mut self, ops: &mut impl MapOps, id: PeerId) {
+        let Some(mut shadow) = self.peers.remove(&id) else { return };
+        if let Err(e) = self.prefixes.clear(ops, id, shadow.slot) {
+            tracing::warn!(peer = id.0, "data plane: removing AllowedIPs: {e}");
+        }
+        if let Err(e) = self.sessions.retire_dropped(ops, shadow.slot, &mut shadow.sessions, None) {
+            tracing::warn!(peer = id.0, "data plane: retiring a session: {e}");
+        }
+        if let Err(e) = ops.remove_peer(shadow.slot) {
+            tracing::warn!(peer = id.0, "data plane: removing peer: {e}");
+        }
+    }
+
+    /// The peer's `PEERS` slot, if it has one.
+    pub fn peer_slot(&self, id: PeerId) -> Option<PeerSlot> {
+        self.peers.get(&id).map(|p| p.slot)
+    }
+
+    /// Every mirrored peer and its slot.
+    pub fn peer_slots(&self) -> impl Iterator<Item = (PeerId, PeerSlot)> + '_ {
+        self.peers.iter().map(|(id, p)| (*id, p.slot))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// The peer's prefixes as published, sorted.
+    pub fn prefixes(&self, id: PeerId) -> Vec<IpNet> {
+        self.prefixes.of(id)
+    }
+
+    /// Whether the programs moved the peer's endpoint since it was last written or seen
+    /// (`generation` is the slot's, as just read); remembers it either way.
+    pub fn roamed(&mut self, id: PeerId, generation: u64) -> bool {
+        let Some(shadow) = self.peers.get_mut(&id) else { return false };
+        let roamed = shadow.endpoint_generation != generation;
+        shadow.endpoint_generation = generation;
+        roamed
+    }
+
+    fn peer_slot_or_add(&mut self, ops: &mut impl MapOps, id: PeerId) -> Option<PeerSlot> {
+        if let Some(shadow) = self.peers.get(&id) {
+            return Some(shadow.slot);
+        }
+        match ops.add_peer() {
+            Ok(slot) => {
+                let shadow = PeerShadow {
+                    slot,
+                    endpoint: None,
+                    endpoint_generation: 0,
+                    sessions: PeerSessions::default(),
+                };
+                self.peers.insert(id, shadow);
+                Some(slot)
+            }
+            Err(e) => {
+                tracing::warn!(peer = id.0, "data plane: no peer slot ({e}): userspace");
+                None
+            }
+        }
+    }
+
+    fn sync_endpoint(&mut self, ops: &mut impl MapOps, view: &PeerView) {
+        let Some(shadow) = self.peers.get_mut(&view.id) else { return };
+        if shadow.endpoint == view.endpoint {
+            return;
+        }
+        match ops.set_peer_endpoint(shadow.slot, view.endpoint.as_ref()) {
+            Ok(generation) => {
+                shadow.endpoint = view.endpoint;
+                shadow.endpoint_generation = generation;
+            }
+            Err(e) => tracing::warn!(peer = view.id.0, "data plane: setting the endpoint: {e}"),
+        }
+    }
+}
+
+/// Prefixes as the tries key them: host bits clear, sorted, once each.
+fn normalized(prefixes: &[IpNet]) -> Vec<IpNet> {
+    let mut nets: Vec<IpNet> = prefixes.iter().map(IpNet::trunc).collect();
+    nets.sort();
+    nets.dedup();
+    nets
+}
