@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use ebpf_common::lab::Lab;
 use ebpf_common::{Keys, add_peer, load, require_root};
 use gateway::dataplane::{
-    Capacities, Dataplane, DataplaneError, SessionParams, SessionSlot, SessionUse, route_interface,
-    underlay_interfaces,
+    Capacities, Dataplane, DataplaneError, SessionEntry, SessionSlot, SessionState, SessionUse,
+    route_interface, underlay_interfaces,
 };
 use gateway::wg::session_memory::SessionMemory;
 use ipnet::IpNet;
@@ -77,21 +77,20 @@ fn session_slots_run_out_and_come_back_and_retiring_respects_reuse() {
     let mut dp = load();
     let keys = Keys::new(1);
     let peer = add_peer(&mut dp, keys, &[], None, Instant::now());
-    let params = |i: u32| SessionParams {
+    let entry = |i: u32| SessionEntry {
         peer: peer.slot,
         local_index: 0x5000 + i,
         remote_index: i,
         created: Instant::now(),
         send_key: [1; 32],
         recv_key: [2; 32],
-        usable: SessionUse { receive: true, send: true },
-        initiator: true,
     };
+    let state = SessionState { usable: SessionUse { receive: true, send: true }, initiator: true };
     let pool = dp.session_pool();
     let mut cells = Vec::new();
     while let Some(cell) = pool.allocate() {
         let slot = SessionSlot(cell.slot().unwrap());
-        dp.publish_session(slot, &params(cells.len() as u32 + 1)).unwrap();
+        dp.publish_session(slot, &entry(cells.len() as u32 + 1), state).unwrap();
         cells.push(cell);
     }
     assert_eq!(cells.len() as u32 + 1, dp.capacities().sessions, "all but the test peer's");
@@ -104,7 +103,7 @@ fn session_slots_run_out_and_come_back_and_retiring_respects_reuse() {
     assert_eq!(reused.slot(), Some(slot.0));
     assert_eq!(reused.send_nonce.load(std::sync::atomic::Ordering::Relaxed), 0);
     assert_eq!(reused.replay.next_expected(), 0, "a fresh window");
-    dp.publish_session(slot, &params(1000)).unwrap();
+    dp.publish_session(slot, &entry(1000), state).unwrap();
     // Retiring the old session (published under index 0x5004) leaves the new one alone.
     dp.retire_session(slot, 0x5000 + 4).unwrap();
     assert_ne!(dp.session_state(slot).unwrap(), 0, "the slot's new session is still live");

@@ -56,7 +56,7 @@ pub use programs::Program;
 #[cfg(test)]
 pub(crate) use session_pool::HeapRegion;
 pub use session_pool::{SlotPool, SlotRegion};
-pub use sessions::{SessionEntry, SessionParams, SessionSlot, SessionState, SessionUse};
+pub use sessions::{SessionEntry, SessionSlot, SessionState, SessionUse};
 pub use stats::Stats;
 pub use test_run::{TestRunInput, TestRunOutput};
 pub use underlay::{route_interface, underlay_interfaces};
@@ -226,10 +226,15 @@ impl Dataplane {
     /// Publishes a keypair in the slot its counters occupy and makes its receiver index
     /// known to the programs: `write_session`, `set_session_state`, `index_session`. The
     /// counters are left as they are: they may be in use already.
-    pub fn publish_session(&mut self, slot: SessionSlot, p: &SessionParams) -> Result<()> {
-        self.write_session(slot, &p.entry())?;
-        self.set_session_state(slot, SessionState { usable: p.usable, initiator: p.initiator })?;
-        if let Err(e) = self.index_session(p.local_index, slot) {
+    pub fn publish_session(
+        &mut self,
+        slot: SessionSlot,
+        entry: &SessionEntry,
+        state: SessionState,
+    ) -> Result<()> {
+        self.write_session(slot, entry)?;
+        self.set_session_state(slot, state)?;
+        if let Err(e) = self.index_session(entry.local_index, slot) {
             let _ = self.set_session_state(slot, SessionState::default());
             return Err(e);
         }

@@ -34,25 +34,8 @@ pub struct SessionSlot(pub u32);
 /// which then confirms it.
 pub use crate::wg::projection::SessionUse;
 
-/// One keypair, as the daemon's handshake derived it.
-#[derive(Clone, Copy, Debug)]
-pub struct SessionParams {
-    pub peer: PeerSlot,
-    /// Our receiver index, as `u32::from_le_bytes` of its wire bytes.
-    pub local_index: u32,
-    /// The peer's receiver index, likewise.
-    pub remote_index: u32,
-    /// When the handshake that derived the keys completed (REJECT_AFTER_TIME counts from it).
-    pub created: Instant,
-    pub send_key: [u8; 32],
-    pub recv_key: [u8; 32],
-    pub usable: SessionUse,
-    /// This side sent the initiation.
-    pub initiator: bool,
-}
-
-/// A session's fields other than its state: what `write_session` stores while the programs
-/// ignore the slot.
+/// One keypair as the daemon's handshake derived it: a session's fields other than its state,
+/// what `write_session` stores while the programs ignore the slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionEntry {
     pub peer: PeerSlot,
@@ -78,19 +61,6 @@ pub struct SessionState {
 impl SessionState {
     fn bits(self) -> u32 {
         state_bits(self.usable, self.initiator)
-    }
-}
-
-impl SessionParams {
-    pub(super) fn entry(&self) -> SessionEntry {
-        SessionEntry {
-            peer: self.peer,
-            local_index: self.local_index,
-            remote_index: self.remote_index,
-            created: self.created,
-            send_key: self.send_key,
-            recv_key: self.recv_key,
-        }
     }
 }
 

@@ -12,8 +12,8 @@ pub mod verifier_log;
 use std::time::Instant;
 
 use gateway::dataplane::{
-    Capacities, Dataplane, PeerEndpoint, PeerSlot, SessionParams, SessionSlot, SessionUse,
-    TunnelConfig,
+    Capacities, Dataplane, PeerEndpoint, PeerSlot, SessionEntry, SessionSlot, SessionState,
+    SessionUse, TunnelConfig,
 };
 use gateway::wg::session_memory::{CounterCell, SessionMemory};
 
@@ -91,16 +91,15 @@ pub fn add_peer(
     let session = SessionSlot(counters.slot().expect("a mapped slot"));
     dp.publish_session(
         session,
-        &SessionParams {
+        &SessionEntry {
             peer: slot,
             local_index: keys.gateway_index,
             remote_index: keys.peer_index,
             created,
             send_key: keys.gateway_send,
             recv_key: keys.gateway_recv,
-            usable: SessionUse { receive: true, send: true },
-            initiator: false,
         },
+        SessionState { usable: SessionUse { receive: true, send: true }, initiator: false },
     )
     .unwrap();
     dp.set_peer_tx_session(slot, Some(session)).unwrap();
