@@ -56,16 +56,6 @@ pub extern "C" fn wg_poly_block(st: *mut Crypt, len: u32) -> i32 {
 }
 
 #[inline(always)]
-fn chacha_block(st: &mut Crypt, counter: u32) {
-    wg_chacha_block(st, counter);
-}
-
-#[inline(always)]
-fn poly_block(st: &mut Crypt, len: u32) {
-    wg_poly_block(st, len);
-}
-
-#[inline(always)]
 fn chunk<P: Packet, const MODE: u32>(index: u64, c: *mut c_void) -> i64 {
     // SAFETY: `run` passes a live LoopCtx whose `st` points into the per-CPU scratch map.
     let c = unsafe { &mut *(c as *mut LoopCtx) };
@@ -74,7 +64,7 @@ fn chunk<P: Packet, const MODE: u32>(index: u64, c: *mut c_void) -> i64 {
     if i == 0 {
         if MODE != UNSEAL {
             zero(&mut st.buf);
-            chacha_block(st, 0);
+            wg_chacha_block(st, 0);
             st.poly.init(&st.buf[..8]);
         }
         return 0;
@@ -100,12 +90,12 @@ fn chunk<P: Packet, const MODE: u32>(index: u64, c: *mut c_void) -> i64 {
         }
     }
     if MODE == OPEN {
-        poly_block(st, len);
+        wg_poly_block(st, len);
     }
     if MODE == SEAL && st.sums & SUM_PLAIN != 0 {
         st.sum_plain += sum16(&st.buf);
     }
-    chacha_block(st, i);
+    wg_chacha_block(st, i);
     if MODE == OPEN && i == 1 {
         copy(&mut st.head, &st.buf);
     }
@@ -118,7 +108,7 @@ fn chunk<P: Packet, const MODE: u32>(index: u64, c: *mut c_void) -> i64 {
         if len < 64 {
             mask_tail(&mut st.buf, len);
         }
-        poly_block(st, len);
+        wg_poly_block(st, len);
         if st.sums & SUM_CIPHER != 0 {
             st.sum_cipher += sum16(&st.buf);
         }
