@@ -24,6 +24,12 @@ pub const MAP_STATS: &str = "STATS";
 pub const MAP_REDIRECT_IFACES: &str = "REDIRECT_IFACES";
 pub const MAP_SCRATCH: &str = "SCRATCH";
 pub const MAP_UNDERLAYS: &str = "UNDERLAYS";
+pub const MAP_ENTRY_PORTS: &str = "ENTRY_PORTS";
+pub const MAP_ENTRY_FORWARDS: &str = "ENTRY_FORWARDS";
+pub const MAP_ENTRY_FLOWS: &str = "ENTRY_FLOWS";
+pub const MAP_PROXY_FLOWS: &str = "PROXY_FLOWS";
+pub const MAP_REPLY_TO: &str = "REPLY_TO";
+pub const MAP_ENTRY_PROGRAMS: &str = "ENTRY_PROGRAMS";
 
 /// `UNDERLAYS` value bits (key: ifindex).
 /// The interface completes a CHECKSUM_PARTIAL skb as `csum_start`/`csum_offset` say,
@@ -93,6 +99,12 @@ pub struct Endpoint {
 
 /// `Peer::state` bits.
 pub const PEER_ACTIVE: u32 = 1 << 0;
+/// An entry point (a VPS forwarding public traffic to us): its packets may carry any inner
+/// source that no ordinary peer owns (the AllowedIPs lookup finds no peer, or another entry
+/// point), and the flows it brings in are remembered in `REPLY_TO` so that their replies go
+/// back to it whatever the routes say (pf's reply-to). Set for peers whose AllowedIPs hold a
+/// default route and for peers the operator names.
+pub const PEER_ENTRY: u32 = 1 << 1;
 
 /// One configured peer: `PEERS[slot]`; `ALLOWED_V4`/`ALLOWED_V6` map inner addresses to slots.
 #[repr(C, align(8))]
@@ -132,6 +144,12 @@ pub struct PeerActivity {
 pub const CONFIG_HUB_FORWARD: u32 = 1 << 0;
 /// Decrypted packets routed out of an interface in `REDIRECT_IFACES` are redirected there.
 pub const CONFIG_LAN_REDIRECT: u32 = 1 << 1;
+/// This host is an entry point: the underlay's XDP program hands packets that are not
+/// WireGuard to `ENTRY_PROGRAMS[ENTRY_PROGRAM_FORWARD]`, and decrypted packets are looked up
+/// in `ENTRY_FLOWS` and `PROXY_FLOWS` (replies of forwarded and proxied connections).
+pub const CONFIG_ENTRY: u32 = 1 << 2;
+/// Some peer is `PEER_ENTRY`: LAN XDP looks up `REPLY_TO` before routing.
+pub const CONFIG_REPLY_TO: u32 = 1 << 3;
 
 /// `CONFIG[0]`: the tunnel the programs serve.
 #[repr(C)]
@@ -147,6 +165,121 @@ pub struct Config {
     /// Set on packets we send (the kernel's fwmark), 0 for none.
     pub fwmark: u32,
     pub _pad2: u32,
+}
+
+// ---------------------------------------------------------------------------------------
+// The public entry point (`gateway forward`).
+//
+// On the entry host (the VPS), tcp and udp forwards are translated per packet: the
+// underlay's XDP program tail-calls `ENTRY_PROGRAMS[ENTRY_PROGRAM_FORWARD]` for packets that
+// are not WireGuard; that program finds the forward by `ENTRY_PORTS[transport][port]`,
+// rewrites the destination to the backend, remembers the flow in `ENTRY_FLOWS` and seals the
+// packet to the peer whose AllowedIPs hold the backend. Decrypted replies found in
+// `ENTRY_FLOWS` get the public address and port back as their source.
+//
+// tls and http forwards are proxied by the daemon, which connects to the backend from its
+// tunnel address and asks the programs to make that connection look like the client's:
+// `PROXY_FLOWS` holds, per proxied connection, the rewrite of its packets into the tunnel
+// (source: tunnel address and port → client's, at the TUN's egress) and of the replies
+// (destination: client's → tunnel address and port, after decryption).
+//
+// On the host behind it (the home), flows an entry peer brings in are remembered in
+// `REPLY_TO`, and the LAN's XDP program sends their replies back to that peer.
+
+/// Index of the forward program in `ENTRY_PROGRAMS` (a program array).
+pub const ENTRY_PROGRAM_FORWARD: u32 = 0;
+/// `ENTRY_PORTS` is indexed by `transport * ENTRY_PORTS_PER_TRANSPORT + port` (host order).
+pub const ENTRY_PORTS_PER_TRANSPORT: u32 = 65536;
+pub const ENTRY_TRANSPORT_TCP: u32 = 0;
+pub const ENTRY_TRANSPORT_UDP: u32 = 1;
+/// `ENTRY_PORTS` entries: 2 transports × 65536 ports, each 0 (no forward) or slot + 1 in
+/// `ENTRY_FORWARDS`.
+pub const ENTRY_PORTS_LEN: u32 = 2 * ENTRY_PORTS_PER_TRANSPORT;
+/// `ENTRY_FORWARDS` capacity (matches the daemon's forward table limit).
+pub const MAX_ENTRY_FORWARDS: u32 = 4096;
+/// Forwards of one port on different listen addresses are chained through
+/// `EntryForward::next`; the program follows at most this many links.
+pub const MAX_ENTRY_CHAIN: u32 = 4;
+/// Capacity of the flow maps (LRU: the least recently used flow goes first when full).
+pub const MAX_ENTRY_FLOWS: u32 = 262_144;
+pub const MAX_PROXY_FLOWS: u32 = 65_536;
+
+/// Flow timeouts, as conntrack's for established flows: a flow not seen for this long is
+/// forgotten (its entry ignored, then evicted).
+pub const FLOW_TIMEOUT_TCP_NS: u64 = 432_000 * 1_000_000_000;
+pub const FLOW_TIMEOUT_UDP_NS: u64 = 180 * 1_000_000_000;
+pub const FLOW_TIMEOUT_OTHER_NS: u64 = 600 * 1_000_000_000;
+
+/// One tcp or udp forward: `ENTRY_FORWARDS[slot]`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct EntryForward {
+    /// `AF_INET`/`AF_INET6` of the backend (and of the listen address, if any); `AF_NONE`:
+    /// unused slot.
+    pub family: u16,
+    /// Family of `listen`, `AF_NONE`: every local address takes the port.
+    pub listen_family: u16,
+    /// The range's first public port, host order.
+    pub first_port: u16,
+    /// The backend port for `first_port`, host order; a public port `p` goes to
+    /// `to_port + (p - first_port)`. Equal to `first_port` when the forward keeps ports.
+    pub to_port: u16,
+    /// Slot + 1 of the next forward of the same ports on another listen address; 0: none.
+    pub next: u32,
+    /// The backend, network byte order (IPv4: first 4 bytes).
+    pub to_addr: [u8; 16],
+    /// The only local address the forward takes when `listen_family` is set.
+    pub listen: [u8; 16],
+}
+
+/// A flow as one direction of it appears in a packet: `REPLY_TO`, `ENTRY_FLOWS` and
+/// `PROXY_FLOWS` keys. All padding must be zero (hash keys compare bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Debug)]
+pub struct FlowKey {
+    /// `AF_INET`/`AF_INET6`.
+    pub family: u16,
+    /// IPPROTO_TCP / IPPROTO_UDP.
+    pub proto: u8,
+    pub _pad: u8,
+    /// Network byte order.
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// Network byte order (IPv4: first 4 bytes, the rest zero).
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+
+/// `FlowNat::rewrite` values.
+/// Replace the packet's source address and port.
+pub const NAT_SOURCE: u16 = 1;
+/// Replace the packet's destination address and port.
+pub const NAT_DESTINATION: u16 = 2;
+
+/// What to do to a packet of a translated flow: `ENTRY_FLOWS` and `PROXY_FLOWS` values.
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct FlowNat {
+    /// `NAT_SOURCE` or `NAT_DESTINATION`.
+    pub rewrite: u16,
+    /// Network byte order.
+    pub port: u16,
+    pub _pad: u32,
+    /// Network byte order, same family as the key.
+    pub addr: [u8; 16],
+    /// CLOCK_MONOTONIC time the flow was last seen (`ENTRY_FLOWS`; the programs refresh it
+    /// at most once a second). 0 in `PROXY_FLOWS`: the daemon removes those entries itself.
+    pub last_seen_ns: u64,
+}
+
+/// `REPLY_TO` value: key = the reply's flow (source: the backend, destination: the client).
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct ReplyTo {
+    /// The entry peer's slot the flow came from.
+    pub peer: u32,
+    pub _pad: u32,
+    pub last_seen_ns: u64,
 }
 
 /// Handed from the XDP receive program to the TC ingress program in the frame's metadata
@@ -212,6 +345,20 @@ pub enum Stat {
     /// LAN XDP: left to the stack: not routed into the tunnel (ordinary forwarding, local
     /// traffic), TTL about to expire, not IP.
     TxPassToStack,
+    /// Entry point: a packet to a tcp/udp forward, rewritten to its backend and sealed.
+    EntryForwarded,
+    /// Entry point: a packet to a forward rewritten to its backend but not sealed (no
+    /// session yet, no endpoint, ...): handed to the daemon, which queues it.
+    EntryToDaemon,
+    /// Entry point: not WireGuard and no forward takes it: to the stack.
+    EntryPassNoForward,
+    /// Entry point: a decrypted reply of a forwarded flow, its source restored to the
+    /// public address and port.
+    EntryReplyTranslated,
+    /// Entry point: a packet of a proxied connection translated (either direction).
+    ProxyTranslated,
+    /// Behind an entry point: a LAN packet sent back to the entry peer its flow came from.
+    ReplyToSent,
     /// A program hit an error it could not attribute (a helper failed).
     Error,
 }
@@ -224,4 +371,8 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Endpoint {}
     unsafe impl aya::Pod for super::XdpHandoff {}
+    unsafe impl aya::Pod for super::EntryForward {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowNat {}
+    unsafe impl aya::Pod for super::ReplyTo {}
 }

@@ -4,11 +4,12 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, lpm_trie::Key},
 };
 use gateway_common::maps::{
-    Config, DEFAULT_MAX_ALLOWED_IPS, DEFAULT_MAX_PEERS, DEFAULT_MAX_SESSIONS, Peer, STAT_COUNT,
-    Session, Stat, UNDERLAY_GENERIC_CHECKSUM,
+    Config, DEFAULT_MAX_ALLOWED_IPS, DEFAULT_MAX_PEERS, DEFAULT_MAX_SESSIONS, ENTRY_PORTS_LEN,
+    EntryForward, FlowKey, FlowNat, MAX_ENTRY_FLOWS, MAX_ENTRY_FORWARDS, MAX_PROXY_FLOWS, Peer,
+    ReplyTo, STAT_COUNT, Session, Stat, UNDERLAY_GENERIC_CHECKSUM,
 };
 
 use crate::packet::L3;
@@ -41,6 +42,30 @@ static REDIRECT_IFACES: DevMapHash = DevMapHash::with_max_entries(64, 0);
 /// What the daemon knows about underlay interfaces (ifindex → `UNDERLAY_*` bits).
 #[map]
 static UNDERLAYS: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
+
+/// Entry point: `transport * 65536 + port` → slot + 1 in `ENTRY_FORWARDS` (0: none).
+#[map]
+static ENTRY_PORTS: Array<u32> = Array::with_max_entries(ENTRY_PORTS_LEN, 0);
+
+/// Entry point: the tcp and udp forwards.
+#[map]
+static ENTRY_FORWARDS: Array<EntryForward> = Array::with_max_entries(MAX_ENTRY_FORWARDS, 0);
+
+/// Entry point: replies of forwarded flows (key: the reply as decrypted) → the public side.
+#[map]
+static ENTRY_FLOWS: LruHashMap<FlowKey, FlowNat> = LruHashMap::with_max_entries(MAX_ENTRY_FLOWS, 0);
+
+/// Entry point: proxied connections, both directions, written by the daemon.
+#[map]
+static PROXY_FLOWS: HashMap<FlowKey, FlowNat> = HashMap::with_max_entries(MAX_PROXY_FLOWS, 0);
+
+/// Behind an entry point: the reply's flow → the entry peer it came from.
+#[map]
+static REPLY_TO: LruHashMap<FlowKey, ReplyTo> = LruHashMap::with_max_entries(MAX_ENTRY_FLOWS, 0);
+
+/// Entry point: programs the underlay's XDP program tail-calls (`ENTRY_PROGRAM_*`).
+#[map]
+static ENTRY_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);

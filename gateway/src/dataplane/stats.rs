@@ -59,6 +59,12 @@ stats! {
     tx_pass_no_route => TxPassNoRoute,
     tx_pass_offload => TxPassOffload,
     tx_pass_to_stack => TxPassToStack,
+    entry_forwarded => EntryForwarded,
+    entry_to_daemon => EntryToDaemon,
+    entry_pass_no_forward => EntryPassNoForward,
+    entry_reply_translated => EntryReplyTranslated,
+    proxy_translated => ProxyTranslated,
+    reply_to_sent => ReplyToSent,
     error => Error,
 }
 
