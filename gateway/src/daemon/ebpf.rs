@@ -62,6 +62,8 @@ impl EbpfSink {
             hub_forward: options.fast_forward,
             lan_redirect: options.fast_forward && !options.lan.is_empty(),
             fwmark: 0,
+            entry: false,
+            reply_to: false,
         };
         let mirror = Mirror::new(&mut dp, config)?;
         // A program the kernel refused was reported with its fallback when it was loaded;

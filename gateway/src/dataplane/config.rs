@@ -1,7 +1,9 @@
 //! `CONFIG[0]`: what the programs need to know about the tunnel.
 
 use aya::maps::{Array, MapData};
-use gateway_common::maps::{CONFIG_HUB_FORWARD, CONFIG_LAN_REDIRECT, Config};
+use gateway_common::maps::{
+    CONFIG_ENTRY, CONFIG_HUB_FORWARD, CONFIG_LAN_REDIRECT, CONFIG_REPLY_TO, Config,
+};
 
 use super::error::{DataplaneError, Result};
 
@@ -20,6 +22,12 @@ pub struct TunnelConfig {
     pub lan_redirect: bool,
     /// The kernel's fwmark for packets we send (0: none).
     pub fwmark: u32,
+    /// This host is an entry point (it has forwards): the programs translate forwarded and
+    /// proxied flows (`CONFIG_ENTRY`).
+    pub entry: bool,
+    /// Some peer is an entry point: LAN XDP sends the replies of its flows back to it
+    /// (`CONFIG_REPLY_TO`).
+    pub reply_to: bool,
 }
 
 /// The `CONFIG` array (one entry).
@@ -38,6 +46,12 @@ impl ConfigMap {
         }
         if c.lan_redirect {
             flags |= CONFIG_LAN_REDIRECT;
+        }
+        if c.entry {
+            flags |= CONFIG_ENTRY;
+        }
+        if c.reply_to {
+            flags |= CONFIG_REPLY_TO;
         }
         let value = Config {
             tun_ifindex: c.tun_ifindex,
@@ -61,6 +75,8 @@ impl ConfigMap {
             hub_forward: c.flags & CONFIG_HUB_FORWARD != 0,
             lan_redirect: c.flags & CONFIG_LAN_REDIRECT != 0,
             fwmark: c.fwmark,
+            entry: c.flags & CONFIG_ENTRY != 0,
+            reply_to: c.flags & CONFIG_REPLY_TO != 0,
         })
     }
 }

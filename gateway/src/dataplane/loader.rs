@@ -12,8 +12,9 @@ use aya::{
 };
 use gateway_common::maps::{
     Config, DEFAULT_MAX_ALLOWED_IPS, DEFAULT_MAX_PEERS, DEFAULT_MAX_SESSIONS, MAP_ALLOWED_V4,
-    MAP_ALLOWED_V6, MAP_CONFIG, MAP_PEERS, MAP_REDIRECT_IFACES, MAP_RX_INDEX, MAP_SESSIONS,
-    MAP_STATS, MAP_UNDERLAYS, Peer, Session,
+    MAP_ALLOWED_V6, MAP_CONFIG, MAP_ENTRY_FLOWS, MAP_ENTRY_FORWARDS, MAP_ENTRY_PORTS, MAP_PEERS,
+    MAP_PROXY_FLOWS, MAP_REDIRECT_IFACES, MAP_REPLY_TO, MAP_RX_INDEX, MAP_SESSIONS, MAP_STATS,
+    MAP_UNDERLAYS, Peer, Session,
 };
 
 use tracing::warn;
@@ -21,6 +22,7 @@ use tracing::warn;
 use super::allowed_ips::AllowedIpMaps;
 use super::attach::Attachments;
 use super::config::ConfigMap;
+use super::entry::EntryMaps;
 use super::error::{DataplaneError, Result};
 use super::mmap::MappedArray;
 use super::peers::PeerMaps;
@@ -106,6 +108,7 @@ pub(super) struct Loaded {
     pub(super) allowed_ips: AllowedIpMaps,
     pub(super) config: ConfigMap,
     pub(super) stats: StatsMap,
+    pub(super) entry: EntryMaps,
 }
 
 /// Loads the object with the given capacities and verifies every program.
@@ -149,6 +152,13 @@ pub(super) fn load(capacities: Capacities) -> Result<Loaded> {
     let redirect_ifaces =
         DevMapHash::try_from(take(&mut ebpf, MAP_REDIRECT_IFACES)?).map_err(map_type)?;
     let underlays = HashMap::try_from(take(&mut ebpf, MAP_UNDERLAYS)?).map_err(map_type)?;
+    let entry = EntryMaps::new(
+        Array::try_from(take(&mut ebpf, MAP_ENTRY_PORTS)?).map_err(map_type)?,
+        Array::try_from(take(&mut ebpf, MAP_ENTRY_FORWARDS)?).map_err(map_type)?,
+        HashMap::try_from(take(&mut ebpf, MAP_ENTRY_FLOWS)?).map_err(map_type)?,
+        HashMap::try_from(take(&mut ebpf, MAP_PROXY_FLOWS)?).map_err(map_type)?,
+        HashMap::try_from(take(&mut ebpf, MAP_REPLY_TO)?).map_err(map_type)?,
+    );
     Ok(Loaded {
         programs: Programs { ebpf, reports },
         attachments: Attachments::new(redirect_ifaces, underlays),
@@ -157,6 +167,7 @@ pub(super) fn load(capacities: Capacities) -> Result<Loaded> {
         allowed_ips: AllowedIpMaps::new(allowed_v4, allowed_v6),
         config: ConfigMap::new(config),
         stats: StatsMap::new(stats),
+        entry,
     })
 }
 

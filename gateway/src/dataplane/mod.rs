@@ -28,6 +28,7 @@ mod allowed_ips;
 mod attach;
 mod clock;
 mod config;
+mod entry;
 mod error;
 mod loader;
 mod mirror_ops;
@@ -47,6 +48,7 @@ mod verifier;
 pub use attach::{AttachMode, AttachPreference, Interface, TunnelSends};
 pub use clock::{instant_to_monotonic_ns, monotonic_now_ns, monotonic_ns_to_instant};
 pub use config::TunnelConfig;
+pub use entry::{EntryTransport, ForwardSlot};
 pub use error::{DataplaneError, Result};
 pub use loader::{Capacities, embedded_object};
 pub use mmap::MappedArray;
@@ -65,12 +67,13 @@ pub use verifier::{INSTRUCTION_BUDGET, INSTRUCTION_LIMIT, ProgramReport, Verdict
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use gateway_common::maps::SessionCounters;
+use gateway_common::maps::{EntryForward, FlowKey, FlowNat, ReplyTo, SessionCounters};
 use ipnet::IpNet;
 
 use self::allowed_ips::AllowedIpMaps;
 use self::attach::Attachments;
 use self::config::ConfigMap;
+use self::entry::EntryMaps;
 use self::loader::Programs;
 use self::peers::PeerMaps;
 use self::sessions::SessionMaps;
@@ -87,6 +90,7 @@ pub struct Dataplane {
     allowed_ips: AllowedIpMaps,
     config: ConfigMap,
     stats: StatsMap,
+    entry: EntryMaps,
     capacities: Capacities,
 }
 
@@ -102,6 +106,7 @@ impl Dataplane {
             allowed_ips: loaded.allowed_ips,
             config: loaded.config,
             stats: loaded.stats,
+            entry: loaded.entry,
             capacities,
         })
     }
@@ -393,5 +398,59 @@ impl Dataplane {
     /// the programs look it up), for diagnostics.
     pub fn allowed_ip_owner(&self, addr: IpAddr) -> Result<Option<PeerSlot>> {
         self.allowed_ips.owner(addr)
+    }
+
+    /// Marks a peer as an entry point (`PEER_ENTRY`): its packets may carry sources no
+    /// ordinary peer owns, and replies to the flows it brings in go back to it.
+    pub fn set_peer_entry(&mut self, slot: PeerSlot, entry: bool) -> Result<()> {
+        self.peers.check(slot)?;
+        self.peers.set_entry(slot, entry)
+    }
+
+    // The entry point.
+
+    /// Writes (or, with None, clears) one tcp/udp forward.
+    pub fn set_entry_forward(
+        &mut self,
+        slot: ForwardSlot,
+        forward: Option<&EntryForward>,
+    ) -> Result<()> {
+        self.entry.set_forward(slot, forward)
+    }
+
+    /// Points the public ports `first..=last` of `transport` at a forward (None: at none).
+    pub fn set_entry_ports(
+        &mut self,
+        transport: EntryTransport,
+        first: u16,
+        last: u16,
+        slot: Option<ForwardSlot>,
+    ) -> Result<()> {
+        self.entry.set_ports(transport, first, last, slot)
+    }
+
+    /// The forward the programs find for a public port.
+    pub fn entry_port(&self, transport: EntryTransport, port: u16) -> Result<Option<ForwardSlot>> {
+        self.entry.port(transport, port)
+    }
+
+    /// Registers one direction of a proxied connection (`PROXY_FLOWS`).
+    pub fn add_proxy_flow(&mut self, key: &FlowKey, nat: &FlowNat) -> Result<()> {
+        self.entry.add_proxy_flow(key, nat)
+    }
+
+    /// Forgets one direction of a proxied connection.
+    pub fn remove_proxy_flow(&mut self, key: &FlowKey) -> Result<()> {
+        self.entry.remove_proxy_flow(key)
+    }
+
+    /// The forwarded flows the programs remember (`ENTRY_FLOWS`).
+    pub fn entry_flows(&self) -> Vec<(FlowKey, FlowNat)> {
+        self.entry.flows()
+    }
+
+    /// The flows whose replies go back to an entry peer (`REPLY_TO`).
+    pub fn reply_to_flows(&self) -> Vec<(FlowKey, ReplyTo)> {
+        self.entry.reply_to()
     }
 }

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use gateway_common::maps::{AF_INET, AF_INET6, Endpoint, PEER_ACTIVE, Peer};
+use gateway_common::maps::{AF_INET, AF_INET6, Endpoint, PEER_ACTIVE, PEER_ENTRY, Peer};
 
 use super::clock::monotonic_ns_to_instant;
 use super::error::{DataplaneError, Result};
@@ -160,6 +160,19 @@ impl PeerMaps {
             std::ptr::addr_of_mut!((*p).endpoint).write_volatile(Endpoint::default());
         }
         self.slots.release(slot.0, "peer")
+    }
+
+    /// Sets or clears `PEER_ENTRY` in the slot's state.
+    pub(super) fn set_entry(&mut self, slot: PeerSlot, entry: bool) -> Result<()> {
+        let p = self.ptr(slot)?;
+        // SAFETY: an aligned u32 of our slot in mapped memory; programs only read it.
+        let state = unsafe { AtomicU32::from_ptr(std::ptr::addr_of_mut!((*p).state)) };
+        if entry {
+            state.fetch_or(PEER_ENTRY, Ordering::Release);
+        } else {
+            state.fetch_and(!PEER_ENTRY, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Sets (or, with None, clears) where the peer's packets go.

@@ -114,6 +114,8 @@ pub fn config(tun_ifindex: u32, tun_mtu: u32) -> TunnelConfig {
         hub_forward: false,
         lan_redirect: false,
         fwmark: 0,
+        entry: false,
+        reply_to: false,
     }
 }
 
