@@ -25,6 +25,7 @@
 pub mod forward;
 pub mod http;
 pub mod name;
+pub mod proxy;
 pub mod store;
 pub mod table;
 pub mod tls;
