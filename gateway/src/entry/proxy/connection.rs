@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use super::Shared;
 use super::backend::{ConnectError, connect_as_client};
 use super::choose::{named_backend, port_backend, read_first_bytes};
+use super::flows::SteerError;
 use super::limits::Admitted;
 use super::relay::{RelayEnd, relay};
 use super::warnings::left_out;
@@ -80,17 +81,11 @@ pub(super) async fn serve(
     drop(table);
 
     let limits = &shared.limits;
-    let connecting = connect_as_client(
-        peer,
-        backend,
-        &shared.steering,
-        limits.connect_timeout,
-        limits.release_grace,
-    );
-    let (upstream, steered) = match connecting.await {
+    let connecting = connect_as_client(peer, backend, &shared.flows, limits.connect_timeout);
+    let (mut upstream, steered) = match connecting.await {
         Ok(connected) => connected,
         Err(error) => {
-            if let ConnectError::Steering(_) = error
+            if let ConnectError::Steering(SteerError::Refused(_)) = error
                 && let Some(count) = shared.warnings.steering_failed.allow()
             {
                 tracing::warn!(%peer, "connection to {backend} closed: {error}{}", left_out(count));
@@ -100,7 +95,10 @@ pub(super) async fn serve(
             return;
         }
     };
-    match relay(client, upstream, &first, limits.idle_timeout).await {
+    // Bytes go on as they come: batching them is the endpoints' business, not the relay's.
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    match relay(&mut client, &mut upstream, &first, limits.idle_timeout).await {
         RelayEnd::Closed { to_backend, to_client } => tracing::debug!(
             %peer, %local, %backend,
             "connection ended: {to_backend} bytes to the backend, {to_client} back"
@@ -113,8 +111,10 @@ pub(super) async fn serve(
             tracing::debug!(%peer, %local, %backend, "connection ended: {error}")
         }
     }
-    // The sockets are closed by now (the relay owned them); the flow is released after its
-    // grace, then the connection's place.
+    // The flow's grace starts before its socket closes (the grace is for what the socket
+    // sends while closing), then the connection's place is freed.
     drop(steered);
+    drop(upstream);
+    drop(client);
     drop(permit);
 }

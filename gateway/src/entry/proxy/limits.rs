@@ -64,6 +64,51 @@ impl Default for ProxyLimits {
     }
 }
 
+/// Descriptors one relayed tcp connection holds: its two sockets and a pipe (two ends) per
+/// direction.
+const DESCRIPTORS_PER_CONNECTION: u64 = 6;
+/// Descriptors left for the rest of the daemon.
+const DESCRIPTORS_SPARE: u64 = 1024;
+
+/// Raises this process's soft limit on open descriptors, up to its hard limit, to what
+/// `limits` may use: services start with a soft limit of 1024, which would stop the proxy at
+/// some 170 connections. Says so in one line when the hard limit is lower than needed.
+pub(super) fn raise_descriptor_limit(limits: &ProxyLimits) {
+    let connections = u64::try_from(limits.max_connections).unwrap_or(u64::MAX);
+    let udp = if limits.carry_udp_forwards {
+        u64::try_from(limits.max_udp_clients).unwrap_or(u64::MAX)
+    } else {
+        0
+    };
+    let needed = connections
+        .saturating_mul(DESCRIPTORS_PER_CONNECTION)
+        .saturating_add(udp)
+        .saturating_add(DESCRIPTORS_SPARE);
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit, which `limit` is.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur >= needed {
+        return;
+    }
+    let raised = libc::rlimit { rlim_cur: needed.min(limit.rlim_max), rlim_max: limit.rlim_max };
+    // SAFETY: setrlimit reads one rlimit, which `raised` is.
+    if raised.rlim_cur > limit.rlim_cur
+        && unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0
+    {
+        return;
+    }
+    if raised.rlim_cur < needed {
+        tracing::warn!(
+            "proxy: open descriptors are limited to {} ({needed} wanted for {} connections): \
+             raise LimitNOFILE",
+            raised.rlim_cur,
+            limits.max_connections
+        );
+    }
+}
+
 /// The permits of open connections and the list of those still choosing.
 pub(super) struct Admission {
     connections: Arc<Semaphore>,

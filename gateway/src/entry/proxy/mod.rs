@@ -8,7 +8,9 @@
 //! - [`choose`]: the first bytes (a whole ClientHello or header block) and the backend they
 //!   choose.
 //! - [`backend`]: the connection to the backend from the tunnel-side address, steered before
-//!   its SYN leaves, released once after it ends.
+//!   its SYN leaves.
+//! - [`flows`]: the steered flows, released once each after a grace, in an order that never
+//!   removes a newer flow's steering.
 //! - [`relay`]: splice(2) both ways, half-closes passed on, an idle timeout.
 //! - [`udp`]: udp forwards, per client a socket towards the backend.
 //! - [`limits`]: the bounds ([`ProxyLimits`]) and the admission of connections under them.
@@ -21,6 +23,7 @@ mod activity;
 mod backend;
 mod choose;
 mod connection;
+mod flows;
 mod limits;
 mod listeners;
 mod relay;
@@ -36,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
+use self::flows::Flows;
 use self::limits::Admission;
 pub use self::limits::ProxyLimits;
 use self::listeners::{Listeners, RETRY_BINDS, wanted};
@@ -61,8 +65,11 @@ pub trait FlowSteering: Send + Sync + 'static {
     /// Called before the flow's first packet leaves (before the connect). An error closes the
     /// connection (it is logged as a rate-limited warning) and `release` is not called.
     fn steer(&self, flow: &ProxiedFlow) -> Result<(), String>;
-    /// Called once for every flow `steer` accepted, after its sockets are closed and
-    /// [`ProxyLimits::release_grace`] has passed.
+    /// Called once for every flow `steer` accepted, [`ProxyLimits::release_grace`] after it
+    /// closed, or sooner when a new flow would share its `local` or its `client` and `backend`:
+    /// then always before that flow's `steer`. So insert on `steer`, remove on `release`, and
+    /// no entry of a live flow is ever removed. Both are called with the proxy's registry
+    /// locked: keep them short (a map update).
     fn release(&self, flow: &ProxiedFlow);
 }
 
@@ -89,16 +96,17 @@ impl Drop for ProxyHandle {
 }
 
 /// Starts the proxy on `handle`: it listens where `forwards` asks, now and after each of its
-/// changes.
+/// changes. Raises the process's soft limit on open descriptors to what `limits` may use.
 pub fn spawn(
     handle: &tokio::runtime::Handle,
     forwards: watch::Receiver<Arc<ForwardTable>>,
     steering: Arc<dyn FlowSteering>,
     limits: ProxyLimits,
 ) -> ProxyHandle {
+    limits::raise_descriptor_limit(&limits);
     let shared = Arc::new(Shared {
         forwards: forwards.clone(),
-        steering,
+        flows: Arc::new(Flows::new(steering, limits.release_grace)),
         admission: Admission::new(&limits),
         udp_clients: Arc::new(Semaphore::new(limits.max_udp_clients)),
         limits,
@@ -113,7 +121,7 @@ pub fn spawn(
 struct Shared {
     /// The newest table: connections look their backend up in it.
     forwards: watch::Receiver<Arc<ForwardTable>>,
-    steering: Arc<dyn FlowSteering>,
+    flows: Arc<Flows>,
     limits: ProxyLimits,
     admission: Admission,
     /// Permits of the udp clients relayed, over all udp sockets.

@@ -12,6 +12,17 @@
 //! is writable and splices the pipe out. A pipe starts empty and is filled only when empty,
 //! so EAGAIN from the first splice means "the socket has nothing" and never "the pipe is
 //! full", and readiness is cleared only when it is true.
+//!
+//! Measured on loopback against `tokio::io::copy_bidirectional` (one relay on one thread, 4
+//! GiB one way, 1 or 8 connections): up to twice the throughput, for a third to a half of the
+//! CPU time per byte (0.25-0.50 s/GiB against 0.60-0.94 with 64 KiB buffers and 0.82-1.23
+//! with the default 8 KiB); a 64-byte ping-pong costs about the same (some 10% more). The price is four more descriptors per connection (see
+//! [`super::limits`]), and pipe pages: beyond `fs.pipe-user-pages-soft` (16384 pages, some
+//! 500 connections) a process without CAP_SYS_RESOURCE or CAP_SYS_ADMIN gets 2-page pipes,
+//! which still work, in smaller steps.
+//!
+//! A splice into a socket whose peer is gone raises SIGPIPE, like a send without
+//! MSG_NOSIGNAL: Rust programs ignore SIGPIPE from the start, so it comes back as EPIPE.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -40,8 +51,8 @@ pub enum RelayEnd {
 /// Writes `first` (the bytes read to choose the backend) to `backend`, then relays until the
 /// connection ends.
 pub async fn relay(
-    client: TcpStream,
-    mut backend: TcpStream,
+    client: &mut TcpStream,
+    backend: &mut TcpStream,
     first: &[u8],
     idle_timeout: Duration,
 ) -> RelayEnd {
@@ -52,8 +63,8 @@ pub async fn relay(
         let mut to_backend = Pipe::new()?;
         let mut to_client = Pipe::new()?;
         let (up, down) = tokio::try_join!(
-            one_way(&client, &backend, &mut to_backend, &activity),
-            one_way(&backend, &client, &mut to_client, &activity),
+            one_way(&*client, &*backend, &mut to_backend, &activity),
+            one_way(&*backend, &*client, &mut to_client, &activity),
         )?;
         Ok::<_, io::Error>((up + first.len() as u64, down))
     };

@@ -502,6 +502,13 @@ async fn a_forward_added_later_is_listened_on() {
     proxy.until_listening(|count| count == 1).await;
     assert_eq!(proxy.handle.listening(), [(Transport::Tcp, SocketAddr::new(LOCALHOST, port))]);
     assert_eq!(reach(port, &request("any.example")).await.unwrap().0, "nas");
+    // Stopping the proxy closes the port.
+    proxy.handle.stop();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while TcpStream::connect((LOCALHOST, port)).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "the port stayed open");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]

@@ -31,8 +31,9 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use super::ProxiedFlow;
 use super::Shared;
 use super::activity::Activity;
-use super::backend::{SteeringGuard, route_source};
+use super::backend::route_source;
 use super::choose::port_backend;
+use super::flows::SteeredFlow;
 use super::listeners::AbortOnDrop;
 use super::warnings::left_out;
 use crate::entry::forward::Transport;
@@ -46,14 +47,15 @@ thread_local! {
     static BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; DATAGRAM].into_boxed_slice());
 }
 
-/// One client's flow. Dropping it aborts its reply task, then releases its steering (after
-/// the grace) and its place.
+/// One client's flow. Dropping it starts its steering's grace, aborts its reply task (which
+/// closes the socket) and frees its place.
 struct Flow {
+    /// First: the grace starts before the socket closes.
+    _steered: SteeredFlow,
     upstream: Arc<UdpSocket>,
     activity: Arc<Activity>,
     generation: u64,
     _replies: AbortOnDrop,
-    _steered: SteeringGuard,
     _place: OwnedSemaphorePermit,
 }
 
@@ -167,8 +169,7 @@ impl Clients {
             backend,
             transport: Transport::Udp,
         };
-        let steered = SteeringGuard::steer(flow, &shared.steering, shared.limits.release_grace)
-            .map_err(|error| error.to_string())?;
+        let steered = shared.flows.steer(flow).map_err(|error| error.to_string())?;
         upstream.connect(backend).map_err(failed)?;
         upstream.set_nonblocking(true).map_err(failed)?;
         let upstream = Arc::new(UdpSocket::from_std(upstream).map_err(failed)?);
@@ -185,11 +186,11 @@ impl Clients {
             shared,
         ));
         Ok(Flow {
+            _steered: steered,
             upstream,
             activity,
             generation,
             _replies: AbortOnDrop(replies),
-            _steered: steered,
             _place: place,
         })
     }
