@@ -15,7 +15,7 @@ use super::Shared;
 use super::backend::{ConnectError, connect_as_client};
 use super::choose::{named_backend, port_backend, read_first_bytes};
 use super::flows::SteerError;
-use super::limits::Admitted;
+use super::limits::{Admitted, ChoosingTicket};
 use super::relay::{RelayEnd, relay};
 use super::warnings::left_out;
 use crate::entry::forward::Transport;
@@ -28,58 +28,11 @@ pub(super) async fn serve(
     admitted: Admitted,
     shared: Arc<Shared>,
 ) {
-    let Admitted { permit, mut choosing } = admitted;
-    let table = Arc::clone(&shared.forwards.borrow());
-    let (backend, first) = match table.name_routed(local.ip(), local.port()) {
-        Some(protocol) => {
-            let limits = &shared.limits;
-            let reading = tokio::time::timeout(
-                limits.first_bytes_timeout,
-                read_first_bytes(&mut client, protocol),
-            );
-            let first = tokio::select! {
-                read = reading => match read {
-                    Ok(Ok(first)) => first,
-                    Ok(Err(why)) => {
-                        tracing::debug!(%peer, %local, "{protocol} connection closed: {why}");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, %local, "{protocol} connection closed: its first bytes took longer than {:?}", limits.first_bytes_timeout);
-                        return;
-                    }
-                },
-                () = choosing.pushed_out() => {
-                    tracing::debug!(%peer, %local, "{protocol} connection closed while sending its first bytes: too many others were");
-                    return;
-                }
-            };
-            // The table may have changed while the bytes came: the newest one decides.
-            let table = Arc::clone(&shared.forwards.borrow());
-            let Some(backend) = named_backend(&table, protocol, local, first.name.as_ref()) else {
-                let name = first.name.as_ref().map_or("no name", |name| name.as_str());
-                tracing::debug!(%peer, %local, "{protocol} connection closed: no forward takes {name}");
-                return;
-            };
-            (backend, first.bytes)
-        }
-        None if shared.limits.carry_tcp_forwards => {
-            match port_backend(&table, Transport::Tcp, local) {
-                Some(backend) => (backend, Vec::new()),
-                None => {
-                    tracing::debug!(%peer, %local, "connection closed: no forward takes its port any more");
-                    return;
-                }
-            }
-        }
-        None => {
-            tracing::debug!(%peer, %local, "connection closed: no forward takes its port any more");
-            return;
-        }
+    let Admitted { permit, choosing } = admitted;
+    let chosen = choose_backend(&mut client, peer, local, choosing, &shared).await;
+    let Some((backend, first)) = chosen else {
+        return;
     };
-    drop(choosing);
-    drop(table);
-
     let limits = &shared.limits;
     let connecting = connect_as_client(peer, backend, &shared.flows, limits.connect_timeout);
     let (mut upstream, steered) = match connecting.await {
@@ -88,7 +41,8 @@ pub(super) async fn serve(
             if let ConnectError::Steering(SteerError::Refused(_)) = error
                 && let Some(count) = shared.warnings.steering_failed.allow()
             {
-                tracing::warn!(%peer, "connection to {backend} closed: {error}{}", left_out(count));
+                let left_out = left_out(count);
+                tracing::warn!(%peer, "proxy: connection to {backend} closed: {error}{left_out}");
             } else {
                 tracing::debug!(%peer, %local, "connection to {backend} closed: {error}");
             }
@@ -117,4 +71,54 @@ pub(super) async fn serve(
     drop(upstream);
     drop(client);
     drop(permit);
+}
+
+/// The backend of a connection to `local` and the bytes read to choose it (none for a plain
+/// tcp forward); None, logged, if it has none.
+async fn choose_backend(
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    mut choosing: ChoosingTicket,
+    shared: &Shared,
+) -> Option<(SocketAddr, Vec<u8>)> {
+    let gone = "connection closed: no forward takes its port any more";
+    let table = Arc::clone(&shared.forwards.borrow());
+    let Some(protocol) = table.name_routed(local.ip(), local.port()) else {
+        let backend = port_backend(&table, Transport::Tcp, local)
+            .filter(|_| shared.limits.carry_tcp_forwards);
+        if backend.is_none() {
+            tracing::debug!(%peer, %local, "{gone}");
+        }
+        return backend.map(|backend| (backend, Vec::new()));
+    };
+    let timeout = shared.limits.first_bytes_timeout;
+    let reading = tokio::time::timeout(timeout, read_first_bytes(client, protocol));
+    let first = tokio::select! {
+        read = reading => match read {
+            Ok(Ok(first)) => first,
+            Ok(Err(why)) => {
+                tracing::debug!(%peer, %local, "{protocol} connection closed: {why}");
+                return None;
+            }
+            Err(_) => {
+                let why = format!("no first bytes in {timeout:?}");
+                tracing::debug!(%peer, %local, "{protocol} connection closed: {why}");
+                return None;
+            }
+        },
+        () = choosing.pushed_out() => {
+            let why = "pushed out by newer ones";
+            tracing::debug!(%peer, %local, "{protocol} connection closed: {why}");
+            return None;
+        }
+    };
+    // The table may have changed while the bytes came: the newest one decides.
+    let table = Arc::clone(&shared.forwards.borrow());
+    let Some(backend) = named_backend(&table, protocol, local, first.name.as_ref()) else {
+        let name = first.name.as_ref().map_or("no name", |name| name.as_str());
+        tracing::debug!(%peer, %local, "{protocol} connection closed: no forward takes {name}");
+        return None;
+    };
+    Some((backend, first.bytes))
 }

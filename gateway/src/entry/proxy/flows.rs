@@ -123,13 +123,13 @@ impl Flows {
 
     /// Starts flow `id`'s grace; it is released when the grace ends.
     fn end(self: &Arc<Self>, id: u64) {
-        let runtime = tokio::runtime::Handle::try_current();
         let mut inner = self.lock();
-        match runtime {
+        let Some(entry) = inner.entries.get_mut(&id) else {
+            return; // released already, for a newer flow sharing a key with it
+        };
+        match tokio::runtime::Handle::try_current() {
             Ok(runtime) if !self.grace.is_zero() => {
-                if let Some(entry) = inner.entries.get_mut(&id) {
-                    entry.live = false;
-                }
+                entry.live = false;
                 drop(inner);
                 let (flows, grace) = (Arc::clone(self), self.grace);
                 runtime.spawn(async move {

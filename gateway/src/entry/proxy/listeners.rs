@@ -102,7 +102,8 @@ pub(super) struct Listeners {
 impl Listeners {
     /// Closes what `wanted` no longer has, binds what it has and is not open.
     pub(super) fn reconcile(&mut self, wanted: &BTreeSet<ListenKey>, shared: &Arc<Shared>) {
-        self.open.retain(|key, _| wanted.contains(key));
+        // A socket whose task has ended (a udp socket that failed) is bound again.
+        self.open.retain(|key, (_, task)| wanted.contains(key) && !task.0.is_finished());
         self.failed.retain(|key, _| wanted.contains(key));
         let mut new_failures = Vec::new();
         let missing: Vec<ListenKey> =

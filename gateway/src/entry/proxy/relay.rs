@@ -13,13 +13,13 @@
 //! so EAGAIN from the first splice means "the socket has nothing" and never "the pipe is
 //! full", and readiness is cleared only when it is true.
 //!
-//! Measured on loopback against `tokio::io::copy_bidirectional` (one relay on one thread, 4
-//! GiB one way, 1 or 8 connections): up to twice the throughput, for a third to a half of the
-//! CPU time per byte (0.25-0.50 s/GiB against 0.60-0.94 with 64 KiB buffers and 0.82-1.23
-//! with the default 8 KiB); a 64-byte ping-pong costs about the same (some 10% more). The price is four more descriptors per connection (see
-//! [`super::limits`]), and pipe pages: beyond `fs.pipe-user-pages-soft` (16384 pages, some
-//! 500 connections) a process without CAP_SYS_RESOURCE or CAP_SYS_ADMIN gets 2-page pipes,
-//! which still work, in smaller steps.
+//! Measured on loopback against `tokio::io::copy_bidirectional` (one relay on one thread, 4 GiB one
+//! way, 1 or 8 connections): up to twice the throughput, for a third to a half of the CPU time per
+//! byte (0.25-0.50 s/GiB against 0.60-0.94 with 64 KiB buffers and 0.82-1.23 with the default
+//! 8 KiB); a 64-byte ping-pong costs about the same (some 10% more). The price is four more
+//! descriptors per connection (see [`super::limits`]), and pipe pages: beyond
+//! `fs.pipe-user-pages-soft` (16384 pages, some 500 connections) a process without CAP_SYS_RESOURCE
+//! or CAP_SYS_ADMIN gets 2-page pipes, which still work, in smaller steps.
 //!
 //! A splice into a socket whose peer is gone raises SIGPIPE, like a send without
 //! MSG_NOSIGNAL: Rust programs ignore SIGPIPE from the start, so it comes back as EPIPE.

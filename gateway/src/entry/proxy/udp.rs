@@ -7,10 +7,10 @@
 //! At most [`ProxyLimits::max_udp_clients`](super::ProxyLimits) over all public sockets: a new
 //! client beyond that takes the place of this socket's idlest, or its datagram is dropped.
 //!
-//! Datagrams are never queued: what a socket cannot take at once is dropped, as a router
-//! would. So they are sent straight on the sockets (through [`SockRef`]), not through
-//! tokio's write readiness, which a new socket lacks until the reactor has seen it. They pass through one buffer per worker thread, so a thousand public ports cost no
-//! thousand 64 KiB buffers.
+//! Datagrams are never queued: what a socket cannot take at once is dropped, as a router would. So
+//! they are sent straight on the sockets (through [`SockRef`]), not through tokio's write
+//! readiness, which a new socket lacks until the reactor has seen it. They pass through one buffer
+//! per worker thread, so a thousand public ports cost no thousand 64 KiB buffers.
 //!
 //! Limits, by design: a client's flow ends with its public socket (removing the forward ends
 //! its clients' flows, unlike tcp connections, whose replies do not need that socket). A
