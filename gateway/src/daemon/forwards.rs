@@ -9,9 +9,7 @@
 //! it is saved, and only once saved is it published; a refused change, or one that cannot be
 //! saved, leaves the table, the file and the data plane as they were.
 
-use std::fs::{self, DirBuilder};
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -48,18 +46,11 @@ pub struct EntryPoint {
 }
 
 impl EntryPoint {
-    /// The forwards saved in `directory`, which is created (root's alone) if missing. A file
-    /// that cannot be read, or whose forwards the data plane could not hold, is refused: the
-    /// daemon would otherwise overwrite it at the next change.
+    /// The forwards saved in `directory`; none if nothing was ever saved there (the first
+    /// change creates it, root's alone: a daemon that never forwards leaves nothing behind).
+    /// A file that cannot be read, or whose forwards the data plane could not hold, is
+    /// refused: the daemon would otherwise overwrite it at the next change.
     pub fn open(directory: PathBuf) -> Result<EntryPoint, String> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&directory)
-            .and_then(|()| fs::set_permissions(&directory, fs::Permissions::from_mode(0o700)))
-            .map_err(|e| {
-                format!("cannot create the state directory {}: {e}", directory.display())
-            })?;
         let table = store::load(&directory).map_err(|e| e.to_string())?;
         ForwardPlan::of(&table)
             .map_err(|e| format!("{}: {e}", store::path_in(&directory).display()))?;
@@ -161,6 +152,9 @@ impl EntryHost for DaemonHost {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
     use crate::entry::forward::SelectorArgs;
 
@@ -248,10 +242,11 @@ mod tests {
         let scratch = Scratch::new("changes");
         let host = FakeHost::default();
         let entry = EntryPoint::open(scratch.state()).unwrap();
-        let mode = fs::metadata(scratch.state()).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700);
+        assert!(!scratch.state().exists(), "created by the first change, not before");
         let mut watcher = entry.subscribe();
         entry.add(&host, forward("tcp 8000-8010 --to 10.0.0.2:9000")).unwrap();
+        let mode = fs::metadata(scratch.state()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
         entry
             .add(&host, forward("tls 443 --listen 192.0.2.1 --sni a.example --to 10.0.0.3:443"))
             .unwrap();
@@ -308,7 +303,7 @@ mod tests {
         let host = FakeHost::default();
         let entry = EntryPoint::open(scratch.state()).unwrap();
         // The temporary file's name taken by a directory: the save fails before the rename.
-        fs::create_dir(scratch.state().join("forwards.json.tmp")).unwrap();
+        fs::create_dir_all(scratch.state().join("forwards.json.tmp")).unwrap();
         let error = entry.add(&host, forward("udp 53 --to 10.0.0.2")).unwrap_err();
         assert!(error.starts_with("cannot create "), "{error}");
         assert!(entry.table().is_empty());
