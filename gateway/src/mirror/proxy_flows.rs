@@ -1,5 +1,6 @@
-//! Connections the daemon's proxy makes to backends (tls and http forwards), steered so that
-//! the backend sees the client's address: two `PROXY_FLOWS` entries per connection.
+//! Connections the daemon's proxy makes to backends (tls and http forwards; tcp and udp ones
+//! too when the programs do not translate them), steered so that the backend sees the
+//! client's address: two `PROXY_FLOWS` entries per connection (per udp client).
 //!
 //! The proxy connects from our tunnel address and a port of its own (`local`). Its packets
 //! into the tunnel (source `local`, destination the backend) get the client's address and
@@ -18,12 +19,15 @@ use gateway_common::maps::{AF_INET, AF_INET6, FlowKey, FlowNat, NAT_DESTINATION,
 
 use super::map_ops::ProxyFlowOps;
 use crate::dataplane::DataplaneError;
+use crate::entry::forward::Transport;
 
 const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
 
 /// One proxied connection's addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ProxiedAddrs {
+    pub transport: Transport,
     /// The internet client, as the proxy accepted it.
     pub client: SocketAddr,
     /// Our tunnel-side address and port the proxy's socket to the backend is bound to.
@@ -99,10 +103,13 @@ fn bytes(address: IpAddr) -> [u8; 16] {
     bytes
 }
 
-fn key(source: SocketAddr, destination: SocketAddr) -> FlowKey {
+fn key(transport: Transport, source: SocketAddr, destination: SocketAddr) -> FlowKey {
     FlowKey {
         family: family(source.ip()),
-        proto: IPPROTO_TCP,
+        proto: match transport {
+            Transport::Tcp => IPPROTO_TCP,
+            Transport::Udp => IPPROTO_UDP,
+        },
         _pad: 0,
         src_port: source.port().to_be(),
         dst_port: destination.port().to_be(),
@@ -116,7 +123,7 @@ fn nat(rewrite: u16, to: SocketAddr) -> FlowNat {
 }
 
 impl ProxyFlowEntries {
-    /// The entries of one TCP connection the proxy made.
+    /// The entries of one connection (or udp client) the proxy relays.
     pub fn of(addrs: ProxiedAddrs) -> Result<ProxyFlowEntries, SteerError> {
         let (client, local, backend) =
             (canonical(addrs.client), canonical(addrs.local), canonical(addrs.backend));
@@ -124,9 +131,10 @@ impl ProxyFlowEntries {
         if !same(client, backend) || !same(local, backend) {
             return Err(SteerError::Families(addrs));
         }
+        let transport = addrs.transport;
         Ok(ProxyFlowEntries {
-            outbound: (key(local, backend), nat(NAT_SOURCE, client)),
-            inbound: (key(backend, client), nat(NAT_DESTINATION, local)),
+            outbound: (key(transport, local, backend), nat(NAT_SOURCE, client)),
+            inbound: (key(transport, backend, client), nat(NAT_DESTINATION, local)),
         })
     }
 }

@@ -319,7 +319,8 @@ fn ipv6_forwards_carry_their_family_and_listen_address() {
 // Proxied connections.
 
 fn addrs(client: &str, local: &str, backend: &str) -> ProxiedAddrs {
-    ProxiedAddrs { client: sa(client), local: sa(local), backend: sa(backend) }
+    let transport = crate::entry::forward::Transport::Tcp;
+    ProxiedAddrs { transport, client: sa(client), local: sa(local), backend: sa(backend) }
 }
 
 fn flow_key(src: &str, dst: &str) -> FlowKey {
@@ -365,6 +366,14 @@ fn a_proxied_connection_is_two_entries_its_packets_source_and_its_replies_destin
     assert_eq!(mapped.unwrap(), entries);
     let mixed = addrs("[2001:db8::5]:40000", LOCAL, BACKEND);
     assert_eq!(ProxyFlowEntries::of(mixed), Err(SteerError::Families(mixed)));
+    // A udp client of a udp forward the proxy relays: the same, for UDP.
+    let udp = ProxiedAddrs {
+        transport: crate::entry::forward::Transport::Udp,
+        ..addrs(CLIENT, LOCAL, BACKEND)
+    };
+    let entries = ProxyFlowEntries::of(udp).unwrap();
+    assert_eq!((entries.outbound.0.proto, entries.inbound.0.proto), (17, 17));
+    assert_eq!(entries.inbound.1, flow_nat(NAT_DESTINATION, LOCAL));
 }
 
 #[test]
