@@ -43,6 +43,10 @@ pub trait EventSink: Send {
     }
     /// Forgets a connection the proxy closed.
     fn release_proxied(&mut self, _addrs: ProxiedAddrs) {}
+    /// Whether the programs translate tcp and udp forwards (else the proxy carries them).
+    fn forwards_in_ebpf(&self) -> bool {
+        false
+    }
     /// What the entry point's part of the data plane holds now.
     fn entry_status(&self) -> super::status::EntryDataplane {
         super::status::EntryDataplane::default()

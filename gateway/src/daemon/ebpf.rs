@@ -243,9 +243,14 @@ impl EventSink for EbpfSink {
         self.mirror.release_proxied(&mut self.dp, addrs);
     }
 
+    /// The forward program runs where the underlay's XDP receive program hands it packets.
+    fn forwards_in_ebpf(&self) -> bool {
+        self.loaded(FORWARD_PROGRAM) && self.dp.is_loaded(Program::RxXdp)
+    }
+
     fn entry_status(&self) -> EntryDataplane {
         EntryDataplane {
-            forwards_in_ebpf: self.loaded(FORWARD_PROGRAM),
+            forwards_in_ebpf: self.forwards_in_ebpf(),
             proxy_steering: self.steers_proxied(),
             forward_slots: self.mirror.forward_slots(),
             forwarded_flows: self.dp.entry_flows().len(),
