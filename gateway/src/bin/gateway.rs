@@ -319,7 +319,7 @@ fn print_entry(s: &Status) {
         };
         println!(
             "  tcp/udp forwards: {}; tls/http: the proxy, backends see {}",
-            carried(d.forwards_in_ebpf, "eBPF", "the proxy (tcp), none (udp)"),
+            carried(d.forwards_in_ebpf, "eBPF", "the proxy"),
             carried(d.proxy_steering, "the client's address", "the tunnel address")
         );
         println!(

@@ -55,7 +55,7 @@ pub struct EntryStatus {
 /// What the entry point's part of the data plane holds (all zero and false without eBPF).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EntryDataplane {
-    /// The programs translate tcp and udp forwards (else the proxy carries tcp ones).
+    /// The programs translate tcp and udp forwards (else the proxy carries them).
     pub forwards_in_ebpf: bool,
     /// Proxied connections reach their backend with the client's address (else with ours).
     pub proxy_steering: bool,
