@@ -14,6 +14,7 @@ pub mod forwards;
 pub mod io;
 pub mod link;
 pub mod status;
+pub mod steering;
 pub mod udp;
 
 use std::collections::HashSet;
@@ -237,6 +238,8 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
     let (control_listener, _control_guard) = forward_socket::bind(&options.interface)
         .map_err(|e| DaemonError::Io("bind the forwards' control socket", e))?;
     tokio::spawn(forward_socket::serve(control_listener, Arc::clone(&entry), Arc::clone(&host)));
+    // The proxy follows the same table; dropped (listening sockets closed) when serve ends.
+    let _proxy = steering::start_proxy(&shared, entry.subscribe());
 
     let (status_listener, _status_guard) = status::bind(&options.interface)
         .map_err(|e| DaemonError::Io("bind the status socket", e))?;
