@@ -6,6 +6,11 @@
 //! - Configuring it wrongly through the UAPI (bad keys, CIDRs, endpoints, ports, a UDP port in
 //!   use): `wg set` fails, or where `wg` refuses to send such a request itself the raw request
 //!   gets the errno wireguard-go would answer; the device is left exactly as it was.
+//! - Asking for a forward wrongly (`gateway forward`: a port out of range, a bad address, an
+//!   address no peer routes, an overlapping forward, an unknown interface, a name that is not
+//!   a host name, a listen address not of this host, more forwards on one port than the data
+//!   plane chains), or naming an entry peer that is not a key (`gatewayd --entry-peer`): one
+//!   line naming the problem, and the forwards, listed and saved, are what they were.
 
 use std::net::{IpAddr, UdpSocket};
 use std::path::PathBuf;
@@ -14,7 +19,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use gateway_tests::gatewayd::{DataPath, Gatewayd, GatewaydOptions, gatewayd_binary, leftovers};
+use gateway_tests::gatewayd::{
+    DataPath, Gatewayd, GatewaydOptions, gateway_cli_binary, gatewayd_binary, leftovers,
+};
 use gateway_tests::pair::{GATEWAYD_PORT, PEER_TUNNEL, Pair, PairSpec};
 use gateway_tests::traffic::{udp_socket, wait_for_ping};
 use gateway_tests::wg::{KeyPair, UAPI_DIR, WgDump};
@@ -309,5 +316,158 @@ fn unchanged(before: &WgDump, after: &WgDump, mistake: &str) -> Result<()> {
         shape(before) == shape(after),
         "a bad {mistake} changed the device:\nbefore {before:?}\nafter  {after:?}"
     );
+    Ok(())
+}
+
+/// Runs `gateway args...` in `netns`; how it ended.
+fn cli(netns: &Netns, args: &[&str]) -> Result<(Refusal, String)> {
+    let output = netns
+        .command(gateway_cli_binary()?)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running gateway")?;
+    let refusal = Refusal {
+        code: output.status.code(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    Ok((refusal, String::from_utf8_lossy(&output.stdout).into_owned()))
+}
+
+/// Removes a daemon's state directory (its saved forwards) when dropped.
+struct StateDirectory(PathBuf);
+
+impl Drop for StateDirectory {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn bad_forwards_fail_with_one_line_and_change_nothing() -> Result<()> {
+    require_root()?;
+    require_tools(TOOLS)?;
+    let dir = TestDir::new("bad-forwards")?;
+    let netns = Netns::new("bad")?;
+
+    let name = unique_ifname("gw")?;
+    let refusal = refused_start(&netns, &[], &["-f", "--entry-peer", "not-a-key", &name])?;
+    check_refusal(&refusal, "--entry-peer 'not-a-key' is not a public key")?;
+    let left = leftovers(&netns, &name, &[])?;
+    ensure!(left.is_empty(), "a start with a bad --entry-peer left {left:?}");
+
+    let name = unique_ifname("gw")?;
+    let state = StateDirectory(gateway::daemon::forwards::default_state_directory(&name));
+    let gatewayd =
+        Gatewayd::start(&netns, &dir, &name, &GatewaydOptions::new(DataPath::Userspace))?;
+    refuse_forwards(&netns, &gatewayd, &name, &state.0).map_err(|error| dir.attach_logs(error))
+}
+
+fn refuse_forwards(
+    netns: &Netns,
+    gatewayd: &Gatewayd,
+    name: &str,
+    state: &std::path::Path,
+) -> Result<()> {
+    let home = KeyPair::generate()?;
+    gatewayd.set(&["peer", &home.public_key, "allowed-ips", "10.77.0.0/24"])?;
+    for address in ["192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.14", "192.0.2.15"] {
+        netns.ip(&["address", "add", &format!("{address}/32"), "dev", "lo"])?;
+    }
+    let added = [
+        "tcp 8000-8010 --to 10.77.0.2:9000",
+        "tls 443 --sni a.example --to 10.77.0.3:443",
+        "udp 53 --listen 192.0.2.11 --to 10.77.0.4",
+        "udp 5000 --listen 192.0.2.11 --to 10.77.0.5",
+        "udp 5000 --listen 192.0.2.12 --to 10.77.0.5",
+        "udp 5000 --listen 192.0.2.13 --to 10.77.0.5",
+        "udp 5000 --listen 192.0.2.14 --to 10.77.0.5",
+    ];
+    for forward in added {
+        let mut args = vec!["forward", "add", name];
+        args.extend(forward.split(' '));
+        let (ended, _) = cli(netns, &args)?;
+        ensure!(ended.code == Some(0), "`gateway {}` failed: {}", args.join(" "), ended.stderr);
+    }
+    let list = |netns: &Netns| -> Result<String> {
+        let (ended, listed) = cli(netns, &["forward", "list", name, "--json"])?;
+        ensure!(ended.code == Some(0), "`gateway forward list` failed: {}", ended.stderr);
+        Ok(listed)
+    };
+    let listed = list(netns)?;
+    let saved_path = state.join("forwards.json");
+    let saved = std::fs::read(&saved_path)
+        .with_context(|| format!("the forwards were not saved in {}", saved_path.display()))?;
+    ensure!(listed.matches("\"protocol\"").count() == added.len(), "listed {listed}");
+
+    let absent = unique_ifname("gw")?;
+    let mistakes: Vec<(Vec<&str>, String)> = vec![
+        (vec!["add", name, "tcp", "70000", "--to", "10.77.0.2"], "'70000' is not a port".into()),
+        (vec!["add", name, "udp", "0-10", "--to", "10.77.0.2"], "'0' is not a port".into()),
+        (
+            vec!["add", name, "tcp", "22", "--to", "10.77.0.300"],
+            "--to '10.77.0.300' is not an IP address".into(),
+        ),
+        (
+            vec!["add", name, "tcp", "22", "--to", "192.0.2.9"],
+            "no peer's AllowedIPs route 192.0.2.9".into(),
+        ),
+        (
+            vec!["add", name, "tcp", "8005", "--to", "10.77.0.2"],
+            "overlaps the forward 'tcp 8000-8010 --to 10.77.0.2:9000'".into(),
+        ),
+        (
+            vec!["add", name, "tls", "443", "--sni", "A.Example", "--to", "10.77.0.9:443"],
+            "overlaps the forward 'tls 443 --sni a.example".into(),
+        ),
+        (
+            vec!["add", name, "tls", "443", "--sni", "bad_name!", "--to", "10.77.0.9:443"],
+            "'bad_name!' is not a host name".into(),
+        ),
+        (
+            vec!["add", name, "http", "80", "--host", "*", "--to", "10.77.0.9:80"],
+            "'*' is not a host name".into(),
+        ),
+        (
+            vec!["add", name, "tcp", "22", "--listen", "192.0.2.77", "--to", "10.77.0.2"],
+            "--listen 192.0.2.77 is not an address of this host".into(),
+        ),
+        (
+            vec!["add", name, "tcp", "22", "--listen", "nowhere", "--to", "10.77.0.2"],
+            "--listen 'nowhere' is not an IP address".into(),
+        ),
+        (
+            vec!["add", name, "udp", "5000", "--listen", "192.0.2.15", "--to", "10.77.0.5"],
+            "at most 4 per port".into(),
+        ),
+        (vec!["add", name, "quic", "443", "--to", "10.77.0.2"], "unknown protocol 'quic'".into()),
+        (vec!["add", name, "tcp", "22"], "--to".into()),
+        (
+            vec!["add", &absent, "tcp", "22", "--to", "10.77.0.2"],
+            format!("no gatewayd runs on {absent}"),
+        ),
+        (vec!["remove", name, "tcp", "8005"], "there is no forward tcp 8005".into()),
+        (vec!["remove", name, "udp", "5000"], "say which with --listen".into()),
+        (vec!["remove", &absent, "tcp", "8000-8010"], format!("no gatewayd runs on {absent}")),
+        (vec!["list", &absent], format!("no gatewayd runs on {absent}")),
+    ];
+    for (words, naming) in mistakes {
+        let mut args = vec!["forward"];
+        args.extend(&words);
+        let (ended, _) = cli(netns, &args)?;
+        check_refusal(&ended, &naming).with_context(|| format!("gateway {}", args.join(" ")))?;
+        ensure!(
+            list(netns)? == listed,
+            "`gateway {}` changed the forwards: {}",
+            args.join(" "),
+            list(netns)?
+        );
+        ensure!(
+            std::fs::read(&saved_path)? == saved,
+            "`gateway {}` changed {}",
+            args.join(" "),
+            saved_path.display()
+        );
+    }
     Ok(())
 }

@@ -6,14 +6,20 @@
 //!   its wg-quick configuration and a QR code for the WireGuard mobile apps;
 //! - `gateway genkey` / `gateway pubkey` — like `wg genkey` / `wg pubkey`;
 //! - `gateway up wg0` / `gateway down wg0` — wg-quick's `up`/`down` with gatewayd as the
-//!   interface, from the same configuration file (`/etc/wireguard/wg0.conf`, or a path).
+//!   interface, from the same configuration file (`/etc/wireguard/wg0.conf`, or a path);
+//! - `gateway forward add/list/remove wg0 ...` — the public entry point: ports and names of
+//!   this host's public addresses forwarded to hosts behind the tunnel, the clients' own
+//!   addresses kept (see `gateway::entry::forward` for the syntax).
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use gateway::daemon::forward_socket::{self, Request, Response, SelectorRecord};
 use gateway::daemon::status::{self, Status};
+use gateway::entry::forward::{Forward, SelectorArgs};
+use gateway::entry::store::ForwardRecord;
 use gateway::uapi::client::{get, set};
 use gateway::uapi::{AllowedIpChange, DeviceUpdate, Key, PeerUpdate};
 use ipnet::IpNet;
@@ -74,10 +80,168 @@ enum Command {
         /// The same configuration file or interface name as for `up`.
         config: String,
     },
+    /// Forward this host's public ports (or TLS/HTTP names) to hosts behind the tunnel.
+    Forward {
+        #[command(subcommand)]
+        command: ForwardCommand,
+    },
     /// Print a new private key (base64).
     Genkey,
     /// Read a private key on stdin, print its public key.
     Pubkey,
+}
+
+#[derive(Subcommand)]
+enum ForwardCommand {
+    /// Add a forward: `tcp|udp PORT[-PORT] --to IP[:PORT]`, `tls PORT --sni NAME --to IP:PORT`,
+    /// `http PORT --host NAME --to IP:PORT` (`--default` instead of a name: the backend for
+    /// names no other forward takes).
+    Add {
+        interface: String,
+        /// tcp, udp, tls or http.
+        protocol: String,
+        /// PORT, or PORT-PORT for tcp and udp.
+        ports: String,
+        /// Where connections go: any address a peer's AllowedIPs route into the tunnel; with a
+        /// port, a range maps onto it plus the offset into the range.
+        #[arg(long, value_name = "IP[:PORT]")]
+        to: String,
+        #[command(flatten)]
+        select: SelectOptions,
+    },
+    /// List the forwards, as a table or as JSON.
+    List {
+        interface: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a forward, named as it was added (without --to).
+    Remove {
+        interface: String,
+        protocol: String,
+        ports: String,
+        #[command(flatten)]
+        select: SelectOptions,
+    },
+}
+
+/// What besides protocol and ports tells forwards apart.
+#[derive(Args)]
+struct SelectOptions {
+    /// Only connections to this address of the host (default: every address).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// tls: the server name (SNI) the forward takes; `*.example.com` takes every name below.
+    #[arg(long, value_name = "NAME", conflicts_with = "host")]
+    sni: Option<String>,
+    /// http: the Host the forward takes; `*.example.com` takes every name below.
+    #[arg(long, value_name = "NAME")]
+    host: Option<String>,
+    /// tls/http: the forward for names no other forward on the port takes.
+    #[arg(long)]
+    default: bool,
+}
+
+impl SelectOptions {
+    fn args<'a>(&'a self, protocol: &'a str, ports: &'a str) -> SelectorArgs<'a> {
+        SelectorArgs {
+            protocol,
+            ports,
+            listen: self.listen.as_deref(),
+            sni: self.sni.as_deref(),
+            host: self.host.as_deref(),
+            default: self.default,
+        }
+    }
+}
+
+fn forward(command: ForwardCommand) -> Result<(), String> {
+    match command {
+        ForwardCommand::Add { interface, protocol, ports, to, select } => {
+            // Checked here too, so that a typo is named without a daemon to ask.
+            let forward =
+                Forward::parse(&select.args(&protocol, &ports), &to).map_err(|e| e.to_string())?;
+            match forward_socket::request(&interface, &Request::Add(ForwardRecord::from(&forward)))?
+            {
+                Response::Added(_) => Ok(()),
+                other => Err(unexpected(other)),
+            }
+        }
+        ForwardCommand::Remove { interface, protocol, ports, select } => {
+            let args = select.args(&protocol, &ports);
+            gateway::entry::forward::Selector::parse(&args).map_err(|e| e.to_string())?;
+            let record = SelectorRecord {
+                protocol,
+                ports,
+                listen: select.listen.clone(),
+                sni: select.sni.clone(),
+                host: select.host.clone(),
+                default: select.default,
+            };
+            match forward_socket::request(&interface, &Request::Remove(record))? {
+                Response::Removed(_) => Ok(()),
+                other => Err(unexpected(other)),
+            }
+        }
+        ForwardCommand::List { interface, json } => {
+            match forward_socket::request(&interface, &Request::List)? {
+                Response::Forwards(forwards) if json => {
+                    let text =
+                        serde_json::to_string_pretty(&forwards).map_err(|e| e.to_string())?;
+                    println!("{text}");
+                    Ok(())
+                }
+                Response::Forwards(forwards) => {
+                    print!("{}", forward_table(&forwards, ""));
+                    Ok(())
+                }
+                other => Err(unexpected(other)),
+            }
+        }
+    }
+}
+
+/// The daemon's error line, or what it answered instead of what was asked.
+fn unexpected(response: Response) -> String {
+    match response {
+        Response::Error(e) => e,
+        other => format!("gatewayd answered {other:?}"),
+    }
+}
+
+/// The forwards as an aligned table, each line after `indent`; nothing for none.
+fn forward_table(forwards: &[ForwardRecord], indent: &str) -> String {
+    if forwards.is_empty() {
+        return String::new();
+    }
+    let header = ["PROTO", "PORTS", "LISTEN", "NAME", "TO"].map(String::from);
+    let rows: Vec<[String; 5]> = forwards
+        .iter()
+        .map(|f| {
+            let name = match (&f.sni, &f.host, f.default) {
+                (Some(name), _, _) | (_, Some(name), _) => name.clone(),
+                (_, _, true) => "(default)".into(),
+                _ => "-".into(),
+            };
+            let listen = f.listen.clone().unwrap_or_else(|| "*".into());
+            [f.protocol.clone(), f.ports.clone(), listen, name, f.to.clone()]
+        })
+        .collect();
+    let mut widths = [0; 5];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut text = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> =
+            row.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        text += indent;
+        text += cells.join("  ").trim_end();
+        text += "\n";
+    }
+    text
 }
 
 fn new_private_key() -> Key {
@@ -112,7 +276,12 @@ fn status(interface: &str, json: bool) -> Result<(), String> {
         println!("  attached: {a}");
     }
     for p in &s.peers {
-        println!("peer {}  endpoint {}", p.public_key, p.endpoint.as_deref().unwrap_or("(none)"));
+        let entry = if p.entry_point { "  (entry point)" } else { "" };
+        println!(
+            "peer {}  endpoint {}{entry}",
+            p.public_key,
+            p.endpoint.as_deref().unwrap_or("(none)")
+        );
         for (name, c) in [("userspace", p.userspace), ("ebpf", p.ebpf)] {
             println!(
                 "  {name:<9}  rx {:>12} B {:>9} pkts   tx {:>12} B {:>9} pkts",
@@ -126,7 +295,44 @@ fn status(interface: &str, json: bool) -> Result<(), String> {
             println!("  {k:<20} {v}");
         }
     }
+    print_entry(&s);
     Ok(())
+}
+
+/// The entry point: its forwards, what carries them, and its counters.
+fn print_entry(s: &Status) {
+    let entry = &s.entry;
+    let is_entry_counter =
+        |name: &str| ["Entry", "Proxy", "ReplyTo"].iter().any(|p| name.starts_with(p));
+    let counters: Vec<(&String, &u64)> =
+        s.ebpf_stats.iter().filter(|(name, _)| is_entry_counter(name)).collect();
+    let behind_an_entry_point = s.peers.iter().any(|p| p.entry_point);
+    if entry.forwards.is_empty() && !behind_an_entry_point {
+        return;
+    }
+    println!("entry point:");
+    if !entry.forwards.is_empty() {
+        print!("{}", forward_table(&entry.forwards, "  "));
+        let d = &entry.dataplane;
+        let carried = |yes: bool, ebpf: &'static str, otherwise: &'static str| {
+            if s.data_path == "ebpf" && yes { ebpf } else { otherwise }
+        };
+        println!(
+            "  tcp/udp forwards: {}; tls/http: the proxy, backends see {}",
+            carried(d.forwards_in_ebpf, "eBPF", "the proxy"),
+            carried(d.proxy_steering, "the client's address", "the tunnel address")
+        );
+        println!(
+            "  data plane: {} forward slots, {} forwarded flows, {} proxied connections",
+            d.forward_slots, d.forwarded_flows, d.proxied_connections
+        );
+    }
+    if behind_an_entry_point {
+        println!("  replies sent back to entry peers: {} flows", entry.dataplane.reply_to_flows);
+    }
+    for (name, value) in counters {
+        println!("  {name:<20} {value}");
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -190,6 +396,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Up { config, daemon_args } => gateway::quick::up(&config, &daemon_args),
         Command::Down { config } => gateway::quick::down(&config),
+        Command::Forward { command } => forward(command),
         Command::Genkey => {
             println!("{}", new_private_key().to_base64());
             Ok(())
@@ -205,12 +412,85 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
+/// A command-line mistake as one line: clap's message without its usage block.
+fn one_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let message: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty() && !line.starts_with("Usage:"))
+        .collect();
+    message.join(" ").trim_start_matches("error: ").to_string()
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            e.exit()
+        }
+        Err(e) => {
+            eprintln!("gateway: {}", one_line(&e));
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gateway: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(protocol: &str, ports: &str, to: &str) -> ForwardRecord {
+        ForwardRecord {
+            protocol: protocol.into(),
+            ports: ports.into(),
+            listen: None,
+            sni: None,
+            host: None,
+            default: false,
+            to: to.into(),
+        }
+    }
+
+    #[test]
+    fn the_forwards_list_is_an_aligned_table() {
+        let forwards = [
+            record("tcp", "8000-8010", "10.0.0.2:9000"),
+            ForwardRecord {
+                listen: Some("192.0.2.1".into()),
+                sni: Some("*.example.com".into()),
+                ..record("tls", "443", "10.0.0.3:443")
+            },
+            ForwardRecord { default: true, ..record("http", "80", "[fd00::4]:80") },
+        ];
+        assert_eq!(
+            forward_table(&forwards, ""),
+            "PROTO  PORTS      LISTEN     NAME           TO\n\
+             tcp    8000-8010  *          -              10.0.0.2:9000\n\
+             tls    443        192.0.2.1  *.example.com  10.0.0.3:443\n\
+             http   80         *          (default)      [fd00::4]:80\n"
+        );
+        assert_eq!(forward_table(&[], "  "), "");
+    }
+
+    #[test]
+    fn command_line_mistakes_are_one_line() {
+        let missing = Cli::try_parse_from(["gateway", "forward", "add", "wg0", "tcp", "80"]);
+        let line = one_line(&missing.err().unwrap());
+        assert_eq!(line, "the following required arguments were not provided: --to <IP[:PORT]>");
+        let both = Cli::try_parse_from([
+            "gateway", "forward", "remove", "wg0", "tls", "443", "--sni", "a", "--host", "b",
+        ]);
+        let line = one_line(&both.err().unwrap());
+        assert!(line.starts_with("the argument '--sni <NAME>' cannot be used with"), "{line}");
+        assert!(!line.contains('\n'));
     }
 }

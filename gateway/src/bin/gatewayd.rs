@@ -7,6 +7,7 @@ use clap::{Parser, ValueEnum};
 use gateway::daemon::ebpf::EbpfOptions;
 use gateway::daemon::{self, Options};
 use gateway::dataplane::{AttachPreference, Capacities, TunnelSends};
+use gateway::uapi::Key;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -48,6 +49,15 @@ struct Args {
     /// Peers the eBPF maps hold.
     #[arg(long, default_value_t = gateway_common::maps::DEFAULT_MAX_PEERS)]
     max_peers: u32,
+    /// A peer (its base64 public key) that brings in traffic from the internet, with the
+    /// clients' addresses as sources: a VPS forwarding its public ports here (repeatable).
+    /// Peers whose AllowedIPs hold 0.0.0.0/0 or ::/0 are entry points without it; name the
+    /// others, e.g. a second VPS in front of the same host.
+    #[arg(long = "entry-peer", value_name = "PUBKEY")]
+    entry_peers: Vec<String>,
+    /// Where the interface's state (its forwards) is kept [default: /var/lib/gatewayd/<ifname>].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<std::path::PathBuf>,
     /// Shorten every protocol timer by this factor. For interoperability tests only.
     #[arg(long, hide = true, default_value_t = 1)]
     test_timer_divisor: u32,
@@ -82,9 +92,31 @@ fn init_logging() {
         .init();
 }
 
+/// The `--entry-peer` keys, or one line naming the first that is not a key.
+fn entry_peers(keys: &[String]) -> Result<Vec<[u8; 32]>, String> {
+    keys.iter()
+        .map(|text| {
+            Key::from_base64(text.trim())
+                .map(|key| key.0)
+                .map_err(|e| format!("--entry-peer '{text}' is not a public key: {e}"))
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging();
+    let entry_peers = match entry_peers(&args.entry_peers) {
+        Ok(keys) => keys,
+        Err(e) => {
+            eprintln!("gatewayd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let state_directory = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| daemon::forwards::default_state_directory(&args.interface));
     let foreground =
         args.foreground || std::env::var("WG_PROCESS_FOREGROUND").is_ok_and(|v| v == "1");
     let keep_output = std::env::var("LOG_LEVEL").is_ok_and(|v| v != "silent");
@@ -113,6 +145,8 @@ fn main() -> ExitCode {
             peers: args.max_peers,
             ..Capacities::default()
         },
+        state_directory,
+        entry_peers,
     };
     match daemon::run(options) {
         Ok(()) => ExitCode::SUCCESS,

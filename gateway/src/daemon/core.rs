@@ -9,6 +9,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use super::udp::{self, Sockets};
+use crate::entry::table::ForwardTable;
+use crate::mirror::proxy_flows::ProxiedAddrs;
 use crate::tun::{Tun, TunQueue};
 use crate::wg::PeerId;
 use crate::wg::device::{Device, Event, Transmit};
@@ -31,6 +33,24 @@ pub trait EventSink: Send {
     fn stats(&self) -> std::collections::BTreeMap<String, u64>;
     /// Another interface of the host changed (flags, MTU, offload features...).
     fn link_changed(&mut self, _ifindex: u32) {}
+    /// The interface's forwards, at start and after every change: the tcp and udp ones the
+    /// programs carry, and whether this host is an entry point at all.
+    fn forwards_changed(&mut self, _table: &ForwardTable) {}
+    /// Registers a connection the proxy made so that the backend sees the client's address.
+    /// Ok(false): this data plane does not translate proxied connections.
+    fn steer_proxied(&mut self, _addrs: ProxiedAddrs) -> Result<bool, String> {
+        Ok(false)
+    }
+    /// Forgets a connection the proxy closed.
+    fn release_proxied(&mut self, _addrs: ProxiedAddrs) {}
+    /// Whether the programs translate tcp and udp forwards (else the proxy carries them).
+    fn forwards_in_ebpf(&self) -> bool {
+        false
+    }
+    /// What the entry point's part of the data plane holds now.
+    fn entry_status(&self) -> super::status::EntryDataplane {
+        super::status::EntryDataplane::default()
+    }
 }
 
 pub struct Core {

@@ -6,17 +6,21 @@
 //!   AllowedIPs; one diff per peer per step); the interfaces peers are reached through get
 //!   the receive programs;
 //! - on a short tick: per-peer activity and roaming → `Device::absorb_activity`, so timers,
-//!   rekeying and `wg show` see traffic the programs carried.
+//!   rekeying and `wg show` see traffic the programs carried;
+//! - the entry point: the interface's forwards and the proxy's connections, through the
+//!   mirror too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use super::core::EventSink;
-use super::status::PathCounters;
+use super::status::{EntryDataplane, PathCounters};
 use crate::dataplane::{
     AttachPreference, Dataplane, PeerActivitySnapshot, Program, TunnelConfig, TunnelSends,
 };
+use crate::entry::table::ForwardTable;
 use crate::mirror::Mirror;
+use crate::mirror::proxy_flows::ProxiedAddrs;
 use crate::wg::PeerId;
 use crate::wg::device::{Device, Event, ObservedActivity};
 use crate::wg::projection::PeerView;
@@ -25,6 +29,13 @@ use crate::wg::timers::{REJECT_AFTER_TIME, TimerScale};
 /// How often the programs' activity is folded into the timers. The kernel's own timers for
 /// these events fire with up to ~12% slack (its timer wheel), far more than this.
 const ACTIVITY_TICK: Duration = Duration::from_millis(100);
+
+/// The program `ENTRY_PROGRAMS` holds, which translates tcp and udp forwards (by its name in
+/// gateway-ebpf/src/main.rs). Without it the proxy carries tcp forwards.
+pub const FORWARD_PROGRAM: &str = "entry_forward";
+/// The TUN egress program that gives proxied connections the client's address (by its name
+/// in gateway-ebpf/src/main.rs). Without it backends see the tunnel address.
+pub const PROXY_STEERING_PROGRAM: &str = "entry_proxy_tun";
 
 #[derive(Debug, Clone)]
 pub struct EbpfOptions {
@@ -44,6 +55,8 @@ pub struct EbpfSink {
     underlays: HashMap<u32, String>,
     /// The programs' activity already folded in, per peer.
     seen: HashMap<PeerId, PeerActivitySnapshot>,
+    /// Forwards whose publication failed part way: retried on the tick.
+    forwards_pending: Option<ForwardTable>,
 }
 
 impl EbpfSink {
@@ -84,7 +97,14 @@ impl EbpfSink {
             let (index, name) = crate::dataplane::Interface::from(name.as_str()).resolve()?;
             underlays.insert(index, name);
         }
-        Ok(EbpfSink { dp, mirror, prefer: options.prefer, underlays, seen: HashMap::new() })
+        Ok(EbpfSink {
+            dp,
+            mirror,
+            prefer: options.prefer,
+            underlays,
+            seen: HashMap::new(),
+            forwards_pending: None,
+        })
     }
 
     /// The programs expire sessions after the protocol's REJECT_AFTER_TIME, a constant they
@@ -101,6 +121,30 @@ impl EbpfSink {
     /// Where sessions' counters live: the device must allocate from it.
     pub fn session_pool(&self) -> std::sync::Arc<crate::dataplane::SlotPool> {
         self.dp.session_pool()
+    }
+
+    /// Whether the program named `name` is loaded (one the kernel refused is not).
+    fn loaded(&self, name: &str) -> bool {
+        self.dp.program_reports().iter().any(|r| r.program.name() == name && r.loaded())
+    }
+
+    /// Whether proxied connections are translated: the steering program runs on the TUN.
+    fn steers_proxied(&self) -> bool {
+        let tun = self.mirror.config().tun_ifindex;
+        self.dp
+            .attached()
+            .iter()
+            .any(|(ifindex, program)| *ifindex == tun && program.name() == PROXY_STEERING_PROGRAM)
+    }
+
+    fn publish_forwards(&mut self, table: &ForwardTable) {
+        match self.mirror.publish_forwards(&mut self.dp, table) {
+            Ok(()) => self.forwards_pending = None,
+            Err(e) => {
+                tracing::warn!("data plane: publishing the forwards: {e}; retrying");
+                self.forwards_pending = Some(table.clone());
+            }
+        }
     }
 
     /// The interfaces peers are reached through get the receive programs, once. The one a
@@ -156,6 +200,9 @@ impl EventSink for EbpfSink {
     }
 
     fn tick(&mut self, device: &mut Device, now: Instant) {
+        if let Some(table) = self.forwards_pending.take() {
+            self.publish_forwards(&table);
+        }
         let peers: Vec<_> = self.mirror.peer_slots().collect();
         for (id, slot) in peers {
             let Ok(activity) = self.dp.peer_activity(slot) else { continue };
@@ -178,7 +225,38 @@ impl EventSink for EbpfSink {
     }
 
     fn tick_every(&self) -> Option<Duration> {
-        (!self.mirror.is_empty()).then_some(ACTIVITY_TICK)
+        (!self.mirror.is_empty() || self.forwards_pending.is_some()).then_some(ACTIVITY_TICK)
+    }
+
+    fn forwards_changed(&mut self, table: &ForwardTable) {
+        self.publish_forwards(table);
+    }
+
+    fn steer_proxied(&mut self, addrs: ProxiedAddrs) -> Result<bool, String> {
+        if !self.steers_proxied() {
+            return Ok(false);
+        }
+        self.mirror.steer_proxied(&mut self.dp, addrs).map(|()| true).map_err(|e| e.to_string())
+    }
+
+    fn release_proxied(&mut self, addrs: ProxiedAddrs) {
+        self.mirror.release_proxied(&mut self.dp, addrs);
+    }
+
+    /// The forward program runs where the underlay's XDP receive program hands it packets.
+    fn forwards_in_ebpf(&self) -> bool {
+        self.loaded(FORWARD_PROGRAM) && self.dp.is_loaded(Program::RxXdp)
+    }
+
+    fn entry_status(&self) -> EntryDataplane {
+        EntryDataplane {
+            forwards_in_ebpf: self.forwards_in_ebpf(),
+            proxy_steering: self.steers_proxied(),
+            forward_slots: self.mirror.forward_slots(),
+            forwarded_flows: self.dp.entry_flows().len(),
+            reply_to_flows: self.dp.reply_to_flows().len(),
+            proxied_connections: self.mirror.proxied_connections(),
+        }
     }
 
     fn path_counters(&self, peer: PeerId) -> PathCounters {

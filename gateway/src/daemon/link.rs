@@ -5,7 +5,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 
 use futures::StreamExt;
@@ -95,12 +95,41 @@ pub fn is_up(name: &str) -> io::Result<bool> {
 /// The interface's first IPv4 address and its first IPv6 address (global scope preferred):
 /// what the kernel would pick as the source of an ICMP error sent from it.
 pub fn addresses(name: &str) -> io::Result<(Option<Ipv4Addr>, Option<Ipv6Addr>)> {
+    let (mut v4, mut v6) = (None, None);
+    for_each_address(|interface, address| {
+        if interface.to_bytes() != name.as_bytes() {
+            return;
+        }
+        match address {
+            IpAddr::V4(a) if v4.is_none() => v4 = Some(a),
+            IpAddr::V4(_) => {}
+            IpAddr::V6(a) => {
+                if v6.is_none()
+                    || (v6.is_some_and(|o: Ipv6Addr| o.is_unicast_link_local())
+                        && !a.is_unicast_link_local())
+                {
+                    v6 = Some(a);
+                }
+            }
+        }
+    })?;
+    Ok((v4, v6))
+}
+
+/// Every address of every interface of the host (its network namespace).
+pub fn local_addresses() -> io::Result<Vec<IpAddr>> {
+    let mut all = Vec::new();
+    for_each_address(|_, address| all.push(address))?;
+    Ok(all)
+}
+
+/// Calls `f` with each interface's name and IP address, in getifaddrs(3)'s order.
+fn for_each_address(mut f: impl FnMut(&CStr, IpAddr)) -> io::Result<()> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs allocates a list we free below.
     if unsafe { libc::getifaddrs(&mut list) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    let (mut v4, mut v6) = (None, None);
     let mut cur = list;
     while !cur.is_null() {
         // SAFETY: walking the list getifaddrs returned; every node is valid until freeifaddrs.
@@ -110,31 +139,25 @@ pub fn addresses(name: &str) -> io::Result<(Option<Ipv4Addr>, Option<Ipv6Addr>)>
             continue;
         }
         // SAFETY: ifa_name is a NUL-terminated string.
-        if unsafe { CStr::from_ptr(entry.ifa_name) }.to_bytes() != name.as_bytes() {
-            continue;
-        }
+        let name = unsafe { CStr::from_ptr(entry.ifa_name) };
         // SAFETY: ifa_addr points to a sockaddr whose family field says which one.
         match i32::from(unsafe { (*entry.ifa_addr).sa_family }) {
-            libc::AF_INET if v4.is_none() => {
+            libc::AF_INET => {
+                // SAFETY: an AF_INET address is a sockaddr_in.
                 let sin = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
-                v4 = Some(Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()));
+                f(name, IpAddr::V4(Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes())));
             }
             libc::AF_INET6 => {
+                // SAFETY: an AF_INET6 address is a sockaddr_in6.
                 let sin6 = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in6) };
-                let a = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                if v6.is_none()
-                    || (v6.is_some_and(|o: Ipv6Addr| o.is_unicast_link_local())
-                        && !a.is_unicast_link_local())
-                {
-                    v6 = Some(a);
-                }
+                f(name, IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
             }
             _ => {}
         }
     }
     // SAFETY: list came from getifaddrs.
     unsafe { libc::freeifaddrs(list) };
-    Ok((v4, v6))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,11 +9,16 @@
 pub mod control;
 pub mod core;
 pub mod ebpf;
+pub mod forward_socket;
+pub mod forwards;
 pub mod io;
 pub mod link;
 pub mod status;
+pub mod steering;
 pub mod udp;
 
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
@@ -22,6 +27,7 @@ use rand_core::OsRng;
 
 use self::control::Control;
 use self::core::{Core, Shared};
+use self::forwards::{DaemonHost, EntryPoint};
 use self::udp::Sockets;
 use crate::dataplane::DataplaneError;
 use crate::tun::{self, Tun};
@@ -40,6 +46,11 @@ pub struct Options {
     /// None: the userspace data path only (`--no-ebpf`).
     pub ebpf: Option<ebpf::EbpfOptions>,
     pub capacities: crate::dataplane::Capacities,
+    /// Where the interface's state (its forwards) is kept (`/var/lib/gatewayd/<ifname>`).
+    pub state_directory: PathBuf,
+    /// Public keys of peers that are entry points besides those holding a default route
+    /// (`--entry-peer`; see `wg::device::entry`).
+    pub entry_peers: Vec<[u8; 32]>,
 }
 
 #[derive(Debug)]
@@ -50,6 +61,8 @@ pub enum DaemonError {
     Privileges,
     Dataplane(crate::dataplane::DataplaneError),
     Io(&'static str, std::io::Error),
+    /// The saved forwards cannot be loaded.
+    Forwards(String),
 }
 
 impl std::fmt::Display for DaemonError {
@@ -63,6 +76,7 @@ impl std::fmt::Display for DaemonError {
             }
             DaemonError::Dataplane(e) => write!(f, "eBPF data plane: {e}"),
             DaemonError::Io(what, e) => write!(f, "{what}: {e}"),
+            DaemonError::Forwards(e) => f.write_str(e),
         }
     }
 }
@@ -76,6 +90,7 @@ struct Setup {
     uapi: (std::os::unix::net::UnixListener, uapi::SocketFile),
     /// None when eBPF is off or could not be set up (then said once, in the log).
     ebpf: Option<ebpf::EbpfSink>,
+    entry: EntryPoint,
 }
 
 /// CAP_NET_ADMIN, from the effective capability set in /proc/self/status.
@@ -95,6 +110,8 @@ fn acquire(options: &Options) -> Result<Setup, DaemonError> {
     if !has_net_admin() {
         return Err(DaemonError::Privileges);
     }
+    // The saved forwards before anything is created: a damaged file is the operator's to fix.
+    let entry = EntryPoint::open(options.state_directory.clone()).map_err(DaemonError::Forwards)?;
     let socket_path = uapi::socket_path(&options.interface).map_err(DaemonError::Uapi)?;
     // The socket first: if another daemon owns the name, say so rather than "interface exists".
     let uapi = uapi::bind_listener(&socket_path).map_err(DaemonError::Uapi)?;
@@ -130,7 +147,7 @@ fn acquire(options: &Options) -> Result<Setup, DaemonError> {
             }
         }
     };
-    Ok(Setup { tun, sockets, uapi, ebpf })
+    Ok(Setup { tun, sockets, uapi, ebpf, entry })
 }
 
 /// Forks; the parent exits at once (without running destructors: the child owns everything
@@ -177,10 +194,11 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
 }
 
 async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
-    let Setup { tun, sockets, uapi, ebpf } = setup;
+    let Setup { tun, sockets, uapi, ebpf, entry } = setup;
     let now = Instant::now();
     let mut device_options = DeviceOptions {
         timer_scale: TimerScale { divisor: options.timer_divisor.max(1) },
+        entry_peers: options.entry_peers.iter().copied().collect::<HashSet<_>>(),
         ..Default::default()
     };
     if let Some(sink) = &ebpf {
@@ -213,9 +231,24 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
     let control = Arc::new(Control { shared: Arc::clone(&shared), rebind: Box::new(start_udp) });
     let server = UapiServer::from_listener(uapi.0, uapi.1, control).map_err(DaemonError::Uapi)?;
 
+    // The forwards: published as loaded, then changed over the control socket.
+    let entry = Arc::new(entry);
+    let host: Arc<dyn forwards::EntryHost> = Arc::new(DaemonHost(Arc::clone(&shared)));
+    entry.publish(&*host);
+    let (control_listener, _control_guard) = forward_socket::bind(&options.interface)
+        .map_err(|e| DaemonError::Io("bind the forwards' control socket", e))?;
+    tokio::spawn(forward_socket::serve(control_listener, Arc::clone(&entry), Arc::clone(&host)));
+    // The proxy follows the same table; dropped (listening sockets closed) when serve ends.
+    let _proxy = steering::start_proxy(&shared, entry.subscribe());
+
     let (status_listener, _status_guard) = status::bind(&options.interface)
         .map_err(|e| DaemonError::Io("bind the status socket", e))?;
-    tokio::spawn(status::serve(status_listener, Arc::clone(&shared), options.interface.clone()));
+    tokio::spawn(status::serve(
+        status_listener,
+        Arc::clone(&shared),
+        Arc::clone(&entry),
+        options.interface.clone(),
+    ));
 
     let link_shared = Arc::clone(&shared);
     let name = options.interface.clone();

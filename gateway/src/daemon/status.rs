@@ -1,6 +1,7 @@
 //! The status socket: `/var/run/gatewayd/<ifname>.sock` answers every connection with one JSON
-//! document — which data path is active, what each path carried per peer, and what the eBPF
-//! programs did with packets. `gateway status` reads it; so do the tests and the demo.
+//! document — which data path is active, what each path carried per peer, what the eBPF
+//! programs did with packets, and the entry point's forwards and flows. `gateway status`
+//! reads it; so do the tests and the demo.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::UnixListener;
 
 use super::core::Shared;
+use super::forwards::EntryPoint;
+use crate::entry::store::ForwardRecord;
 
 pub const STATUS_DIRECTORY: &str = "/var/run/gatewayd";
 
@@ -35,12 +38,44 @@ pub struct Status {
     pub ebpf_stats: BTreeMap<String, u64>,
     /// Packets the userspace path dropped, by reason.
     pub userspace_drops: BTreeMap<String, u64>,
+    /// The public entry point (`gateway forward`).
+    #[serde(default)]
+    pub entry: EntryStatus,
+}
+
+/// The entry point: its forwards, and what the data plane holds for them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EntryStatus {
+    /// As `gateway forward list --json` prints them.
+    pub forwards: Vec<ForwardRecord>,
+    #[serde(default)]
+    pub dataplane: EntryDataplane,
+}
+
+/// What the entry point's part of the data plane holds (all zero and false without eBPF).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EntryDataplane {
+    /// The programs translate tcp and udp forwards (else the proxy carries them).
+    pub forwards_in_ebpf: bool,
+    /// Proxied connections reach their backend with the client's address (else with ours).
+    pub proxy_steering: bool,
+    /// `ENTRY_FORWARDS` slots in use.
+    pub forward_slots: usize,
+    /// Forwarded flows the programs remember (`ENTRY_FLOWS`).
+    pub forwarded_flows: usize,
+    /// Flows behind an entry point whose replies go back to it (`REPLY_TO`).
+    pub reply_to_flows: usize,
+    /// Proxied connections steered now (`PROXY_FLOWS`, two entries each).
+    pub proxied_connections: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PeerStatus {
     pub public_key: String,
     pub endpoint: Option<String>,
+    /// An entry point: its packets may carry public sources (see `wg::device::entry`).
+    #[serde(default)]
+    pub entry_point: bool,
     pub userspace: PathCounters,
     pub ebpf: PathCounters,
 }
@@ -66,19 +101,33 @@ pub fn bind(interface: &str) -> std::io::Result<(UnixListener, SocketGuard)> {
 
 pub struct SocketGuard(PathBuf);
 
+impl SocketGuard {
+    /// Removes `path` when dropped.
+    pub fn new(path: PathBuf) -> SocketGuard {
+        SocketGuard(path)
+    }
+}
+
 impl Drop for SocketGuard {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
 }
 
-pub async fn serve(listener: UnixListener, shared: Arc<Shared>, interface: String) {
+pub async fn serve(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    entry: Arc<EntryPoint>,
+    interface: String,
+) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else { continue };
         let shared = Arc::clone(&shared);
+        let entry = Arc::clone(&entry);
         let interface = interface.clone();
         tokio::spawn(async move {
-            let status = tokio::task::spawn_blocking(move || collect(&shared, interface)).await;
+            let status =
+                tokio::task::spawn_blocking(move || collect(&shared, &entry, interface)).await;
             if let Ok(status) = status
                 && let Ok(json) = serde_json::to_vec_pretty(&status)
             {
@@ -89,7 +138,8 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, interface: Strin
     }
 }
 
-fn collect(shared: &Shared, interface: String) -> Status {
+fn collect(shared: &Shared, entry: &EntryPoint, interface: String) -> Status {
+    let forwards = entry.table().forwards().iter().map(ForwardRecord::from).collect();
     let core = shared.lock();
     let device = &core.device;
     let mut ids: Vec<_> = device.peer_ids().collect();
@@ -102,6 +152,7 @@ fn collect(shared: &Shared, interface: String) -> Status {
             Some(PeerStatus {
                 public_key: crate::uapi::Key(p.public_key).to_base64(),
                 endpoint: p.endpoint.map(|e| e.to_string()),
+                entry_point: device.is_entry_peer(id),
                 userspace: PathCounters {
                     rx_bytes: p.rx_bytes,
                     tx_bytes: p.tx_bytes,
@@ -125,5 +176,9 @@ fn collect(shared: &Shared, interface: String) -> Status {
         peers,
         ebpf_stats,
         userspace_drops: device.drops().iter().map(|(k, v)| (format!("{k:?}"), *v)).collect(),
+        entry: EntryStatus {
+            forwards,
+            dataplane: core.sink.as_ref().map(|s| s.entry_status()).unwrap_or_default(),
+        },
     }
 }

@@ -1,14 +1,16 @@
 //! The mirror's writes on the loaded maps (see `crate::mirror`).
 
+use gateway_common::maps::{EntryForward, FlowKey, FlowNat};
 use ipnet::IpNet;
 
 use super::Dataplane;
 use super::config::TunnelConfig;
+use super::entry::{EntryTransport, ForwardSlot};
 use super::error::Result;
 use super::peers::{PeerEndpoint, PeerSlot};
 use super::sessions::{SessionEntry, SessionSlot, SessionState};
 use super::underlay::route_interface;
-use crate::mirror::MapOps;
+use crate::mirror::{ForwardOps, MapOps, ProxyFlowOps};
 use crate::wg::peer::Endpoint;
 
 impl MapOps for Dataplane {
@@ -44,6 +46,10 @@ impl MapOps for Dataplane {
         self.set_peer_tx_session(peer, session)
     }
 
+    fn set_peer_entry(&mut self, peer: PeerSlot, entry: bool) -> Result<()> {
+        Dataplane::set_peer_entry(self, peer, entry)
+    }
+
     fn write_session(&mut self, slot: SessionSlot, entry: &SessionEntry) -> Result<()> {
         Dataplane::write_session(self, slot, entry)
     }
@@ -66,5 +72,35 @@ impl MapOps for Dataplane {
 
     fn remove_allowed_ip(&mut self, peer: PeerSlot, net: IpNet) -> Result<()> {
         Dataplane::remove_allowed_ip(self, peer, net).map(drop)
+    }
+}
+
+impl ForwardOps for Dataplane {
+    fn set_entry_forward(
+        &mut self,
+        slot: ForwardSlot,
+        forward: Option<&EntryForward>,
+    ) -> Result<()> {
+        Dataplane::set_entry_forward(self, slot, forward)
+    }
+
+    fn set_entry_ports(
+        &mut self,
+        transport: EntryTransport,
+        first: u16,
+        last: u16,
+        slot: Option<ForwardSlot>,
+    ) -> Result<()> {
+        Dataplane::set_entry_ports(self, transport, first, last, slot)
+    }
+}
+
+impl ProxyFlowOps for Dataplane {
+    fn add_proxy_flow(&mut self, key: &FlowKey, nat: &FlowNat) -> Result<()> {
+        Dataplane::add_proxy_flow(self, key, nat)
+    }
+
+    fn remove_proxy_flow(&mut self, key: &FlowKey) -> Result<()> {
+        Dataplane::remove_proxy_flow(self, key)
     }
 }

@@ -1,9 +1,16 @@
 //! The writes the mirror makes, one per map word or entry that matters to the programs. The
 //! data plane implements them on the real maps; the unit tests record them.
+//!
+//! [`MapOps`] follows the protocol (peers, sessions, AllowedIPs, CONFIG); [`ForwardOps`] the
+//! entry point's forwards; [`ProxyFlowOps`] the connections the daemon's proxy makes.
 
+use gateway_common::maps::{EntryForward, FlowKey, FlowNat};
 use ipnet::IpNet;
 
-use crate::dataplane::{PeerSlot, Result, SessionEntry, SessionSlot, SessionState, TunnelConfig};
+use crate::dataplane::{
+    EntryTransport, ForwardSlot, PeerSlot, Result, SessionEntry, SessionSlot, SessionState,
+    TunnelConfig,
+};
 use crate::wg::peer::Endpoint;
 
 pub trait MapOps {
@@ -19,6 +26,8 @@ pub trait MapOps {
     fn set_peer_endpoint(&mut self, peer: PeerSlot, endpoint: Option<&Endpoint>) -> Result<u64>;
     /// The session the programs send the peer's packets with (None: the daemon sends).
     fn set_peer_tx(&mut self, peer: PeerSlot, session: Option<SessionSlot>) -> Result<()>;
+    /// Marks the peer an entry point (`PEER_ENTRY`) or clears the mark.
+    fn set_peer_entry(&mut self, peer: PeerSlot, entry: bool) -> Result<()>;
 
     /// A session's keys and indexes, written with its state cleared (programs ignore it).
     fn write_session(&mut self, slot: SessionSlot, entry: &SessionEntry) -> Result<()>;
@@ -33,4 +42,28 @@ pub trait MapOps {
     fn insert_allowed_ip(&mut self, peer: PeerSlot, net: IpNet) -> Result<()>;
     /// Unmaps a prefix of the peer.
     fn remove_allowed_ip(&mut self, peer: PeerSlot, net: IpNet) -> Result<()>;
+}
+
+pub trait ForwardOps {
+    /// `ENTRY_FORWARDS[slot]`; None clears it.
+    fn set_entry_forward(
+        &mut self,
+        slot: ForwardSlot,
+        forward: Option<&EntryForward>,
+    ) -> Result<()>;
+    /// Points `ENTRY_PORTS` of the ports `first..=last` of `transport` at a slot (None: none).
+    fn set_entry_ports(
+        &mut self,
+        transport: EntryTransport,
+        first: u16,
+        last: u16,
+        slot: Option<ForwardSlot>,
+    ) -> Result<()>;
+}
+
+pub trait ProxyFlowOps {
+    /// `PROXY_FLOWS[key] = nat`.
+    fn add_proxy_flow(&mut self, key: &FlowKey, nat: &FlowNat) -> Result<()>;
+    /// Removes `PROXY_FLOWS[key]`; one already gone is not an error.
+    fn remove_proxy_flow(&mut self, key: &FlowKey) -> Result<()>;
 }

@@ -12,24 +12,36 @@
 //!                                                     ▼
 //!                                              MapOps (Dataplane: SESSIONS, RX_INDEX,
 //!                                                      PEERS, ALLOWED_V4/V6, CONFIG)
+//!  entry::ForwardTable ──ForwardPlan──▶ Mirror ── ForwardOps (ENTRY_FORWARDS, ENTRY_PORTS)
+//!  the proxy's connections ───────────▶ Mirror ── ProxyFlowOps (PROXY_FLOWS)
 //! ```
+//!
+//! The entry point's part: `forwards` (tcp and udp forwards, per packet in the programs)
+//! and `proxy_flows` (connections the proxy makes for tls and http forwards).
 
+pub mod forwards;
 mod map_ops;
 mod prefixes;
+pub mod proxy_flows;
 mod sessions;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_entry;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use ipnet::IpNet;
 
-pub use map_ops::MapOps;
+pub use map_ops::{ForwardOps, MapOps, ProxyFlowOps};
 
+use self::forwards::{ForwardPlan, Forwards, PlanError};
 use self::prefixes::Prefixes;
+use self::proxy_flows::{ProxiedAddrs, ProxyFlows, SteerError};
 use self::sessions::{PeerSessions, Sessions};
-use crate::dataplane::{PeerSlot, Result, TunnelConfig};
+use crate::dataplane::{DataplaneError, PeerSlot, Result, TunnelConfig};
+use crate::entry::table::ForwardTable;
 use crate::wg::PeerId;
 use crate::wg::device::{Device, Event};
 use crate::wg::peer::Endpoint;
@@ -44,6 +56,8 @@ struct PeerShadow {
     /// the endpoint.
     endpoint_generation: u64,
     sessions: PeerSessions,
+    /// `PEER_ENTRY` as written (a fresh slot has it clear).
+    entry: bool,
 }
 
 pub struct Mirror {
@@ -51,7 +65,29 @@ pub struct Mirror {
     peers: HashMap<PeerId, PeerShadow>,
     sessions: Sessions,
     prefixes: Prefixes,
+    forwards: Forwards,
+    proxied: ProxyFlows,
 }
+
+/// Why forwards were not (all) published: one line.
+#[derive(Debug)]
+pub enum ForwardsError {
+    /// The data plane cannot hold them; nothing was written.
+    Plan(PlanError),
+    /// A write failed; what was written is recorded, the next publication goes on from it.
+    Dataplane(DataplaneError),
+}
+
+impl std::fmt::Display for ForwardsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ForwardsError::Plan(e) => e.fmt(f),
+            ForwardsError::Dataplane(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ForwardsError {}
 
 impl Mirror {
     /// Starts mirroring into maps that hold nothing yet, writing the tunnel's configuration.
@@ -62,6 +98,8 @@ impl Mirror {
             peers: HashMap::new(),
             sessions: Sessions::default(),
             prefixes: Prefixes::default(),
+            forwards: Forwards::default(),
+            proxied: ProxyFlows::default(),
         })
     }
 
@@ -157,6 +195,7 @@ impl Mirror {
             if let Err(e) = self.prefixes.gain(ops, view.id, slot, prefixes) {
                 tracing::warn!(peer = view.id.0, "data plane: adding AllowedIPs: {e}");
             }
+            self.sync_entry(ops, view);
         }
         for (view, prefixes) in views.iter().zip(&prefixes) {
             let Some(slot) = self.peer_slot(view.id) else { continue };
@@ -170,6 +209,7 @@ impl Mirror {
                 tracing::warn!(peer = view.id.0, "data plane: publishing a session: {e}");
             }
         }
+        self.sync_reply_to(ops);
     }
 
     /// Takes a peer out of the maps: its prefixes first (no new packet maps to it), then its
@@ -185,6 +225,51 @@ impl Mirror {
         if let Err(e) = ops.remove_peer(shadow.slot) {
             tracing::warn!(peer = id.0, "data plane: removing peer: {e}");
         }
+        self.sync_reply_to(ops);
+    }
+
+    /// Makes the programs carry `table`'s tcp and udp forwards, and sets `CONFIG_ENTRY` while
+    /// the table has any forward (tls and http ones included: their replies are translated
+    /// too). The flag goes on after the forwards are written and off before they are cleared.
+    pub fn publish_forwards(
+        &mut self,
+        ops: &mut (impl MapOps + ForwardOps),
+        table: &ForwardTable,
+    ) -> std::result::Result<(), ForwardsError> {
+        let plan = ForwardPlan::of(table).map_err(ForwardsError::Plan)?;
+        let entry = !table.is_empty();
+        if !entry {
+            self.configure(ops, |config| config.entry = false);
+        }
+        self.forwards.publish(ops, &plan).map_err(ForwardsError::Dataplane)?;
+        if entry {
+            self.configure(ops, |config| config.entry = true);
+        }
+        Ok(())
+    }
+
+    /// How many `ENTRY_FORWARDS` slots the published forwards take.
+    pub fn forward_slots(&self) -> usize {
+        self.forwards.len()
+    }
+
+    /// Registers a connection the proxy made, so that the backend sees the client's address.
+    pub fn steer_proxied(
+        &mut self,
+        ops: &mut impl ProxyFlowOps,
+        addrs: ProxiedAddrs,
+    ) -> std::result::Result<(), SteerError> {
+        self.proxied.steer(ops, addrs)
+    }
+
+    /// Forgets a connection the proxy closed.
+    pub fn release_proxied(&mut self, ops: &mut impl ProxyFlowOps, addrs: ProxiedAddrs) {
+        self.proxied.release(ops, addrs);
+    }
+
+    /// How many proxied connections are steered now.
+    pub fn proxied_connections(&self) -> usize {
+        self.proxied.len()
     }
 
     /// The peer's `PEERS` slot, if it has one.
@@ -226,6 +311,7 @@ impl Mirror {
                     endpoint: None,
                     endpoint_generation: 0,
                     sessions: PeerSessions::default(),
+                    entry: false,
                 };
                 self.peers.insert(id, shadow);
                 Some(slot)
@@ -235,6 +321,32 @@ impl Mirror {
                 None
             }
         }
+    }
+
+    /// The peer's entry mark, after its prefixes: the programs let an entry point's packets
+    /// carry sources only entry points own.
+    fn sync_entry(&mut self, ops: &mut impl MapOps, view: &PeerView) {
+        let Some(shadow) = self.peers.get_mut(&view.id) else { return };
+        if shadow.entry == view.entry {
+            return;
+        }
+        match ops.set_peer_entry(shadow.slot, view.entry) {
+            Ok(()) => shadow.entry = view.entry,
+            Err(e) => tracing::warn!(peer = view.id.0, "data plane: marking an entry point: {e}"),
+        }
+    }
+
+    /// `CONFIG_REPLY_TO` while some peer is marked an entry point: the LAN's program then
+    /// sends the replies of their flows back to them. Set after the first mark, cleared after
+    /// the last one went.
+    fn sync_reply_to(&mut self, ops: &mut impl MapOps) {
+        let any = self.has_entry_peers();
+        self.configure(ops, |config| config.reply_to = any);
+    }
+
+    /// Whether some peer is published as an entry point.
+    pub fn has_entry_peers(&self) -> bool {
+        self.peers.values().any(|peer| peer.entry)
     }
 
     fn sync_endpoint(&mut self, ops: &mut impl MapOps, view: &PeerView) {

@@ -8,34 +8,46 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use gateway_common::maps::{EntryForward, FlowKey, FlowNat};
+
 use super::*;
-use crate::dataplane::{HeapRegion, SessionEntry, SessionSlot, SessionState, SessionUse};
+use crate::dataplane::{
+    EntryTransport, ForwardSlot, HeapRegion, SessionEntry, SessionSlot, SessionState, SessionUse,
+};
 use crate::wg::device::DeviceOptions;
 use crate::wg::device::virtual_net::{A_ADDR, A_INNER, B_INNER, Net, key, packet, public, sa};
 use crate::wg::projection::{SessionRole, SessionView};
 
 /// One write, as the maps received it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Write {
+pub(super) enum Write {
     Config(TunnelConfig),
     AddPeer(PeerSlot),
     RemovePeer(PeerSlot),
     PeerEndpoint(PeerSlot, Option<SocketAddr>),
     Tx(PeerSlot, Option<SessionSlot>),
+    PeerEntry(PeerSlot, bool),
     Keys(SessionSlot, SessionEntry),
     State(SessionSlot, SessionState),
     Index(u32, SessionSlot),
     Unindex(u32, SessionSlot),
     Insert(PeerSlot, IpNet),
     Remove(PeerSlot, IpNet),
+    Forward(ForwardSlot, Option<EntryForward>),
+    Ports(EntryTransport, u16, u16, Option<ForwardSlot>),
+    AddProxyFlow(FlowKey, FlowNat),
+    RemoveProxyFlow(FlowKey),
 }
 
 use Write::*;
 
 /// Maps that record what is written to them. Peer slots are handed out like the real ones
 /// (first freed, last reused); a roaming generation per slot stands for the programs'.
-struct RecordingMaps {
-    writes: Vec<Write>,
+pub(super) struct RecordingMaps {
+    pub(super) writes: Vec<Write>,
+    /// The attempt (counted from 0, over the entry point's writes) that fails, if any.
+    pub(super) fail_at: Option<usize>,
+    attempts: usize,
     free_peers: VecDeque<u32>,
     generations: HashMap<PeerSlot, u64>,
 }
@@ -44,6 +56,8 @@ impl Default for RecordingMaps {
     fn default() -> Self {
         RecordingMaps {
             writes: Vec::new(),
+            fail_at: None,
+            attempts: 0,
             free_peers: (0..16).collect(),
             generations: HashMap::new(),
         }
@@ -82,6 +96,10 @@ impl MapOps for RecordingMaps {
         self.writes.push(Tx(peer, session));
         Ok(())
     }
+    fn set_peer_entry(&mut self, peer: PeerSlot, entry: bool) -> Result<()> {
+        self.writes.push(PeerEntry(peer, entry));
+        Ok(())
+    }
     fn write_session(&mut self, slot: SessionSlot, entry: &SessionEntry) -> Result<()> {
         self.writes.push(Keys(slot, *entry));
         Ok(())
@@ -108,6 +126,47 @@ impl MapOps for RecordingMaps {
     }
 }
 
+impl RecordingMaps {
+    /// Records `write`, unless it is the attempt that fails.
+    fn record(&mut self, write: Write) -> Result<()> {
+        let attempt = self.attempts;
+        self.attempts += 1;
+        if self.fail_at == Some(attempt) {
+            return Err(crate::dataplane::DataplaneError::Invalid(format!("refused {write:?}")));
+        }
+        self.writes.push(write);
+        Ok(())
+    }
+}
+
+impl ForwardOps for RecordingMaps {
+    fn set_entry_forward(
+        &mut self,
+        slot: ForwardSlot,
+        forward: Option<&EntryForward>,
+    ) -> Result<()> {
+        self.record(Forward(slot, forward.copied()))
+    }
+    fn set_entry_ports(
+        &mut self,
+        transport: EntryTransport,
+        first: u16,
+        last: u16,
+        slot: Option<ForwardSlot>,
+    ) -> Result<()> {
+        self.record(Ports(transport, first, last, slot))
+    }
+}
+
+impl ProxyFlowOps for RecordingMaps {
+    fn add_proxy_flow(&mut self, key: &FlowKey, nat: &FlowNat) -> Result<()> {
+        self.record(AddProxyFlow(*key, *nat))
+    }
+    fn remove_proxy_flow(&mut self, key: &FlowKey) -> Result<()> {
+        self.record(RemoveProxyFlow(*key))
+    }
+}
+
 const PEER: PeerSlot = PeerSlot(0);
 
 fn tunnel() -> TunnelConfig {
@@ -128,8 +187,13 @@ struct Rig {
 impl Rig {
     /// `b`'s sessions take their counters from a pool of `slots` slots.
     fn new(slots: usize) -> Rig {
+        Rig::with(slots, DeviceOptions::default())
+    }
+
+    /// `b` with `options` besides its pool.
+    fn with(slots: usize, options: DeviceOptions) -> Rig {
         let pool = HeapRegion::pool(slots);
-        let b = DeviceOptions { session_memory: Arc::new(pool), ..Default::default() };
+        let b = DeviceOptions { session_memory: Arc::new(pool), ..options };
         let net = Net::with_each(DeviceOptions::default(), b, 0);
         let mut maps = RecordingMaps::default();
         let mut mirror = Mirror::new(&mut maps, tunnel()).unwrap();
@@ -395,4 +459,59 @@ fn configuration_changes_are_written_once() {
     let writes = rig.step();
     assert_eq!(writes.last(), Some(&Config(expected)));
     assert_eq!(rig.mirror.config(), &expected);
+}
+
+#[test]
+fn a_default_route_marks_the_peer_an_entry_point_after_its_prefixes_and_turns_reply_to_on() {
+    let mut rig = Rig::new(4);
+    rig.step();
+    let id = rig.net.b_peer;
+    rig.net.b.add_allowed_ip(id, net("0.0.0.0/0"));
+    let reply_to = TunnelConfig { reply_to: true, ..tunnel() };
+    assert_eq!(
+        rig.step(),
+        [Insert(PEER, net("0.0.0.0/0")), PeerEntry(PEER, true), Config(reply_to)]
+    );
+    rig.net.b.add_allowed_ip(id, net("::/0"));
+    assert_eq!(rig.step(), [Insert(PEER, net("::/0"))], "marked already");
+    rig.net.b.clear_allowed_ips(id);
+    assert_eq!(
+        rig.step(),
+        [
+            PeerEntry(PEER, false),
+            Remove(PEER, net("0.0.0.0/0")),
+            Remove(PEER, net("10.0.0.1/32")),
+            Remove(PEER, net("::/0")),
+            Config(tunnel()),
+        ]
+    );
+}
+
+#[test]
+fn a_named_entry_peer_is_marked_from_its_first_sync_until_it_is_removed() {
+    let named = DeviceOptions {
+        entry_peers: std::collections::HashSet::from([public(key(1))]),
+        ..Default::default()
+    };
+    let mut rig = Rig::with(4, named);
+    let reply_to = TunnelConfig { reply_to: true, ..tunnel() };
+    assert_eq!(
+        rig.step(),
+        [
+            Config(tunnel()),
+            AddPeer(PEER),
+            PeerEndpoint(PEER, Some(sa(A_ADDR))),
+            Insert(PEER, net("10.0.0.1/32")),
+            PeerEntry(PEER, true),
+            Config(reply_to),
+        ]
+    );
+    // An ordinary peer beside it changes nothing of that.
+    let c = rig.net.b.upsert_peer(public(key(3)), false).unwrap().unwrap();
+    rig.net.b.add_allowed_ip(c, net("10.0.0.3/32"));
+    assert_eq!(rig.step(), [AddPeer(PeerSlot(1)), Insert(PeerSlot(1), net("10.0.0.3/32"))]);
+    rig.net.b.remove_peer(rig.net.b_peer);
+    let writes = rig.step();
+    assert_eq!(writes[writes.len() - 2..], [RemovePeer(PEER), Config(tunnel())]);
+    assert!(!rig.mirror.has_entry_peers());
 }

@@ -62,14 +62,17 @@ pub struct PeerView {
     pub sessions: Vec<SessionView>,
     /// The slot of the session the data plane sends with, if any may send.
     pub tx: Option<u32>,
+    /// An entry point: its packets may carry sources no ordinary peer owns, and replies to
+    /// the flows it brings in go back to it (see `device::entry`).
+    pub entry: bool,
 }
 
 impl PeerView {
-    pub(super) fn of(peer: &Peer, mut prefixes: Vec<IpNet>) -> PeerView {
+    pub(super) fn of(peer: &Peer, mut prefixes: Vec<IpNet>, entry: bool) -> PeerView {
         prefixes.sort();
         let sessions = sessions(peer.keypairs());
         let tx = sessions.iter().find(|s| s.usable.send).map(|s| s.slot);
-        PeerView { id: peer.id(), endpoint: peer.endpoint(), prefixes, sessions, tx }
+        PeerView { id: peer.id(), endpoint: peer.endpoint(), prefixes, sessions, tx, entry }
     }
 
     /// The session published under `local_index`, if any.

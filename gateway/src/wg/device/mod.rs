@@ -3,10 +3,12 @@
 //!
 //! One concern per file: `receive` (datagrams from the network), `send` (packets from the
 //! TUN, handshakes, keepalives), `config` (what the UAPI changes), `expiry` (timers),
-//! `activity` (what the eBPF data plane reports).
+//! `activity` (what the eBPF data plane reports), `entry` (peers that bring in traffic from
+//! public sources).
 
 mod activity;
 mod config;
+mod entry;
 mod expiry;
 mod receive;
 mod send;
@@ -16,7 +18,7 @@ mod tests;
 pub(crate) mod virtual_net;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -101,11 +103,18 @@ pub struct DeviceOptions {
     /// Shortens every protocol timer; for tests only.
     pub timer_scale: TimerScale,
     pub session_memory: Arc<dyn SessionMemory>,
+    /// Public keys of peers the operator names as entry points (`gatewayd --entry-peer`), on
+    /// top of those whose AllowedIPs hold a default route (see `entry`).
+    pub entry_peers: HashSet<[u8; 32]>,
 }
 
 impl Default for DeviceOptions {
     fn default() -> Self {
-        DeviceOptions { timer_scale: TimerScale::default(), session_memory: Arc::new(HeapMemory) }
+        DeviceOptions {
+            timer_scale: TimerScale::default(),
+            session_memory: Arc::new(HeapMemory),
+            entry_peers: HashSet::new(),
+        }
     }
 }
 
@@ -225,7 +234,8 @@ impl Device {
     /// endpoint, its AllowedIPs.
     pub fn dataplane_view(&self, id: PeerId) -> Option<PeerView> {
         let peer = self.peers.get(&id)?;
-        Some(PeerView::of(peer, self.allowed_ips.prefixes_of(&id).collect()))
+        let prefixes = self.allowed_ips.prefixes_of(&id).collect();
+        Some(PeerView::of(peer, prefixes, self.is_entry_peer(id)))
     }
 
     pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> + '_ {

@@ -258,7 +258,7 @@ impl Device {
             self.count(DropReason::BadLength);
             return Received::Nothing;
         }
-        if self.allowed_ips.lookup(header.src) != Some(&id) {
+        if !self.may_carry_source(id, header.src) {
             tracing::debug!(peer = id.0, src = %header.src, "packet has unallowed source IP");
             self.count(DropReason::SourceNotAllowed);
             return Received::Nothing;
