@@ -7,6 +7,8 @@
 //! | `wg_rx_tc` | TC ingress on an underlay without XDP | receive, on skbs |
 //! | `wg_tx_tun` | TC egress on the TUN | send what the stack routes into the tunnel |
 //! | `wg_tx_lan` | XDP (frags) on LAN interfaces | send forwarded LAN traffic before the stack |
+//! | `entry_forward` | XDP (frags), tail-called by `wg_rx_xdp` | an entry point's tcp/udp forwards |
+//! | `entry_proxy_tun` | TC egress on the TUN, before `wg_tx_tun` | proxied connections: the client's source |
 //! | `xdp_pass` | XDP | nothing (veth peers need a program to receive XDP frames) |
 #![no_std]
 #![no_main]
@@ -15,27 +17,33 @@ mod activity;
 mod crypto;
 mod csum;
 mod encap;
+mod entry;
+mod flow;
 mod maps;
+mod nat;
 mod packet;
 mod parse;
 mod partial;
+mod proxy;
+mod reply_to;
 mod rewrite;
 mod route;
 mod rx;
 mod scratch;
+mod translate;
 mod tx;
 mod words;
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_F_INGRESS, TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    bindings::{BPF_F_INGRESS, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
     helpers::generated::bpf_redirect,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use gateway_common::maps::XdpHandoff;
+use gateway_common::maps::{Stat, XdpHandoff};
 
-use crate::maps::{SCRATCH_TC_EGRESS, SCRATCH_TC_INGRESS, SCRATCH_XDP, config, scratch};
+use crate::maps::{SCRATCH_TC_EGRESS, SCRATCH_TC_INGRESS, SCRATCH_XDP, config, count, scratch};
 use crate::packet::{TcL2, Xdp};
 use crate::rx::RxAction;
 
@@ -48,6 +56,14 @@ pub fn wg_rx_xdp(ctx: XdpContext) -> u32 {
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     match unsafe { rx::receive::<Xdp>(ctx.as_ptr(), s, ingress) } {
         RxAction::Pass | RxAction::Local => xdp_action::XDP_PASS,
+        RxAction::Other { entry } => {
+            if entry {
+                // Returns only when the forward program is not in its slot.
+                unsafe { maps::tail_call_entry_forward(&ctx) };
+            }
+            count(Stat::RxPassOther);
+            xdp_action::XDP_PASS
+        }
         RxAction::Drop => xdp_action::XDP_DROP,
         RxAction::Transmit(ifindex) => tx::transmit(ifindex, ingress),
         RxAction::Lan(ifindex) => maps::redirect_to_iface(ifindex).unwrap_or(xdp_action::XDP_DROP),
@@ -92,6 +108,11 @@ pub fn wg_rx_tc(ctx: TcContext) -> i32 {
     unsafe {
         match action {
             RxAction::Pass => TC_ACT_OK,
+            // The forwards are translated in XDP only (`entry_forward`).
+            RxAction::Other { .. } => {
+                count(Stat::RxPassOther);
+                TC_ACT_OK
+            }
             RxAction::Drop => TC_ACT_SHOT,
             RxAction::Local => match config() {
                 Some(cfg) => bpf_redirect(cfg.tun_ifindex, BPF_F_INGRESS as u64) as i32,
@@ -118,6 +139,28 @@ pub fn wg_tx_lan(ctx: XdpContext) -> u32 {
     // SAFETY: the program's own context.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     unsafe { tx::from_lan(ctx.as_ptr(), s, ingress) }
+}
+
+/// The entry point's tcp/udp forwards, tail-called by `wg_rx_xdp` (`ENTRY_PROGRAMS`) for
+/// frames that are not WireGuard; see `entry`.
+#[xdp(frags)]
+pub fn entry_forward(ctx: XdpContext) -> u32 {
+    let Some(s) = scratch(SCRATCH_XDP) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: the program's own context.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    unsafe { entry::forward(ctx.as_ptr(), s, ingress) }
+}
+
+/// The entry point's proxied connections on the TUN's egress, before `wg_tx_tun`: the
+/// client's address as their source; always continues to the next program (see `proxy`).
+#[classifier]
+pub fn entry_proxy_tun(ctx: TcContext) -> i32 {
+    let Some(s) = scratch(SCRATCH_TC_EGRESS) else {
+        return TC_ACT_UNSPEC;
+    };
+    unsafe { proxy::steer(ctx.as_ptr(), s) }
 }
 
 #[xdp(frags)]

@@ -189,6 +189,8 @@ impl Attachments {
         Ok(())
     }
 
+    /// Attaches a TC program through TCX, after the interface's other programs, or before
+    /// them with `first`.
     fn attach_tc(
         &mut self,
         programs: &mut Programs,
@@ -197,10 +199,22 @@ impl Attachments {
         ifindex: u32,
         ty: TcAttachType,
     ) -> Result<()> {
+        self.attach_tc_ordered(programs, program, name, ifindex, ty, LinkOrder::default())
+    }
+
+    fn attach_tc_ordered(
+        &mut self,
+        programs: &mut Programs,
+        program: Program,
+        name: &str,
+        ifindex: u32,
+        ty: TcAttachType,
+        order: LinkOrder,
+    ) -> Result<()> {
         let p = programs.tc_mut(program)?;
         let what = || format!("attaching {} to {name} (TCX)", program.name());
         let id = p
-            .attach_with_options(name, ty, TcAttachOptions::TcxOrder(LinkOrder::default()))
+            .attach_with_options(name, ty, TcAttachOptions::TcxOrder(order))
             .map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
         let link = p.take_link(id).map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
         self.links.push(Attached { ifindex, program, link: AttachedLink::Tc(link) });
@@ -325,10 +339,12 @@ impl Attachments {
         Ok(())
     }
 
-    /// Puts the send program on the TUN's egress. With `TunnelSends::PerSegment` the stack
-    /// hands the TUN one segment per skb (`gso_max_segs` 1, restored on detach), so the
-    /// program sends all of this host's TCP; with `Batched` the GSO batches of bulk sends go
-    /// to the daemon whole.
+    /// Puts the send program on the TUN's egress, and in front of it the entry point's proxy
+    /// program when it loaded (it does nothing until `CONFIG_ENTRY` is set; one that cannot
+    /// be attached is logged and left out). With `TunnelSends::PerSegment` the stack hands the
+    /// TUN one segment per skb (`gso_max_segs` 1, restored on detach), so the program sends
+    /// all of this host's TCP; with `Batched` the GSO batches of bulk sends go to the daemon
+    /// whole.
     pub(super) fn attach_tunnel(
         &mut self,
         programs: &mut Programs,
@@ -350,7 +366,32 @@ impl Attachments {
             return Err(e);
         }
         info!("data plane: sending from {name} with TC egress ({sends})");
+        if programs.is_loaded(Program::EntryProxy)
+            && let Err(e) = self.attach_proxy_steering(programs, ifindex)
+        {
+            warn!("data plane: {e}; {}", Program::EntryProxy.fallback());
+        }
         Ok(())
+    }
+
+    /// Puts the entry point's proxy program on the TUN's egress, before every other program
+    /// there (the send program must see the rewritten source). It continues to the next
+    /// program whatever it does, so it works alone too: without the send program its
+    /// packets reach the daemon through the TUN fd. `attach_tunnel` does this by itself.
+    pub(super) fn attach_proxy_steering(
+        &mut self,
+        programs: &mut Programs,
+        iface: impl Into<Interface>,
+    ) -> Result<()> {
+        let (ifindex, name) = iface.into().resolve()?;
+        self.attach_tc_ordered(
+            programs,
+            Program::EntryProxy,
+            &name,
+            ifindex,
+            TcAttachType::Egress,
+            LinkOrder::first(),
+        )
     }
 
     /// Puts the LAN send program on a LAN interface (driver XDP, else generic) and lets the
