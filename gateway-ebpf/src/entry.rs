@@ -5,25 +5,25 @@
 //! as it will arrive decrypted), and it is sealed to the peer whose AllowedIPs hold the
 //! backend and sent back out of the underlay, without the stack.
 //!
-//! What the program cannot seal (no session yet, no endpoint, no outer route...) goes, already
-//! translated, to the daemon: stripped to the IP packet and redirected to the TUN, whose fd
-//! the daemon reads; it queues the packet and starts a handshake as for any packet routed
-//! into the tunnel. What only a router can answer (larger than the tunnel's MTU, TTL
-//! expiring) goes to the stack translated, which fragments it or answers with ICMP as it
-//! forwards it into the tunnel. Both count as `EntryToDaemon`.
+//! What the program cannot seal (no session yet, no endpoint, no outer route, larger than the
+//! tunnel's MTU, TTL expiring...) goes, already translated, where packets the stack routes
+//! into the tunnel go: the frame is marked (`TUNNEL_HANDOFF_LEN` bytes of XDP metadata) and
+//! passed, and the TC handoff program on the same interface redirects it to the TUN's
+//! egress: the send program there, else the daemon through the TUN fd, which queues it and
+//! starts a handshake (`EntryToDaemon`). XDP cannot redirect to an L3 TUN itself (it has no
+//! `ndo_xdp_xmit`), and going through the stack instead would need forwarding enabled and
+//! its firewall's consent.
 
 use core::ffi::c_void;
 
 use aya_ebpf::{bindings::xdp_action, helpers::generated::bpf_ktime_get_ns};
 use gateway_common::{
     maps::{
-        AF_INET, AF_INET6, AF_NONE, Config, ENTRY_PORTS_PER_TRANSPORT, ENTRY_TRANSPORT_TCP,
+        AF_INET, AF_INET6, AF_NONE, ENTRY_PORTS_PER_TRANSPORT, ENTRY_TRANSPORT_TCP,
         ENTRY_TRANSPORT_UDP, EntryForward, MAX_ENTRY_CHAIN, NAT_SOURCE, Stat,
     },
     wire::ETH_HEADER_LEN,
 };
-
-use aya_ebpf::helpers::generated::bpf_redirect;
 
 use crate::flow::{self, nat_address, stale};
 use crate::maps::{
@@ -103,15 +103,14 @@ pub unsafe fn forward(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
     if (cfg.tun_mtu != 0 && inner.len > cfg.tun_mtu)
         || !rewrite::ttl_allows_forwarding(&s.crypt.head, inner.family)
     {
-        count(Stat::EntryToDaemon);
-        return xdp_action::XDP_PASS;
+        return unsafe { to_tunnel(ctx, &inner) };
     }
     match unsafe { seal_and_transmit(ctx, s, cfg, &inner, peer_slot, ingress, len, now) } {
         Sealed::Sent(action) => {
             count(Stat::EntryForwarded);
             action
         }
-        Sealed::Refused(_) => unsafe { to_daemon(ctx, cfg, &inner) },
+        Sealed::Refused(_) => unsafe { to_tunnel(ctx, &inner) },
         Sealed::Broken => {
             count(Stat::Error);
             xdp_action::XDP_DROP
@@ -216,21 +215,20 @@ fn remember(
     record_entry_flow(&s.flow.key, &s.flow.nat);
 }
 
-/// Hands a translated packet the program could not seal to the daemon: the TUN takes an
-/// XDP frame's bytes as its packet, so the frame is cut to the IP packet (no Ethernet header,
-/// no Ethernet padding) and redirected there.
+/// Hands a translated packet the program does not seal to the TUN's egress, through the TC
+/// handoff program (see the module's comment). Ethernet padding is cut first (the skb goes
+/// to the TUN without passing the IP layer, which would trim it), where the frame is linear.
+/// A driver that keeps no XDP metadata gets the packet to the stack instead, which routes it
+/// into the tunnel if this host forwards.
 #[inline(always)]
-unsafe fn to_daemon(ctx: *mut c_void, cfg: &Config, inner: &Inner) -> u32 {
+unsafe fn to_tunnel(ctx: *mut c_void, inner: &Inner) -> u32 {
     let eth = ETH_HEADER_LEN as u32;
-    let cut = unsafe {
-        Xdp::set_len(ctx, eth + inner.len)
-            && Xdp::resize_front(ctx, -(eth as i32), inner.family, inner.family, false)
-    };
-    if !cut {
+    if !unsafe { Xdp::trim_for_stack(ctx, eth + inner.len) } {
         count(Stat::Error);
         return xdp_action::XDP_DROP;
     }
+    // Either way it is on its way into the tunnel, translated.
+    unsafe { Xdp::mark_for_tunnel(ctx) };
     count(Stat::EntryToDaemon);
-    // SAFETY: a helper taking plain values.
-    unsafe { bpf_redirect(cfg.tun_ifindex, 0) as u32 }
+    xdp_action::XDP_PASS
 }

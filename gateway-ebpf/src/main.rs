@@ -44,7 +44,7 @@ use aya_ebpf::{
 use gateway_common::maps::{Stat, XdpHandoff};
 
 use crate::maps::{SCRATCH_TC_EGRESS, SCRATCH_TC_INGRESS, SCRATCH_XDP, config, count, scratch};
-use crate::packet::{TcL2, Xdp};
+use crate::packet::{TUNNEL_HANDOFF_LEN, TcL2, Xdp};
 use crate::rx::RxAction;
 
 #[xdp(frags)]
@@ -72,24 +72,34 @@ pub fn wg_rx_xdp(ctx: XdpContext) -> u32 {
 
 /// Frames `wg_rx_xdp` decrypted for local delivery arrive here with an `XdpHandoff` in their
 /// metadata: redirecting them to the TUN's ingress makes the stack see them as received on
-/// the tunnel interface. Everything else passes untouched.
+/// the tunnel interface. Frames the entry point's forward program translated but could not
+/// seal arrive with `TUNNEL_HANDOFF_LEN` bytes of metadata: redirected to the TUN's egress,
+/// they go where packets the stack routes into the tunnel go (the send program, else the
+/// daemon through the TUN fd; XDP cannot redirect to an L3 TUN itself). Everything else
+/// passes untouched.
 ///
 /// The signal is the metadata's length, not its content: with generic XDP the stack places
 /// the metadata relative to the network header where native XDP places it relative to the
 /// Ethernet header, so the content is only where the program wrote it in native mode. The
 /// length is as trustworthy: only an XDP program on this interface can set metadata, and
-/// `wg_rx_xdp` passes a frame with `XdpHandoff`-sized metadata only for local delivery.
+/// `wg_rx_xdp` (with the forward program it calls) passes frames with metadata of those
+/// lengths only for these two handoffs.
 #[classifier]
 pub fn wg_rx_handoff(ctx: TcContext) -> i32 {
     let skb = ctx.skb.skb;
     // SAFETY: fields of the program's own context.
     let meta_len = unsafe { (*skb).data.wrapping_sub((*skb).data_meta) };
-    if meta_len != size_of::<XdpHandoff>() as u32 {
+    let flags = if meta_len == size_of::<XdpHandoff>() as u32 {
+        BPF_F_INGRESS as u64
+    } else if meta_len == TUNNEL_HANDOFF_LEN {
+        0
+    } else {
         return TC_ACT_OK;
-    }
+    };
     match config() {
-        // SAFETY: a helper taking plain values.
-        Some(cfg) => unsafe { bpf_redirect(cfg.tun_ifindex, BPF_F_INGRESS as u64) as i32 },
+        // SAFETY: a helper taking plain values. The TUN has no MAC header: the redirect
+        // strips the Ethernet header.
+        Some(cfg) => unsafe { bpf_redirect(cfg.tun_ifindex, flags) as i32 },
         None => TC_ACT_SHOT,
     }
 }

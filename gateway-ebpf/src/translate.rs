@@ -15,7 +15,7 @@ use crate::nat::{self, End, Transport, apply, delta};
 use crate::packet::{L3, Packet};
 use crate::parse::{self, IPPROTO_TCP, IPPROTO_UDP, Inner};
 use crate::scratch::Scratch;
-use crate::words::{at_most, be16, byte};
+use crate::words::{at_most, be16, byte, copy};
 
 /// What `reply` did to a decrypted packet.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -261,11 +261,13 @@ unsafe fn icmp_error<P: Packet>(
     let c = w.icmp_check & 31;
     b[c] = (b[c] & 0xffff) | (apply((b[c] >> 16) as u16, icmp) as u32) << 16;
     // SAFETY: the n bytes loaded.
-    if unsafe { P::store(ctx, payload, b.as_ptr() as *const u8, n) } {
-        Ok(Translation::Forwarded)
-    } else {
-        Err(())
+    if !unsafe { P::store(ctx, payload, b.as_ptr() as *const u8, n) } {
+        return Err(());
     }
+    // What comes next (the route, the TTL) reads the header from `head`.
+    // SAFETY: bulk holds more than 16 words.
+    copy(&mut s.crypt.head, unsafe { &*(s.bulk.as_ptr() as *const [u32; 16]) });
+    Ok(Translation::Forwarded)
 }
 
 /// Where `icmp_error` finds what it edits, as word indexes into the loaded bytes.

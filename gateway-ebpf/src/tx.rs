@@ -385,13 +385,15 @@ pub unsafe fn seal_and_transmit(
         Ok(plan) => plan,
         Err(stat) => return Sealed::Refused(stat),
     };
-    let verify = checksum_verification(&s.crypt.head, inner);
     let ds = parse::inner_dsfield(&s.crypt.head, inner.family);
     let Ok(saved) =
         (unsafe { rewrite::decrement_ttl::<Xdp>(ctx, &mut s.crypt.head, inner.family, eth) })
     else {
         return Sealed::Broken;
     };
+    // From the header as it will be sealed: an IPv6 hop limit is among the words the
+    // verification subtracts from the packet's sum.
+    let verify = checksum_verification(&s.crypt.head, inner);
     let sent = unsafe {
         encap::encapsulate::<Xdp>(
             ctx,
