@@ -76,7 +76,7 @@ pub unsafe fn forward(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
     };
     let ports = t.ports(&s.crypt.head);
     let port = ((ports >> 16) as u16).swap_bytes();
-    let (client, public) = parse::inner_addrs(&s.crypt.head, t.family);
+    let (_, public) = parse::inner_addrs(&s.crypt.head, t.family);
     let Some(forward) = find(t.proto, port, t.family, &public) else {
         return not_forwarded();
     };
@@ -98,8 +98,8 @@ pub unsafe fn forward(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
     }
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let translated = t.ports(&s.crypt.head);
-    remember(s, &t, &client, &backend, translated, &public, port.swap_bytes(), now);
+    flow::set_nat(&mut s.flow.nat, NAT_SOURCE, &public, port.swap_bytes(), now);
+    remember(s, inner.len);
     if (cfg.tun_mtu != 0 && inner.len > cfg.tun_mtu)
         || !rewrite::ttl_allows_forwarding(&s.crypt.head, inner.family)
     {
@@ -172,24 +172,23 @@ fn find(proto: u8, port: u16, family: L3, public: &[u32; 4]) -> Option<&'static 
     None
 }
 
-/// Remembers how the replies of a translated flow get their public source back: key = the
-/// reply as it will arrive decrypted (from the backend to the client), value = the public
-/// address and port the client used. An entry already saying so is refreshed at most once
-/// a second, in place.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn remember(
-    s: &mut Scratch,
-    t: &Transport,
-    client: &[u32; 4],
-    backend: &[u32; 4],
-    translated_ports: u32,
-    public: &[u32; 4],
-    public_port: u16,
-    now: u64,
-) {
-    let reply_ports = flow::reversed(translated_ports);
-    flow::set_key(&mut s.flow.key, t.family, t.proto, reply_ports, backend, client);
+/// Remembers how the replies of a translated flow (the `len`-byte packet in `s.crypt.head`,
+/// translated) get their public source back (`s.flow.nat`, with the time): key = the reply
+/// as it will arrive decrypted (from the backend to the client). An entry already saying so
+/// is refreshed at most once a second, in place. A subprogram of its own: its locals in
+/// their own stack frame, the program's being what the AEAD loop's callbacks stack on.
+#[inline(never)]
+fn remember(s: &mut Scratch, len: u32) {
+    let Some(t) = parse::inner(&s.crypt.head, len).and_then(|i| Transport::of(&s.crypt.head, &i))
+    else {
+        return;
+    };
+    let head = &s.crypt.head;
+    let (client, backend) = parse::inner_addrs(head, t.family);
+    let reply_ports = flow::reversed(t.ports(head));
+    flow::set_key(&mut s.flow.key, t.family, t.proto, reply_ports, &backend, &client);
+    let (public, public_port, now) =
+        (nat_address(&s.flow.nat), s.flow.nat.port, s.flow.nat.last_seen_ns);
     if let Some(known) = entry_flow(&s.flow.key) {
         // SAFETY: a live map value; concurrent writers store the same values.
         let (rewrite, port, last_seen) =
@@ -209,7 +208,6 @@ fn remember(
             return;
         }
     }
-    flow::set_nat(&mut s.flow.nat, NAT_SOURCE, public, public_port, now);
     // A full map evicts its least recently used flow; a failed insert leaves this flow's
     // replies untranslated, as a stateless path would.
     record_entry_flow(&s.flow.key, &s.flow.nat);

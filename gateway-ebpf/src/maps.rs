@@ -89,6 +89,15 @@ pub fn count(stat: Stat) {
     }
 }
 
+/// `count` for a `Stat` kept as its index (out-of-range indexes count nothing).
+#[inline(always)]
+pub fn count_index(stat: u32) {
+    if let Some(p) = STATS.get_ptr_mut(stat) {
+        // SAFETY: as in `count`.
+        unsafe { *p += 1 };
+    }
+}
+
 /// Whether `ifindex` completes CHECKSUM_PARTIAL skbs generically (`UNDERLAY_GENERIC_CHECKSUM`).
 #[inline(always)]
 pub fn completes_checksums(ifindex: u32) -> bool {

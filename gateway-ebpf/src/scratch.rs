@@ -79,6 +79,10 @@ pub struct Scratch {
     /// Keys and values of the flow maps (`flow`): map helpers take them by pointer, and the
     /// BPF stack has no room to spare.
     pub flow: Flow,
+    /// The `Stat` a packet is to be counted as once it is on its way, when more than one
+    /// path leads to the same code: kept here rather than in a register, the verifier walks
+    /// that code once for all of them instead of once per value (`tx::from_lan`).
+    pub outcome: u32,
 }
 
 /// A flow map's key and the values written to them, word-aligned so `flow` can fill them a

@@ -17,7 +17,7 @@ use gateway_common::{
 use crate::crypto::MAX_PLAINTEXT;
 use crate::csum;
 use crate::encap::{self, EncapError, Handover, OuterChecksum, Verify};
-use crate::maps::{allowed, config, count};
+use crate::maps::{allowed, config, count, count_index};
 use crate::packet::{L3, Packet, TcL3, Xdp};
 use crate::parse::{self, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, Inner};
 use crate::partial::{self, InnerChecksum};
@@ -271,7 +271,7 @@ pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
     };
     let (peer_slot, sent) = match reply_to {
         Some(peer_slot) => (peer_slot, Stat::ReplyToSent),
-        None => match unsafe { route_from_lan(ctx, s, cfg, &inner, ingress) } {
+        None => match unsafe { route_from_lan(ctx, s, inner.len, ingress) } {
             Ok(peer_slot) => (peer_slot, Stat::TxEncrypted),
             Err(stat) => {
                 count(stat);
@@ -287,14 +287,62 @@ pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
         count(Stat::TxPassTooBig);
         return pass;
     }
+    // In memory across the seal (see `Scratch::outcome`): the verifier's cost doubled with it
+    // in a register.
+    s.outcome = sent as u32;
     let sealed = unsafe { seal_and_transmit(ctx, s, cfg, &inner, peer_slot, ingress, len, now) };
-    counted(sealed, sent)
+    match sealed {
+        Sealed::Sent(action) => {
+            count_index(s.outcome);
+            action
+        }
+        other => counted(other, Stat::TxEncrypted),
+    }
 }
 
-/// Whether the stack would route a LAN packet into the tunnel, and to which peer (the one
-/// whose AllowedIPs hold its destination); Err: why not.
+/// Whether the stack would route a LAN packet (`len` bytes, its first in `s.crypt.head`)
+/// into the tunnel, and to which peer (the one whose AllowedIPs hold its destination); Err:
+/// why not.
 #[inline(always)]
 unsafe fn route_from_lan(
+    ctx: *mut c_void,
+    s: &mut Scratch,
+    len: u32,
+    ingress: u32,
+) -> Result<u32, Stat> {
+    match unsafe { route_from_lan_code(ctx, s, len, ingress) } {
+        code if code >= 0 => Ok(code as u32),
+        code => Err(stat_of(-code - 1)),
+    }
+}
+
+/// `route_from_lan`'s work, in a subprogram of its own (its locals in their own stack frame,
+/// the program's being at the limit the bpf_loop callbacks leave): the peer's slot, or
+/// −(the `Stat`'s index + 1), plain scalars to return.
+#[inline(never)]
+unsafe fn route_from_lan_code(ctx: *mut c_void, s: &mut Scratch, len: u32, ingress: u32) -> i64 {
+    let (Some(cfg), Some(inner)) = (config(), parse::inner(&s.crypt.head, len)) else {
+        return -(Stat::Error as i64) - 1;
+    };
+    match unsafe { route_lan_packet(ctx, s, cfg, &inner, ingress) } {
+        Ok(peer_slot) => peer_slot as i64,
+        Err(stat) => -(stat as i64) - 1,
+    }
+}
+
+/// The `Stat`s `route_lan_packet` refuses with, from their index.
+#[inline(always)]
+fn stat_of(index: i64) -> Stat {
+    match index {
+        i if i == Stat::TxPassTooBig as i64 => Stat::TxPassTooBig,
+        i if i == Stat::TxPassToStack as i64 => Stat::TxPassToStack,
+        i if i == Stat::TxPassNoPeer as i64 => Stat::TxPassNoPeer,
+        _ => Stat::Error,
+    }
+}
+
+#[inline(always)]
+unsafe fn route_lan_packet(
     ctx: *mut c_void,
     s: &mut Scratch,
     cfg: &Config,
