@@ -108,14 +108,14 @@ impl World {
     }
 
     /// A frame from the internet to the VPS's underlay.
-    fn from_internet(&self, packet: &[u8]) -> Vec<u8> {
+    fn internet_frame(&self, packet: &[u8]) -> Vec<u8> {
         let ethertype = if packet[0] >> 4 == 4 { 0x0800 } else { 0x86dd };
         frames::ethernet(self.lab.underlay_mac, PEER_MAC, ethertype, packet)
     }
 
     /// Runs the underlay's XDP program on a packet from the internet.
     fn arrive(&self, packet: &[u8]) -> Ran {
-        self.run(Program::RxXdp, &self.from_internet(packet), self.lab.underlay_ifindex)
+        self.run(Program::RxXdp, &self.internet_frame(packet), self.lab.underlay_ifindex)
     }
 
     /// A frame from the peer with `keys` at `port` carrying `inner`.
@@ -290,7 +290,7 @@ fn a_port_range_maps_onto_its_target_shifted_or_not() {
     ] {
         let ran = w.arrive(&packet);
         assert_eq!(ran.stats.nonzero(), vec![(Stat::EntryPassNoForward, 1)]);
-        assert_eq!((ran.verdict, ran.data), (XDP_PASS, w.from_internet(&packet)));
+        assert_eq!((ran.verdict, ran.data), (XDP_PASS, w.internet_frame(&packet)));
     }
 }
 
@@ -329,7 +329,7 @@ fn the_listen_address_picks_the_forward_along_the_chain() {
     let packet = tcp_packet(client, ip("192.0.2.99"), 34000, 9000, ACK, &[], b"chain", 50);
     let ran = w.arrive(&packet);
     assert_eq!(ran.stats.nonzero(), vec![(Stat::EntryPassNoForward, 1)]);
-    assert_eq!((ran.verdict, ran.data), (XDP_PASS, w.from_internet(&packet)));
+    assert_eq!((ran.verdict, ran.data), (XDP_PASS, w.internet_frame(&packet)));
 }
 
 #[test]
@@ -339,10 +339,10 @@ fn what_no_forward_takes_passes_unchanged_and_wireguard_still_works() {
     let (client, public) = (ip(CLIENT4), ip(PUBLIC4));
     let arp = frames::ethernet(w.lab.underlay_mac, PEER_MAC, 0x0806, &[0; 28]);
     for frame in [
-        w.from_internet(&tcp_packet(client, public, 40000, 22, SYN, &[], &[], 50)),
+        w.internet_frame(&tcp_packet(client, public, 40000, 22, SYN, &[], &[], 50)),
         // The forwarded port over the other transport.
-        w.from_internet(&udp_packet(client, public, 40000, 8080, b"udp", 50)),
-        w.from_internet(&frames::ping(client, public, 1, 1, b"ping")),
+        w.internet_frame(&udp_packet(client, public, 40000, 8080, b"udp", 50)),
+        w.internet_frame(&frames::ping(client, public, 1, 1, b"ping")),
         arp,
     ] {
         let ran = w.run(Program::RxXdp, &frame, w.lab.underlay_ifindex);
@@ -364,7 +364,7 @@ fn without_config_entry_nothing_is_translated() {
     let packet = tcp_packet(ip(CLIENT4), ip(PUBLIC4), 40000, 8080, SYN, &[], &[], 50);
     let ran = w.arrive(&packet);
     assert_eq!(ran.stats.nonzero(), vec![(Stat::RxPassOther, 1)]);
-    assert_eq!((ran.verdict, ran.data), (XDP_PASS, w.from_internet(&packet)));
+    assert_eq!((ran.verdict, ran.data), (XDP_PASS, w.internet_frame(&packet)));
     assert!(w.dp.entry_flows().is_empty());
     // A reply-shaped packet from the peer is delivered untouched.
     let reply = tcp_packet(ip(BACKEND4), ip(CLIENT4), 80, 40000, SYN | ACK, &[], &[], 64);
@@ -378,7 +378,7 @@ fn without_config_entry_nothing_is_translated() {
 fn expect_to_tunnel(w: &World, ran: &Ran, expected: &[u8], what: &str) {
     assert_eq!(ran.stats.nonzero(), vec![(Stat::EntryToDaemon, 1)], "{what}");
     assert_eq!((ran.verdict, ran.meta.len()), (XDP_PASS, 4), "{what}: verdict, mark");
-    let frame = w.from_internet(expected);
+    let frame = w.internet_frame(expected);
     assert!(ran.data == frame, "{what}:\n got {:02x?}\nwant {frame:02x?}", ran.data);
 }
 
@@ -403,7 +403,7 @@ fn what_cannot_be_sealed_goes_translated_into_the_tunnel() {
     expect_to_tunnel(&w, &w.arrive(&packet), &expected, "no session");
     // Short frames carry Ethernet padding: cut, since the IP layer will not see them.
     let packet = tcp_packet(client, public, 40003, 8080, ACK, &[], &[], 50);
-    let mut frame = w.from_internet(&packet);
+    let mut frame = w.internet_frame(&packet);
     frame.resize(60, 0);
     let ran = w.run(Program::RxXdp, &frame, w.lab.underlay_ifindex);
     let expected = tcp_packet(client, backend, 40003, 80, ACK, &[], &[], 50);
@@ -444,7 +444,7 @@ fn without_a_session_the_daemon_reads_the_translated_packet_from_the_tun() {
         let before = w.dp.stats().unwrap();
         let (client, public, backend) = (ip(CLIENT4), ip(PUBLIC4), ip(BACKEND4));
         let packet = udp_packet(client, public, 45000, 5353, b"to the daemon", 50);
-        far.send(&w.from_internet(&packet));
+        far.send(&w.internet_frame(&packet));
         let expected = udp_packet(client, backend, 45000, 53, b"to the daemon", 50);
         let got = tun_packets(&w, Duration::from_secs(2), |p| p == expected.as_slice());
         let delta = w.dp.stats().unwrap().since(&before);
@@ -695,8 +695,8 @@ fn connect_from(local: SocketAddr, remote: SocketAddr) -> OwnedFd {
 }
 
 /// The real TUN egress: the proxy's SYN (CHECKSUM_PARTIAL, from a local TCP socket) leaves
-/// with the client's source, sealed by `wg_tx_tun` running after the proxy program, its
-/// TCP checksum valid.
+/// with the client's source, sealed by `wg_tx_tun` running after the proxy program (attached
+/// after it, it goes first), its TCP checksum valid.
 #[test]
 fn the_proxy_program_runs_before_the_send_program() {
     let mut w = vps(true);
@@ -706,8 +706,7 @@ fn the_proxy_program_runs_before_the_send_program() {
     w.dp.set_underlay_checksum(underlay, TxChecksum::Software).unwrap();
     let _in = w.lab.ns.enter();
     w.dp.attach_tunnel(w.lab.tun_ifindex, TunnelSends::PerSegment).expect("attach_tunnel");
-    let attached: Vec<Program> = w.dp.attached().into_iter().map(|(_, p)| p).collect();
-    assert!(attached.contains(&Program::EntryProxy), "{attached:?}");
+    w.dp.attach_proxy_steering(w.lab.tun_ifindex).expect("attach_proxy_steering");
     let capture = Capture::open(w.lab.ns.ifindex("u1"));
     let before = w.dp.stats().unwrap();
     let _socket = connect_from(proxy_socket(), proxy_backend());
@@ -778,8 +777,8 @@ fn home(reply_to: bool) -> Home {
 }
 
 impl Home {
-    fn from(&mut self, peer: Peer, inner: &[u8]) -> Ran {
-        self.from_with(Program::RxXdp, peer, inner)
+    fn received(&mut self, peer: Peer, inner: &[u8]) -> Ran {
+        self.received_by(Program::RxXdp, peer, inner)
     }
 
     fn peer(&self, peer: Peer) -> (&TestPeer, u16) {
@@ -790,7 +789,7 @@ impl Home {
         }
     }
 
-    fn from_with(&mut self, program: Program, peer: Peer, inner: &[u8]) -> Ran {
+    fn received_by(&mut self, program: Program, peer: Peer, inner: &[u8]) -> Ran {
         let (p, port) = self.peer(peer);
         let keys = p.keys;
         let frame = self.w.sealed_by(keys, port, inner);
@@ -798,7 +797,7 @@ impl Home {
     }
 
     /// A LAN frame from the NAS through `wg_tx_lan`.
-    fn from_nas(&self, packet: &[u8]) -> Ran {
+    fn sent_by_nas(&self, packet: &[u8]) -> Ran {
         let ethertype = if packet[0] >> 4 == 4 { 0x0800 } else { 0x86dd };
         let frame = frames::ethernet(self.w.lab.lan_mac, LAN_HOST_MAC, ethertype, packet);
         self.w.run(Program::TxLan, &frame, self.w.lab.lan_ifindex)
@@ -838,29 +837,29 @@ fn an_entry_peer_may_send_any_source_no_ordinary_peer_owns() {
         (Peer::Vps2, "10.9.0.3"),
         (Peer::Phone, "10.9.0.4"),
     ] {
-        let ran = h.from(peer, &to_nas(src));
+        let ran = h.received(peer, &to_nas(src));
         assert_eq!(ran.stats.nonzero(), vec![(Stat::RxDeliveredLocal, 1)], "{peer:?} from {src}");
     }
     // An ordinary peer cannot send a public source; an entry peer cannot claim an ordinary
     // peer's address.
     for (peer, src) in [(Peer::Phone, CLIENT4), (Peer::Vps2, "10.9.0.4"), (Peer::Vps1, "10.9.0.4")]
     {
-        let ran = h.from(peer, &to_nas(src));
+        let ran = h.received(peer, &to_nas(src));
         assert_eq!(ran.stats.nonzero(), vec![(Stat::RxDropSource, 1)], "{peer:?} from {src}");
     }
     // With nobody's AllowedIPs holding the source, an entry peer still may.
     h.w.dp.set_allowed_ips(h.w.home.slot, &["10.9.0.2/32".parse().unwrap()]).unwrap();
-    let ran = h.from(Peer::Vps2, &to_nas(CLIENT4));
+    let ran = h.received(Peer::Vps2, &to_nas(CLIENT4));
     assert_eq!(ran.stats.nonzero(), vec![(Stat::RxDeliveredLocal, 1)]);
     // No longer an entry peer: no longer.
     h.w.dp.set_peer_entry(h.vps2.slot, false).unwrap();
-    let ran = h.from(Peer::Vps2, &to_nas(CLIENT4));
+    let ran = h.received(Peer::Vps2, &to_nas(CLIENT4));
     assert_eq!(ran.stats.nonzero(), vec![(Stat::RxDropSource, 1)]);
     // The TC receive program checks the same.
-    let ran = h.from_with(Program::RxTc, Peer::Phone, &to_nas(CLIENT4));
+    let ran = h.received_by(Program::RxTc, Peer::Phone, &to_nas(CLIENT4));
     assert_eq!(ran.stats.nonzero(), vec![(Stat::RxDropSource, 1)]);
     h.w.dp.set_peer_entry(h.vps2.slot, true).unwrap();
-    let ran = h.from_with(Program::RxTc, Peer::Vps2, &to_nas(CLIENT4));
+    let ran = h.received_by(Program::RxTc, Peer::Vps2, &to_nas(CLIENT4));
     assert_eq!(ran.stats.nonzero(), vec![(Stat::RxDeliveredLocal, 1)]);
 }
 
@@ -871,14 +870,14 @@ fn replies_go_back_to_the_entry_peer_their_flow_came_from() {
     let (client1, client2) = (sa(CLIENT4, 40000), sa("203.0.113.9", 5555));
     // A client through each VPS (TCP through vps1 over XDP, UDP through vps2 over TC).
     let syn = tcp_packet(client1.ip(), nas, client1.port(), 80, SYN, &[], &[], 60);
-    assert_eq!(h.from(Peer::Vps1, &syn).stats.nonzero(), vec![(Stat::RxDeliveredLocal, 1)]);
+    assert_eq!(h.received(Peer::Vps1, &syn).stats.nonzero(), vec![(Stat::RxDeliveredLocal, 1)]);
     let query = udp_packet(client2.ip(), nas, client2.port(), 53, b"query", 60);
-    let ran = h.from_with(Program::RxTc, Peer::Vps2, &query);
+    let ran = h.received_by(Program::RxTc, Peer::Vps2, &query);
     assert_eq!(ran.stats.nonzero(), vec![(Stat::RxDeliveredLocal, 1)]);
     // And over IPv6, to the NAS's IPv6 address.
     let (client6, nas6) = (sa(CLIENT6, 40006), ip("fd08::5"));
     let syn6 = tcp_packet(client6.ip(), nas6, client6.port(), 443, SYN, &[], &[], 60);
-    assert_eq!(h.from(Peer::Vps1, &syn6).stats.nonzero(), vec![(Stat::RxDeliveredLocal, 1)]);
+    assert_eq!(h.received(Peer::Vps1, &syn6).stats.nonzero(), vec![(Stat::RxDeliveredLocal, 1)]);
     h.expect_reply_to(Peer::Vps1, IPPROTO_TCP, sa(NAS, 80), client1);
     h.expect_reply_to(Peer::Vps2, IPPROTO_UDP, sa(NAS, 53), client2);
     h.expect_reply_to(Peer::Vps1, IPPROTO_TCP, SocketAddr::new(nas6, 443), client6);
@@ -898,7 +897,7 @@ fn replies_go_back_to_the_entry_peer_their_flow_came_from() {
         ),
     ];
     for (reply, peer) in cases {
-        let ran = h.from_nas(&reply);
+        let ran = h.sent_by_nas(&reply);
         assert_eq!(ran.stats.nonzero(), vec![(Stat::ReplyToSent, 1)], "{peer:?}");
         assert_eq!(ran.verdict, XDP_REDIRECT, "out of the underlay");
         let (p, port) = h.peer(peer);
@@ -906,14 +905,17 @@ fn replies_go_back_to_the_entry_peer_their_flow_came_from() {
         assert!(inner == forwarded(&reply), "{peer:?}: sealed reply differs");
     }
     // A flow that moves to the other entry peer follows it.
-    assert_eq!(h.from(Peer::Vps2, &syn).stats.nonzero(), vec![(Stat::RxDeliveredLocal, 1)]);
+    assert_eq!(h.received(Peer::Vps2, &syn).stats.nonzero(), vec![(Stat::RxDeliveredLocal, 1)]);
     h.expect_reply_to(Peer::Vps2, IPPROTO_TCP, sa(NAS, 80), client1);
     // What no entry peer brought in follows the routes (none here: to the stack).
     let unknown = tcp_packet(nas, client1.ip(), 80, 1, ACK, &[], &[], 64);
-    assert_eq!(h.from_nas(&unknown).stats.nonzero(), vec![(Stat::TxPassToStack, 1)]);
+    assert_eq!(h.sent_by_nas(&unknown).stats.nonzero(), vec![(Stat::TxPassToStack, 1)]);
     // Flows from ordinary peers are not remembered.
     let from_phone = udp_packet(ip("10.9.0.4"), nas, 7000, 53, b"phone", 60);
-    assert_eq!(h.from(Peer::Phone, &from_phone).stats.nonzero(), vec![(Stat::RxDeliveredLocal, 1)]);
+    assert_eq!(
+        h.received(Peer::Phone, &from_phone).stats.nonzero(),
+        vec![(Stat::RxDeliveredLocal, 1)]
+    );
     let key = flow_key(IPPROTO_UDP, sa(NAS, 53), sa("10.9.0.4", 7000));
     assert!(h.w.dp.reply_to_flows().iter().all(|(k, _)| *k != key));
 }
@@ -923,10 +925,10 @@ fn without_config_reply_to_replies_follow_the_routes() {
     let mut h = home(false);
     let nas = ip(NAS);
     let syn = tcp_packet(ip(CLIENT4), nas, 40000, 80, SYN, &[], &[], 60);
-    assert_eq!(h.from(Peer::Vps1, &syn).stats.nonzero(), vec![(Stat::RxDeliveredLocal, 1)]);
+    assert_eq!(h.received(Peer::Vps1, &syn).stats.nonzero(), vec![(Stat::RxDeliveredLocal, 1)]);
     // Learned (the flag only tells LAN XDP to look), but not used.
     h.expect_reply_to(Peer::Vps1, IPPROTO_TCP, sa(NAS, 80), sa(CLIENT4, 40000));
     let reply = tcp_packet(nas, ip(CLIENT4), 80, 40000, SYN | ACK, &[], &[], 64);
-    let ran = h.from_nas(&reply);
+    let ran = h.sent_by_nas(&reply);
     assert_eq!((ran.verdict, ran.stats.nonzero()), (XDP_PASS, vec![(Stat::TxPassToStack, 1)]));
 }

@@ -339,12 +339,10 @@ impl Attachments {
         Ok(())
     }
 
-    /// Puts the send program on the TUN's egress, and in front of it the entry point's proxy
-    /// program when it loaded (it does nothing until `CONFIG_ENTRY` is set; one that cannot
-    /// be attached is logged and left out). With `TunnelSends::PerSegment` the stack hands the
-    /// TUN one segment per skb (`gso_max_segs` 1, restored on detach), so the program sends
-    /// all of this host's TCP; with `Batched` the GSO batches of bulk sends go to the daemon
-    /// whole.
+    /// Puts the send program on the TUN's egress. With `TunnelSends::PerSegment` the stack
+    /// hands the TUN one segment per skb (`gso_max_segs` 1, restored on detach), so the
+    /// program sends all of this host's TCP; with `Batched` the GSO batches of bulk sends go
+    /// to the daemon whole.
     pub(super) fn attach_tunnel(
         &mut self,
         programs: &mut Programs,
@@ -366,18 +364,14 @@ impl Attachments {
             return Err(e);
         }
         info!("data plane: sending from {name} with TC egress ({sends})");
-        if programs.is_loaded(Program::EntryProxy)
-            && let Err(e) = self.attach_proxy_steering(programs, ifindex)
-        {
-            warn!("data plane: {e}; {}", Program::EntryProxy.fallback());
-        }
         Ok(())
     }
 
     /// Puts the entry point's proxy program on the TUN's egress, before every other program
-    /// there (the send program must see the rewritten source). It continues to the next
-    /// program whatever it does, so it works alone too: without the send program its
-    /// packets reach the daemon through the TUN fd. `attach_tunnel` does this by itself.
+    /// there whenever it is attached (the send program must see the rewritten source). It
+    /// continues to the next program whatever it does, so it works alone too: without the
+    /// send program its packets reach the daemon through the TUN fd. Only an entry point
+    /// needs it; elsewhere it would cost every packet into the tunnel one more program.
     pub(super) fn attach_proxy_steering(
         &mut self,
         programs: &mut Programs,
@@ -391,7 +385,9 @@ impl Attachments {
             ifindex,
             TcAttachType::Egress,
             LinkOrder::first(),
-        )
+        )?;
+        info!("data plane: proxied connections on {name} carry their clients' addresses");
+        Ok(())
     }
 
     /// Puts the LAN send program on a LAN interface (driver XDP, else generic) and lets the

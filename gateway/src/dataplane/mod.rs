@@ -172,16 +172,16 @@ impl Dataplane {
         self.attachments.set_underlay_checksum(ifindex, checksum)
     }
 
-    /// Puts the send program on the TUN's egress (see `TunnelSends`), and in front of it the
-    /// entry point's proxy program (`Program::EntryProxy`) when it loaded.
+    /// Puts the send program on the TUN's egress (see `TunnelSends`).
     pub fn attach_tunnel(&mut self, iface: impl Into<Interface>, sends: TunnelSends) -> Result<()> {
         self.attachments.attach_tunnel(&mut self.programs, iface, sends)
     }
 
-    /// Puts only the entry point's proxy program on the TUN's egress, in front of whatever is
-    /// there: for a tunnel without the send program (refused by the verifier), whose packets
-    /// then reach the daemon through the TUN fd with the client's source. `attach_tunnel`
-    /// attaches it by itself.
+    /// Puts the entry point's proxy program (`Program::EntryProxy`) on the TUN's egress, in
+    /// front of the send program whether that is attached before or after: proxied (tls/http)
+    /// connections then carry their clients' addresses (`PROXY_FLOWS`). It works without the
+    /// send program too (the packets reach the daemon through the TUN fd). Only an entry
+    /// point needs it.
     pub fn attach_proxy_steering(&mut self, iface: impl Into<Interface>) -> Result<()> {
         self.attachments.attach_proxy_steering(&mut self.programs, iface)
     }
