@@ -174,8 +174,11 @@ fn is_entry(peer: &Peer) -> bool {
 /// Where a forwarded flow's reply, its source now the public address, leaves without the
 /// stack: the interface the FIB routes it out of, if that is the one it came in on
 /// (`ingress`: XDP_TX) or one the programs may redirect to; 0 for the stack, which forwards
-/// it. A subprogram of its own, so its locals do not grow the receive program's frame (see
-/// `translate::reply`); the packet is `len` bytes, its first in `s.crypt.head`.
+/// it (the FIB lookup needs forwarding enabled on the TUN; the stack, for IPv4,
+/// `accept_local` there too: the reply's source is now one of this host's addresses, which
+/// it otherwise drops as martian). A subprogram of its own, so its locals do not grow the
+/// receive program's frame (see `translate::reply`); the packet is `len` bytes, its first in
+/// `s.crypt.head`.
 #[inline(never)]
 unsafe fn public_route(ctx: *mut c_void, s: &mut Scratch, len: u32, ingress: u32) -> u32 {
     let (Some(cfg), Some(inner)) = (config(), parse::inner(&s.crypt.head, len)) else {
