@@ -7,6 +7,8 @@
 //! | `wg_rx_tc` | TC ingress on an underlay without XDP | receive, on skbs |
 //! | `wg_tx_tun` | TC egress on the TUN | send what the stack routes into the tunnel |
 //! | `wg_tx_lan` | XDP (frags) on LAN interfaces | send forwarded LAN traffic before the stack |
+//! | `entry_forward` | XDP (frags), tail-called by `wg_rx_xdp` | an entry point's tcp/udp forwards |
+//! | `entry_proxy_tun` | TC egress on the TUN, before `wg_tx_tun` | proxied connections: the client's source |
 //! | `xdp_pass` | XDP | nothing (veth peers need a program to receive XDP frames) |
 #![no_std]
 #![no_main]
@@ -15,28 +17,34 @@ mod activity;
 mod crypto;
 mod csum;
 mod encap;
+mod entry;
+mod flow;
 mod maps;
+mod nat;
 mod packet;
 mod parse;
 mod partial;
+mod proxy;
+mod reply_to;
 mod rewrite;
 mod route;
 mod rx;
 mod scratch;
+mod translate;
 mod tx;
 mod words;
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_F_INGRESS, TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    bindings::{BPF_F_INGRESS, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
     helpers::generated::bpf_redirect,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use gateway_common::maps::XdpHandoff;
+use gateway_common::maps::{Stat, XdpHandoff};
 
-use crate::maps::{SCRATCH_TC_EGRESS, SCRATCH_TC_INGRESS, SCRATCH_XDP, config, scratch};
-use crate::packet::{TcL2, Xdp};
+use crate::maps::{SCRATCH_TC_EGRESS, SCRATCH_TC_INGRESS, SCRATCH_XDP, config, count, scratch};
+use crate::packet::{TUNNEL_HANDOFF_LEN, TcL2, Xdp};
 use crate::rx::RxAction;
 
 #[xdp(frags)]
@@ -48,6 +56,14 @@ pub fn wg_rx_xdp(ctx: XdpContext) -> u32 {
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     match unsafe { rx::receive::<Xdp>(ctx.as_ptr(), s, ingress) } {
         RxAction::Pass | RxAction::Local => xdp_action::XDP_PASS,
+        RxAction::Other { entry } => {
+            if entry {
+                // Returns only when the forward program is not in its slot.
+                unsafe { maps::tail_call_entry_forward(&ctx) };
+            }
+            count(Stat::RxPassOther);
+            xdp_action::XDP_PASS
+        }
         RxAction::Drop => xdp_action::XDP_DROP,
         RxAction::Transmit(ifindex) => tx::transmit(ifindex, ingress),
         RxAction::Lan(ifindex) => maps::redirect_to_iface(ifindex).unwrap_or(xdp_action::XDP_DROP),
@@ -56,24 +72,34 @@ pub fn wg_rx_xdp(ctx: XdpContext) -> u32 {
 
 /// Frames `wg_rx_xdp` decrypted for local delivery arrive here with an `XdpHandoff` in their
 /// metadata: redirecting them to the TUN's ingress makes the stack see them as received on
-/// the tunnel interface. Everything else passes untouched.
+/// the tunnel interface. Frames the entry point's forward program translated but could not
+/// seal arrive with `TUNNEL_HANDOFF_LEN` bytes of metadata: redirected to the TUN's egress,
+/// they go where packets the stack routes into the tunnel go (the send program, else the
+/// daemon through the TUN fd; XDP cannot redirect to an L3 TUN itself). Everything else
+/// passes untouched.
 ///
 /// The signal is the metadata's length, not its content: with generic XDP the stack places
 /// the metadata relative to the network header where native XDP places it relative to the
 /// Ethernet header, so the content is only where the program wrote it in native mode. The
 /// length is as trustworthy: only an XDP program on this interface can set metadata, and
-/// `wg_rx_xdp` passes a frame with `XdpHandoff`-sized metadata only for local delivery.
+/// `wg_rx_xdp` (with the forward program it calls) passes frames with metadata of those
+/// lengths only for these two handoffs.
 #[classifier]
 pub fn wg_rx_handoff(ctx: TcContext) -> i32 {
     let skb = ctx.skb.skb;
     // SAFETY: fields of the program's own context.
     let meta_len = unsafe { (*skb).data.wrapping_sub((*skb).data_meta) };
-    if meta_len != size_of::<XdpHandoff>() as u32 {
+    let flags = if meta_len == size_of::<XdpHandoff>() as u32 {
+        BPF_F_INGRESS as u64
+    } else if meta_len == TUNNEL_HANDOFF_LEN {
+        0
+    } else {
         return TC_ACT_OK;
-    }
+    };
     match config() {
-        // SAFETY: a helper taking plain values.
-        Some(cfg) => unsafe { bpf_redirect(cfg.tun_ifindex, BPF_F_INGRESS as u64) as i32 },
+        // SAFETY: a helper taking plain values. The TUN has no MAC header: the redirect
+        // strips the Ethernet header.
+        Some(cfg) => unsafe { bpf_redirect(cfg.tun_ifindex, flags) as i32 },
         None => TC_ACT_SHOT,
     }
 }
@@ -92,6 +118,11 @@ pub fn wg_rx_tc(ctx: TcContext) -> i32 {
     unsafe {
         match action {
             RxAction::Pass => TC_ACT_OK,
+            // The forwards are translated in XDP only (`entry_forward`).
+            RxAction::Other { .. } => {
+                count(Stat::RxPassOther);
+                TC_ACT_OK
+            }
             RxAction::Drop => TC_ACT_SHOT,
             RxAction::Local => match config() {
                 Some(cfg) => bpf_redirect(cfg.tun_ifindex, BPF_F_INGRESS as u64) as i32,
@@ -118,6 +149,28 @@ pub fn wg_tx_lan(ctx: XdpContext) -> u32 {
     // SAFETY: the program's own context.
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     unsafe { tx::from_lan(ctx.as_ptr(), s, ingress) }
+}
+
+/// The entry point's tcp/udp forwards, tail-called by `wg_rx_xdp` (`ENTRY_PROGRAMS`) for
+/// frames that are not WireGuard; see `entry`.
+#[xdp(frags)]
+pub fn entry_forward(ctx: XdpContext) -> u32 {
+    let Some(s) = scratch(SCRATCH_XDP) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: the program's own context.
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    unsafe { entry::forward(ctx.as_ptr(), s, ingress) }
+}
+
+/// The entry point's proxied connections on the TUN's egress, before `wg_tx_tun`: the
+/// client's address as their source; always continues to the next program (see `proxy`).
+#[classifier]
+pub fn entry_proxy_tun(ctx: TcContext) -> i32 {
+    let Some(s) = scratch(SCRATCH_TC_EGRESS) else {
+        return TC_ACT_UNSPEC;
+    };
+    unsafe { proxy::steer(ctx.as_ptr(), s) }
 }
 
 #[xdp(frags)]

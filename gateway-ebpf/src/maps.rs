@@ -4,12 +4,14 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, lpm_trie::Key},
+    maps::{
+        Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, lpm_trie::Key,
+    },
 };
 use gateway_common::maps::{
     Config, DEFAULT_MAX_ALLOWED_IPS, DEFAULT_MAX_PEERS, DEFAULT_MAX_SESSIONS, ENTRY_PORTS_LEN,
-    EntryForward, FlowKey, FlowNat, MAX_ENTRY_FLOWS, MAX_ENTRY_FORWARDS, MAX_PROXY_FLOWS, Peer,
-    ReplyTo, STAT_COUNT, Session, Stat, UNDERLAY_GENERIC_CHECKSUM,
+    ENTRY_PROGRAM_FORWARD, EntryForward, FlowKey, FlowNat, MAX_ENTRY_FLOWS, MAX_ENTRY_FORWARDS,
+    MAX_PROXY_FLOWS, Peer, ReplyTo, STAT_COUNT, Session, Stat, UNDERLAY_GENERIC_CHECKSUM,
 };
 
 use crate::packet::L3;
@@ -83,6 +85,15 @@ pub const SCRATCH_TC_EGRESS: u32 = 2;
 pub fn count(stat: Stat) {
     if let Some(p) = STATS.get_ptr_mut(stat as u32) {
         // SAFETY: a per-CPU slot: no other writer while this program runs on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+/// `count` for a `Stat` kept as its index (out-of-range indexes count nothing).
+#[inline(always)]
+pub fn count_index(stat: u32) {
+    if let Some(p) = STATS.get_ptr_mut(stat) {
+        // SAFETY: as in `count`.
         unsafe { *p += 1 };
     }
 }
@@ -161,4 +172,51 @@ pub fn redirect_iface(ifindex: u32) -> bool {
 #[inline(always)]
 pub fn redirect_to_iface(ifindex: u32) -> Option<u32> {
     REDIRECT_IFACES.redirect(ifindex, 0).ok()
+}
+
+/// `ENTRY_PORTS[index]`: slot + 1 of the first forward of a public port, 0 for none.
+#[inline(always)]
+pub fn entry_port(index: u32) -> u32 {
+    ENTRY_PORTS.get(index).copied().unwrap_or(0)
+}
+
+#[inline(always)]
+pub fn entry_forward(slot: u32) -> Option<&'static EntryForward> {
+    ENTRY_FORWARDS.get(slot)
+}
+
+/// The translation of a forwarded flow's replies (`ENTRY_FLOWS`), writable in place (its
+/// `last_seen_ns`).
+#[inline(always)]
+pub fn entry_flow(key: &FlowKey) -> Option<*mut FlowNat> {
+    ENTRY_FLOWS.get_ptr_mut(key)
+}
+
+#[inline(always)]
+pub fn record_entry_flow(key: &FlowKey, nat: &FlowNat) -> bool {
+    ENTRY_FLOWS.insert(key, nat, 0).is_ok()
+}
+
+#[inline(always)]
+pub fn proxy_flow(key: &FlowKey) -> Option<*const FlowNat> {
+    PROXY_FLOWS.get_ptr(key)
+}
+
+/// The entry peer a flow's replies go back to (`REPLY_TO`), writable in place.
+#[inline(always)]
+pub fn reply_to(key: &FlowKey) -> Option<*mut ReplyTo> {
+    REPLY_TO.get_ptr_mut(key)
+}
+
+#[inline(always)]
+pub fn record_reply_to(key: &FlowKey, value: &ReplyTo) -> bool {
+    REPLY_TO.insert(key, value, 0).is_ok()
+}
+
+/// Jumps to the entry point's forward program; returns only if the slot is empty (not
+/// loaded) or the jump failed.
+#[inline(always)]
+pub unsafe fn tail_call_entry_forward<C: aya_ebpf::EbpfContext>(ctx: &C) {
+    // SAFETY: the context is the caller's own; the program array holds XDP programs only.
+    unsafe { ENTRY_PROGRAMS.tail_call(ctx, ENTRY_PROGRAM_FORWARD) };
 }

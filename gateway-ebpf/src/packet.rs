@@ -123,6 +123,35 @@ impl Packet for Xdp {
     }
 }
 
+/// Metadata of this length on a frame `wg_rx_handoff` sees means "into the tunnel": the
+/// frame is an IP packet (behind its Ethernet header) to be sent as if the stack had routed it
+/// into the TUN (see `entry`). `XdpHandoff`'s length means local delivery; any other length,
+/// nothing. Only the length says it (see `wg_rx_handoff`).
+pub const TUNNEL_HANDOFF_LEN: u32 = 4;
+const _: () = assert!(TUNNEL_HANDOFF_LEN as usize != size_of::<XdpHandoff>());
+
+impl Xdp {
+    /// Marks a frame with no metadata yet for the tunnel's egress (`TUNNEL_HANDOFF_LEN`);
+    /// false when the driver keeps no metadata.
+    #[inline(always)]
+    pub unsafe fn mark_for_tunnel(ctx: *mut c_void) -> bool {
+        let xdp = ctx as *mut xdp_md;
+        // SAFETY: a helper on the program's own frame, then direct access to the area it
+        // made, bounds-checked against `data` as the verifier requires.
+        unsafe {
+            if h::bpf_xdp_adjust_meta(xdp, -(TUNNEL_HANDOFF_LEN as i32)) != 0 {
+                return false;
+            }
+            let meta = (*xdp).data_meta as usize;
+            if meta + TUNNEL_HANDOFF_LEN as usize > (*xdp).data as usize {
+                return false;
+            }
+            *(meta as *mut u32) = 0;
+        }
+        true
+    }
+}
+
 #[inline(always)]
 unsafe fn write_handoff(xdp: *mut xdp_md, value: XdpHandoff) -> bool {
     // SAFETY: direct packet access, bounds-checked against `data` as the verifier requires.

@@ -2,12 +2,19 @@
 //! and decrypt, accept the counter, check the inner packet and its source, then deliver it
 //! (hub forwarding, LAN redirect, or the local stack as if received on the tunnel). Written
 //! once over `Packet`, for XDP and for TC.
+//!
+//! On an entry point (`CONFIG_ENTRY`), replies of forwarded and proxied flows are translated
+//! first (`translate`); behind one, the flows an entry peer brings in are remembered so
+//! their replies go back to it (`reply_to`).
 
 use core::{ffi::c_void, ptr::read_volatile};
 
 use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
 use gateway_common::{
-    maps::{CONFIG_HUB_FORWARD, CONFIG_LAN_REDIRECT, Config, SESSION_RECV_VALID, Stat},
+    maps::{
+        CONFIG_ENTRY, CONFIG_HUB_FORWARD, CONFIG_LAN_REDIRECT, Config, PEER_ENTRY, Peer,
+        SESSION_RECV_VALID, Stat,
+    },
     replay::Verdict,
     wire::{ETH_HEADER_LEN, REJECT_AFTER_TIME_NS},
 };
@@ -18,15 +25,22 @@ use crate::encap;
 use crate::maps::{allowed, config, count, peer, redirect_iface, rx_session_slot, session};
 use crate::packet::{L3, Packet};
 use crate::parse::{self, ETH_P_IP, ETH_P_IPV6, Inner, Outer, Parsed};
+use crate::reply_to;
 use crate::rewrite;
 use crate::route::{self, FIB_NO_NEIGH, FIB_SUCCESS};
 use crate::scratch::{HDR_ETH, Scratch};
+use crate::translate::{self, Translation};
 use crate::words::set_be16;
 
 /// What the program does with the frame once `receive` is done with it.
 pub enum RxAction {
     /// Unchanged, to the stack (and the daemon's socket).
     Pass,
+    /// Not WireGuard for us (uncounted yet): on an entry point (`entry`), the XDP program
+    /// hands it to the forward program; otherwise it passes as `RxPassOther`.
+    Other {
+        entry: bool,
+    },
     Drop,
     /// Rewritten to Ethernet + inner packet and marked: deliver on the tunnel interface.
     Local,
@@ -56,6 +70,9 @@ pub unsafe fn receive<P: Packet>(ctx: *mut c_void, s: &mut Scratch, ingress: u32
     };
     let o = match unsafe { parse::outer::<P>(ctx, s, cfg.listen_port) } {
         Parsed::Data(o) => o,
+        Parsed::Pass(Stat::RxPassOther) => {
+            return RxAction::Other { entry: cfg.flags & CONFIG_ENTRY != 0 };
+        }
         Parsed::Pass(stat) => return pass(stat),
         Parsed::Drop(stat) => return drop(stat),
     };
@@ -117,7 +134,11 @@ pub unsafe fn receive<P: Packet>(ctx: *mut c_void, s: &mut Scratch, ingress: u32
         return drop(Stat::RxDropMalformed);
     };
     let (src, _) = parse::inner_addrs(&s.crypt.head, inner.family);
-    if allowed(inner.family, &src) != Some(peer_slot) {
+    let owner = allowed(inner.family, &src);
+    // An entry peer brings in packets from anywhere: any source no ordinary peer owns.
+    if owner != Some(peer_slot)
+        && !(is_entry(peer) && owner.is_none_or(|o| crate::maps::peer(o).is_some_and(is_entry)))
+    {
         return drop(Stat::RxDropSource);
     }
     activity::received(peer, o.msg_len);
@@ -129,11 +150,60 @@ pub unsafe fn receive<P: Packet>(ctx: *mut c_void, s: &mut Scratch, ingress: u32
     {
         return drop(Stat::Error);
     }
-    unsafe { deliver::<P>(ctx, s, cfg, &o, &inner, peer_slot, ingress, now) }
+    if is_entry(peer) {
+        reply_to::remember(s, inner.len, peer_slot, now);
+    }
+    let mut translation = Translation::None;
+    if cfg.flags & CONFIG_ENTRY != 0 {
+        match unsafe { translate::reply::<P>(ctx, s, inner.len, payload, now) } {
+            Ok(t) => translation = t,
+            Err(()) => return drop(Stat::Error),
+        }
+    }
+    unsafe { deliver::<P>(ctx, s, cfg, &o, &inner, peer_slot, ingress, now, translation) }
+}
+
+/// Whether a peer is an entry point (`PEER_ENTRY`).
+#[inline(always)]
+fn is_entry(peer: &Peer) -> bool {
+    // SAFETY: an aligned field of a live map value the daemon updates.
+    let state = unsafe { read_volatile(&peer.state) };
+    state & PEER_ENTRY != 0
+}
+
+/// Where a forwarded flow's reply, its source now the public address, leaves without the
+/// stack: the interface the FIB routes it out of, if that is the one it came in on
+/// (`ingress`: XDP_TX) or one the programs may redirect to; 0 for the stack, which forwards
+/// it (the FIB lookup needs forwarding enabled on the TUN; the stack, for IPv4,
+/// `accept_local` there too: the reply's source is now one of this host's addresses, which
+/// it otherwise drops as martian). A subprogram of its own, so its locals do not grow the
+/// receive program's frame (see `translate::reply`); the packet is `len` bytes, its first in
+/// `s.crypt.head`.
+#[inline(never)]
+unsafe fn public_route(ctx: *mut c_void, s: &mut Scratch, len: u32, ingress: u32) -> u32 {
+    let (Some(cfg), Some(inner)) = (config(), parse::inner(&s.crypt.head, len)) else {
+        return 0;
+    };
+    if !rewrite::ttl_allows_forwarding(&s.crypt.head, inner.family) {
+        return 0;
+    }
+    let (src, dst) = parse::inner_addrs(&s.crypt.head, inner.family);
+    let ds = parse::inner_dsfield(&s.crypt.head, inner.family);
+    let rc = unsafe {
+        route::forward(ctx, &mut s.fib, inner.family, &src, &dst, ds, inner.len, cfg.tun_ifindex)
+    };
+    let out = s.fib.ifindex;
+    if rc == FIB_SUCCESS && (out == ingress || (out != cfg.tun_ifindex && redirect_iface(out))) {
+        out
+    } else {
+        0
+    }
 }
 
 /// Routes the decrypted packet as the stack would for one received on the tunnel, and takes
-/// the fast path when there is one.
+/// the fast path when there is one. A translated reply of a forwarded flow leaves through
+/// the public interface (`public_route`), one of a proxied connection goes up the stack to
+/// the proxy; each is counted as translated.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn deliver<P: Packet>(
@@ -145,8 +215,17 @@ unsafe fn deliver<P: Packet>(
     peer_slot: u32,
     ingress: u32,
     now: u64,
+    translation: Translation,
 ) -> RxAction {
-    if cfg.flags & (CONFIG_HUB_FORWARD | CONFIG_LAN_REDIRECT) != 0
+    // Out of this interface without the stack (0: up the stack), and what counts the packet.
+    let mut out = 0;
+    let mut stat = Stat::RxDeliveredLocal;
+    if translation == Translation::Forwarded {
+        stat = Stat::EntryReplyTranslated;
+        out = unsafe { public_route(ctx, s, inner.len, ingress) };
+    } else if translation == Translation::Proxied {
+        stat = Stat::ProxyTranslated;
+    } else if cfg.flags & (CONFIG_HUB_FORWARD | CONFIG_LAN_REDIRECT) != 0
         && rewrite::ttl_allows_forwarding(&s.crypt.head, inner.family)
     {
         let (src, dst) = parse::inner_addrs(&s.crypt.head, inner.family);
@@ -163,10 +242,10 @@ unsafe fn deliver<P: Packet>(
                 cfg.tun_ifindex,
             )
         };
-        let out = s.fib.ifindex;
+        let fib_out = s.fib.ifindex;
         if cfg.flags & CONFIG_HUB_FORWARD != 0
             && (rc == FIB_SUCCESS || rc == FIB_NO_NEIGH)
-            && out == cfg.tun_ifindex
+            && fib_out == cfg.tun_ifindex
         {
             if let Some(next_peer) = allowed(inner.family, &dst)
                 && let Some(action) =
@@ -176,13 +255,18 @@ unsafe fn deliver<P: Packet>(
             }
         } else if cfg.flags & CONFIG_LAN_REDIRECT != 0
             && rc == FIB_SUCCESS
-            && out != cfg.tun_ifindex
-            && redirect_iface(out)
+            && fib_out != cfg.tun_ifindex
+            && redirect_iface(fib_out)
         {
-            return unsafe { lan::<P>(ctx, s, o, inner, out) };
+            out = fib_out;
+            stat = Stat::RxLanRedirected;
         }
     }
-    unsafe { local::<P>(ctx, s, o, inner, peer_slot) }
+    if out != 0 {
+        let action = if out == ingress { RxAction::Transmit(out) } else { RxAction::Lan(out) };
+        return unsafe { lan::<P>(ctx, s, o, inner, action, stat) };
+    }
+    unsafe { local::<P>(ctx, s, o, inner, peer_slot, stat) }
 }
 
 /// Hub forwarding: the packet is for another peer. None when that peer cannot be sent to
@@ -276,14 +360,17 @@ unsafe fn strip_to_inner<P: Packet>(
     }
 }
 
-/// Redirect out of a LAN interface (the route for the inner destination leads there).
+/// Out of another interface as the FIB lookup in `s.fib` routed the inner packet (a LAN
+/// interface, or the public one for a forwarded flow's reply): TTL − 1, outer headers
+/// stripped, Ethernet from the FIB; `action` sends it, `stat` counts it.
 #[inline(always)]
 unsafe fn lan<P: Packet>(
     ctx: *mut c_void,
     s: &mut Scratch,
     o: &Outer,
     inner: &Inner,
-    out: u32,
+    action: RxAction,
+    stat: Stat,
 ) -> RxAction {
     let payload = o.payload_off();
     if unsafe { rewrite::decrement_ttl::<P>(ctx, &mut s.crypt.head, inner.family, payload) }
@@ -304,12 +391,12 @@ unsafe fn lan<P: Packet>(
     if !unsafe { P::store(ctx, 0, (t.as_ptr() as *const u8).add(HDR_ETH), 14) } {
         return drop(Stat::Error);
     }
-    count(Stat::RxLanRedirected);
-    RxAction::Lan(out)
+    count(stat);
+    action
 }
 
 /// Local delivery: Ethernet (the frame's own addresses, the inner ethertype) + the inner
-/// packet, marked for delivery on the tunnel interface.
+/// packet, marked for delivery on the tunnel interface; `stat` counts it.
 #[inline(always)]
 unsafe fn local<P: Packet>(
     ctx: *mut c_void,
@@ -317,6 +404,7 @@ unsafe fn local<P: Packet>(
     o: &Outer,
     inner: &Inner,
     peer_slot: u32,
+    stat: Stat,
 ) -> RxAction {
     if !unsafe { strip_to_inner::<P>(ctx, o, inner, true) } {
         return drop(Stat::Error);
@@ -327,6 +415,6 @@ unsafe fn local<P: Packet>(
     if !unsafe { P::store(ctx, 0, rx, 14) && P::mark_handoff(ctx, peer_slot) } {
         return drop(Stat::Error);
     }
-    count(Stat::RxDeliveredLocal);
+    count(stat);
     RxAction::Local
 }

@@ -1,7 +1,10 @@
 //! Per-CPU working memory for one packet. The BPF stack is 512 bytes for all frames
 //! together, so everything larger than a few words lives here (`maps::SCRATCH`).
 
-use gateway_common::aead::Poly1305;
+use gateway_common::{
+    aead::Poly1305,
+    maps::{FlowKey, FlowNat, ReplyTo},
+};
 
 /// The AEAD loop's state (see `crypto`).
 #[repr(C)]
@@ -70,8 +73,25 @@ pub struct Scratch {
     /// Headers of the frame being sent, laid out like `rx`.
     pub tx: [u32; HDR_WORDS],
     pub fib: FibParams,
-    /// Bulk copies and checksums of packet bytes (see `partial`).
+    /// Bulk copies and checksums of packet bytes (see `partial`); the first bytes of an ICMP
+    /// error being translated (see `translate`).
     pub bulk: [u32; BULK_BYTES / 4],
+    /// Keys and values of the flow maps (`flow`): map helpers take them by pointer, and the
+    /// BPF stack has no room to spare.
+    pub flow: Flow,
+    /// The `Stat` a packet is to be counted as once it is on its way, when more than one
+    /// path leads to the same code: kept here rather than in a register, the verifier walks
+    /// that code once for all of them instead of once per value (`tx::from_lan`).
+    pub outcome: u32,
+}
+
+/// A flow map's key and the values written to them, word-aligned so `flow` can fill them a
+/// word at a time.
+#[repr(C, align(8))]
+pub struct Flow {
+    pub key: FlowKey,
+    pub nat: FlowNat,
+    pub reply_to: ReplyTo,
 }
 
 pub const BULK_BYTES: usize = 512;

@@ -10,17 +10,18 @@ use aya_ebpf::{
     helpers::generated::{bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh},
 };
 use gateway_common::{
-    maps::Stat,
+    maps::{CONFIG_REPLY_TO, Config, Stat},
     wire::{AEAD_TAG_LEN, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN},
 };
 
 use crate::crypto::MAX_PLAINTEXT;
 use crate::csum;
 use crate::encap::{self, EncapError, Handover, OuterChecksum, Verify};
-use crate::maps::{allowed, config, count};
+use crate::maps::{allowed, config, count, count_index};
 use crate::packet::{L3, Packet, TcL3, Xdp};
 use crate::parse::{self, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, Inner};
 use crate::partial::{self, InnerChecksum};
+use crate::reply_to;
 use crate::rewrite;
 use crate::route::{self, FIB_FRAG_NEEDED, FIB_NO_NEIGH, FIB_SUCCESS};
 use crate::scratch::{HDR_ETH, Scratch};
@@ -213,7 +214,7 @@ pub unsafe fn from_tun(ctx: *mut c_void, s: &mut Scratch) -> i32 {
 /// many: an IPv4 header and the start of its transport header) and validates it against the
 /// `available` bytes from there.
 #[inline(always)]
-unsafe fn load_inner<P: Packet>(
+pub unsafe fn load_inner<P: Packet>(
     ctx: *mut c_void,
     s: &mut Scratch,
     off: u32,
@@ -235,7 +236,8 @@ unsafe fn load_inner<P: Packet>(
 }
 
 /// XDP on a LAN interface: frames the stack would forward into the tunnel are encrypted and
-/// sent here instead; everything else passes.
+/// sent here instead; everything else passes. Behind an entry point, replies of the flows an
+/// entry peer brought in go back to that peer whatever the routes say (`reply_to`).
 #[inline(always)]
 pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
     let pass = xdp_action::XDP_PASS;
@@ -260,18 +262,24 @@ pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
         count(Stat::TxPassToStack);
         return pass;
     };
-    let (src, dst) = parse::inner_addrs(&s.crypt.head, inner.family);
-    let ds = parse::inner_dsfield(&s.crypt.head, inner.family);
-    let rc = unsafe {
-        route::forward(ctx, &mut s.fib, inner.family, &src, &dst, ds, inner.len, ingress)
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let reply_to = if cfg.flags & CONFIG_REPLY_TO != 0 {
+        unsafe { reply_to::lookup::<Xdp>(ctx, s, &inner, eth, now) }
+    } else {
+        None
     };
-    if rc == FIB_FRAG_NEEDED {
-        count(Stat::TxPassTooBig);
-        return pass;
-    }
-    if !((rc == FIB_SUCCESS || rc == FIB_NO_NEIGH) && s.fib.ifindex == cfg.tun_ifindex)
-        || !rewrite::ttl_allows_forwarding(&s.crypt.head, inner.family)
-    {
+    let (peer_slot, sent) = match reply_to {
+        Some(peer_slot) => (peer_slot, Stat::ReplyToSent),
+        None => match unsafe { route_from_lan(ctx, s, inner.len, ingress) } {
+            Ok(peer_slot) => (peer_slot, Stat::TxEncrypted),
+            Err(stat) => {
+                count(stat);
+                return pass;
+            }
+        },
+    };
+    if !rewrite::ttl_allows_forwarding(&s.crypt.head, inner.family) {
         count(Stat::TxPassToStack);
         return pass;
     }
@@ -279,12 +287,135 @@ pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
         count(Stat::TxPassTooBig);
         return pass;
     }
-    let Some(peer_slot) = allowed(inner.family, &dst) else {
-        count(Stat::TxPassNoPeer);
-        return pass;
+    // In memory across the seal (see `Scratch::outcome`): the verifier's cost doubled with it
+    // in a register.
+    s.outcome = sent as u32;
+    let sealed = unsafe { seal_and_transmit(ctx, s, cfg, &inner, peer_slot, ingress, len, now) };
+    match sealed {
+        Sealed::Sent(action) => {
+            count_index(s.outcome);
+            action
+        }
+        other => counted(other, Stat::TxEncrypted),
+    }
+}
+
+/// Whether the stack would route a LAN packet (`len` bytes, its first in `s.crypt.head`)
+/// into the tunnel, and to which peer (the one whose AllowedIPs hold its destination); Err:
+/// why not.
+#[inline(always)]
+unsafe fn route_from_lan(
+    ctx: *mut c_void,
+    s: &mut Scratch,
+    len: u32,
+    ingress: u32,
+) -> Result<u32, Stat> {
+    match unsafe { route_from_lan_code(ctx, s, len, ingress) } {
+        code if code >= 0 => Ok(code as u32),
+        code => Err(stat_of(-code - 1)),
+    }
+}
+
+/// `route_from_lan`'s work, in a subprogram of its own (its locals in their own stack frame,
+/// the program's being at the limit the bpf_loop callbacks leave): the peer's slot, or
+/// −(the `Stat`'s index + 1), plain scalars to return.
+#[inline(never)]
+unsafe fn route_from_lan_code(ctx: *mut c_void, s: &mut Scratch, len: u32, ingress: u32) -> i64 {
+    let (Some(cfg), Some(inner)) = (config(), parse::inner(&s.crypt.head, len)) else {
+        return -(Stat::Error as i64) - 1;
     };
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    match unsafe { route_lan_packet(ctx, s, cfg, &inner, ingress) } {
+        Ok(peer_slot) => peer_slot as i64,
+        Err(stat) => -(stat as i64) - 1,
+    }
+}
+
+/// The `Stat`s `route_lan_packet` refuses with, from their index.
+#[inline(always)]
+fn stat_of(index: i64) -> Stat {
+    match index {
+        i if i == Stat::TxPassTooBig as i64 => Stat::TxPassTooBig,
+        i if i == Stat::TxPassToStack as i64 => Stat::TxPassToStack,
+        i if i == Stat::TxPassNoPeer as i64 => Stat::TxPassNoPeer,
+        _ => Stat::Error,
+    }
+}
+
+#[inline(always)]
+unsafe fn route_lan_packet(
+    ctx: *mut c_void,
+    s: &mut Scratch,
+    cfg: &Config,
+    inner: &Inner,
+    ingress: u32,
+) -> Result<u32, Stat> {
+    let (src, dst) = parse::inner_addrs(&s.crypt.head, inner.family);
+    let ds = parse::inner_dsfield(&s.crypt.head, inner.family);
+    let rc = unsafe {
+        route::forward(ctx, &mut s.fib, inner.family, &src, &dst, ds, inner.len, ingress)
+    };
+    if rc == FIB_FRAG_NEEDED {
+        return Err(Stat::TxPassTooBig);
+    }
+    if !((rc == FIB_SUCCESS || rc == FIB_NO_NEIGH) && s.fib.ifindex == cfg.tun_ifindex)
+        || !rewrite::ttl_allows_forwarding(&s.crypt.head, inner.family)
+    {
+        return Err(Stat::TxPassToStack);
+    }
+    if cfg.tun_mtu != 0 && inner.len > cfg.tun_mtu {
+        return Err(Stat::TxPassTooBig);
+    }
+    allowed(inner.family, &dst).ok_or(Stat::TxPassNoPeer)
+}
+
+/// Counts what `seal_and_transmit` did (`sent` when it sent) and gives LAN XDP's action.
+#[inline(always)]
+fn counted(sealed: Sealed, sent: Stat) -> u32 {
+    match sealed {
+        Sealed::Sent(action) => {
+            count(sent);
+            action
+        }
+        Sealed::Refused(stat) => {
+            count(stat);
+            xdp_action::XDP_PASS
+        }
+        Sealed::Broken => {
+            count(Stat::Error);
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+/// What `seal_and_transmit` did with a frame.
+pub enum Sealed {
+    /// Sealed and on its way: the XDP action that sends it.
+    Sent(u32),
+    /// Not sealed, and the frame is as it was: why (a `Stat` to count).
+    Refused(Stat),
+    /// A helper failed part-way: the frame is unusable.
+    Broken,
+}
+
+/// Seals the IP packet that follows an XDP frame's Ethernet header (`inner`, whose first
+/// bytes are in `s.crypt.head`; the frame is `frame_len` bytes) to `peer_slot`, and sends it
+/// out of the underlay. The half of sending that LAN XDP and the entry point's forward
+/// program share: the caller has decided that the packet goes into the tunnel to this peer
+/// and checked what the stack would (TTL, tunnel MTU). The TTL / hop limit is decremented, as
+/// forwarding does; it is put back when the packet is refused.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn seal_and_transmit(
+    ctx: *mut c_void,
+    s: &mut Scratch,
+    cfg: &Config,
+    inner: &Inner,
+    peer_slot: u32,
+    ingress: u32,
+    frame_len: u32,
+    now: u64,
+) -> Sealed {
+    let eth = ETH_HEADER_LEN as u32;
     let reserved = unsafe {
         encap::reserve(
             ctx,
@@ -300,18 +431,17 @@ pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
     };
     let plan = match reserved {
         Ok(plan) => plan,
-        Err(stat) => {
-            count(stat);
-            return pass;
-        }
+        Err(stat) => return Sealed::Refused(stat),
     };
-    let verify = checksum_verification(&s.crypt.head, &inner);
+    let ds = parse::inner_dsfield(&s.crypt.head, inner.family);
     let Ok(saved) =
         (unsafe { rewrite::decrement_ttl::<Xdp>(ctx, &mut s.crypt.head, inner.family, eth) })
     else {
-        count(Stat::Error);
-        return xdp_action::XDP_DROP;
+        return Sealed::Broken;
     };
+    // From the header as it will be sealed: an IPv6 hop limit is among the words the
+    // verification subtracts from the packet's sum.
+    let verify = checksum_verification(&s.crypt.head, inner);
     let sent = unsafe {
         encap::encapsulate::<Xdp>(
             ctx,
@@ -323,26 +453,23 @@ pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
             inner.family,
             ds,
             verify,
-            len,
+            frame_len,
             OuterChecksum::Computed,
         )
     };
     match sent {
         Ok(msg_len) => {
             crate::activity::sent_data(plan.peer, msg_len, now);
-            count(Stat::TxEncrypted);
-            transmit(plan.ifindex, ingress)
+            Sealed::Sent(transmit(plan.ifindex, ingress))
         }
         Err(EncapError::Checksum) | Err(EncapError::Untouched) => {
-            let restored =
-                unsafe { rewrite::restore_word::<Xdp>(ctx, &mut s.crypt.head, saved, eth) };
-            count(if restored { Stat::TxPassOffload } else { Stat::Error });
-            if restored { pass } else { xdp_action::XDP_DROP }
+            if unsafe { rewrite::restore_word::<Xdp>(ctx, &mut s.crypt.head, saved, eth) } {
+                Sealed::Refused(Stat::TxPassOffload)
+            } else {
+                Sealed::Broken
+            }
         }
-        Err(EncapError::Broken) => {
-            count(Stat::Error);
-            xdp_action::XDP_DROP
-        }
+        Err(EncapError::Broken) => Sealed::Broken,
     }
 }
 

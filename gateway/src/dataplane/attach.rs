@@ -189,6 +189,8 @@ impl Attachments {
         Ok(())
     }
 
+    /// Attaches a TC program through TCX, after the interface's other programs, or before
+    /// them with `first`.
     fn attach_tc(
         &mut self,
         programs: &mut Programs,
@@ -197,10 +199,22 @@ impl Attachments {
         ifindex: u32,
         ty: TcAttachType,
     ) -> Result<()> {
+        self.attach_tc_ordered(programs, program, name, ifindex, ty, LinkOrder::default())
+    }
+
+    fn attach_tc_ordered(
+        &mut self,
+        programs: &mut Programs,
+        program: Program,
+        name: &str,
+        ifindex: u32,
+        ty: TcAttachType,
+        order: LinkOrder,
+    ) -> Result<()> {
         let p = programs.tc_mut(program)?;
         let what = || format!("attaching {} to {name} (TCX)", program.name());
         let id = p
-            .attach_with_options(name, ty, TcAttachOptions::TcxOrder(LinkOrder::default()))
+            .attach_with_options(name, ty, TcAttachOptions::TcxOrder(order))
             .map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
         let link = p.take_link(id).map_err(|e| DataplaneError::kernel_chain(what(), &e))?;
         self.links.push(Attached { ifindex, program, link: AttachedLink::Tc(link) });
@@ -350,6 +364,29 @@ impl Attachments {
             return Err(e);
         }
         info!("data plane: sending from {name} with TC egress ({sends})");
+        Ok(())
+    }
+
+    /// Puts the entry point's proxy program on the TUN's egress, before every other program
+    /// there whenever it is attached (the send program must see the rewritten source). It
+    /// continues to the next program whatever it does, so it works alone too: without the
+    /// send program its packets reach the daemon through the TUN fd. Only an entry point
+    /// needs it; elsewhere it would cost every packet into the tunnel one more program.
+    pub(super) fn attach_proxy_steering(
+        &mut self,
+        programs: &mut Programs,
+        iface: impl Into<Interface>,
+    ) -> Result<()> {
+        let (ifindex, name) = iface.into().resolve()?;
+        self.attach_tc_ordered(
+            programs,
+            Program::EntryProxy,
+            &name,
+            ifindex,
+            TcAttachType::Egress,
+            LinkOrder::first(),
+        )?;
+        info!("data plane: proxied connections on {name} carry their clients' addresses");
         Ok(())
     }
 

@@ -7,14 +7,17 @@ use std::io;
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader, VerifierLogLevel,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray},
+    maps::{
+        Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, ProgramArray,
+    },
     programs::{ProgramError, SchedClassifier, Xdp},
 };
 use gateway_common::maps::{
-    Config, DEFAULT_MAX_ALLOWED_IPS, DEFAULT_MAX_PEERS, DEFAULT_MAX_SESSIONS, MAP_ALLOWED_V4,
-    MAP_ALLOWED_V6, MAP_CONFIG, MAP_ENTRY_FLOWS, MAP_ENTRY_FORWARDS, MAP_ENTRY_PORTS, MAP_PEERS,
-    MAP_PROXY_FLOWS, MAP_REDIRECT_IFACES, MAP_REPLY_TO, MAP_RX_INDEX, MAP_SESSIONS, MAP_STATS,
-    MAP_UNDERLAYS, Peer, Session,
+    Config, DEFAULT_MAX_ALLOWED_IPS, DEFAULT_MAX_PEERS, DEFAULT_MAX_SESSIONS,
+    ENTRY_PROGRAM_FORWARD, MAP_ALLOWED_V4, MAP_ALLOWED_V6, MAP_CONFIG, MAP_ENTRY_FLOWS,
+    MAP_ENTRY_FORWARDS, MAP_ENTRY_PORTS, MAP_ENTRY_PROGRAMS, MAP_PEERS, MAP_PROXY_FLOWS,
+    MAP_REDIRECT_IFACES, MAP_REPLY_TO, MAP_RX_INDEX, MAP_SESSIONS, MAP_STATS, MAP_UNDERLAYS, Peer,
+    Session,
 };
 
 use tracing::warn;
@@ -67,6 +70,9 @@ impl Default for Capacities {
 pub(super) struct Programs {
     ebpf: Ebpf,
     reports: Vec<ProgramReport>,
+    /// `ENTRY_PROGRAMS`, the programs `wg_rx_xdp` tail-calls. Held open for as long as the
+    /// programs are: the kernel empties a program array when its last descriptor closes.
+    _entry_programs: ProgramArray<MapData>,
 }
 
 impl Programs {
@@ -131,10 +137,13 @@ pub(super) fn load(capacities: Capacities) -> Result<Loaded> {
     let mut reports = Vec::with_capacity(Program::ALL.len());
     for program in Program::ALL {
         let report = load_program(&mut ebpf, program)?;
-        if !report.loaded() {
-            warn!("data plane: {report}");
-        }
         reports.push(report);
+    }
+    let mut entry_programs =
+        ProgramArray::try_from(take(&mut ebpf, MAP_ENTRY_PROGRAMS)?).map_err(map_type)?;
+    install_entry_forward(&ebpf, &mut entry_programs, &mut reports);
+    for report in reports.iter().filter(|report| !report.loaded()) {
+        warn!("data plane: {report}");
     }
     if !reports.iter().any(|report| report.loaded() && report.program != Program::XdpPass) {
         return Err(DataplaneError::Unsupported(
@@ -160,7 +169,7 @@ pub(super) fn load(capacities: Capacities) -> Result<Loaded> {
         HashMap::try_from(take(&mut ebpf, MAP_REPLY_TO)?).map_err(map_type)?,
     );
     Ok(Loaded {
-        programs: Programs { ebpf, reports },
+        programs: Programs { ebpf, reports, _entry_programs: entry_programs },
         attachments: Attachments::new(redirect_ifaces, underlays),
         sessions: SessionMaps::new(sessions, rx_index),
         peers: PeerMaps::new(peers),
@@ -169,6 +178,36 @@ pub(super) fn load(capacities: Capacities) -> Result<Loaded> {
         stats: StatsMap::new(stats),
         entry,
     })
+}
+
+/// Puts the forward program in the slot `wg_rx_xdp` tail-calls. The kernel checks there
+/// that it can stand in for its caller (same program type, same multi-buffer support); if it
+/// refuses, the program counts as refused, with that reason.
+fn install_entry_forward(
+    ebpf: &Ebpf,
+    entry_programs: &mut ProgramArray<MapData>,
+    reports: &mut [ProgramReport],
+) {
+    let Some(report) = reports.iter_mut().find(|r| r.program == Program::EntryForward) else {
+        return;
+    };
+    if !report.loaded() {
+        return;
+    }
+    let installed = ebpf
+        .program(Program::EntryForward.name())
+        .ok_or_else(|| "not in the object".to_string())
+        .and_then(|p| p.fd().map_err(|e| e.to_string()))
+        .and_then(|fd| {
+            entry_programs.set(ENTRY_PROGRAM_FORWARD, fd, 0).map_err(|e| {
+                let detail = e.source().map(|s| format!(": {s}")).unwrap_or_default();
+                format!("{e}{detail}")
+            })
+        });
+    if let Err(e) = installed {
+        report.verdict =
+            Verdict::Rejected { reason: format!("{MAP_ENTRY_PROGRAMS} refused it ({e})") };
+    }
 }
 
 fn missing(name: &str) -> DataplaneError {

@@ -177,6 +177,15 @@ impl Dataplane {
         self.attachments.attach_tunnel(&mut self.programs, iface, sends)
     }
 
+    /// Puts the entry point's proxy program (`Program::EntryProxy`) on the TUN's egress, in
+    /// front of the send program whether that is attached before or after: proxied (tls/http)
+    /// connections then carry their clients' addresses (`PROXY_FLOWS`). It works without the
+    /// send program too (the packets reach the daemon through the TUN fd). Only an entry
+    /// point needs it.
+    pub fn attach_proxy_steering(&mut self, iface: impl Into<Interface>) -> Result<()> {
+        self.attachments.attach_proxy_steering(&mut self.programs, iface)
+    }
+
     /// Puts the LAN send program on a LAN interface (driver XDP, else generic) and lets the
     /// receive path redirect decrypted packets out of it.
     pub fn attach_lan(&mut self, iface: impl Into<Interface>) -> Result<AttachMode> {

@@ -13,17 +13,25 @@ pub enum Program {
     TxTun,
     /// XDP on a LAN interface: the send path for forwarded LAN traffic.
     TxLan,
+    /// XDP, tail-called by `RxXdp` (through `ENTRY_PROGRAMS`) for frames that are not
+    /// WireGuard: an entry point's tcp/udp forwards.
+    EntryForward,
+    /// TC egress on the TUN, before `TxTun`: the client's address as the source of proxied
+    /// (tls/http) connections.
+    EntryProxy,
     /// XDP that passes everything (veth peers need one to receive XDP_TX/redirected frames).
     XdpPass,
 }
 
 impl Program {
-    pub const ALL: [Program; 6] = [
+    pub const ALL: [Program; 8] = [
         Program::RxXdp,
         Program::RxHandoff,
         Program::RxTc,
         Program::TxTun,
         Program::TxLan,
+        Program::EntryForward,
+        Program::EntryProxy,
         Program::XdpPass,
     ];
 
@@ -34,6 +42,8 @@ impl Program {
             Program::RxTc => "wg_rx_tc",
             Program::TxTun => "wg_tx_tun",
             Program::TxLan => "wg_tx_lan",
+            Program::EntryForward => "entry_forward",
+            Program::EntryProxy => "entry_proxy_tun",
             Program::XdpPass => "xdp_pass",
         }
     }
@@ -47,11 +57,18 @@ impl Program {
             Program::RxTc => "underlays without XDP receive in userspace",
             Program::TxTun => "the daemon encrypts what the stack sends into the tunnel",
             Program::TxLan => "LAN traffic into the tunnel goes through the stack and the daemon",
+            Program::EntryForward => {
+                "tcp/udp forwards are not translated: their packets reach the stack unchanged"
+            }
+            Program::EntryProxy => {
+                "proxied connections reach their backends from the tunnel address, not the \
+                 client's"
+            }
             Program::XdpPass => "nothing: the daemon does not use it",
         }
     }
 
     pub fn is_xdp(self) -> bool {
-        matches!(self, Program::RxXdp | Program::TxLan | Program::XdpPass)
+        matches!(self, Program::RxXdp | Program::TxLan | Program::EntryForward | Program::XdpPass)
     }
 }

@@ -28,8 +28,10 @@ const SKB_IFINDEX_OFFSET: usize = 40;
 /// One test run's input.
 #[derive(Clone, Copy, Debug)]
 pub struct TestRunInput<'a> {
-    /// XDP: the frame. TC: an Ethernet frame; with `ifindex` naming an L3 device (a TUN),
-    /// the kernel strips the 14-byte Ethernet header before the program runs.
+    /// XDP: the frame. TC: the packet as the program sees it from offset 0: an Ethernet frame
+    /// for a program on an Ethernet device, the bare IP packet for one on the TUN (the kernel
+    /// reads the first 14 bytes as an Ethernet header to set the skb's protocol, then hands
+    /// the program the data from its start again, whatever device `ifindex` names).
     pub data: &'a [u8],
     /// The interface the packet arrives on (XDP) or is on (TC); 0: loopback.
     pub ifindex: u32,

@@ -4,9 +4,11 @@
 //! saying what failed, instead of returning errors.
 
 pub mod bench;
+pub mod entry;
 pub mod frames;
 pub mod lab;
 pub mod netns;
+pub mod transport;
 pub mod verifier_log;
 
 use std::time::Instant;
