@@ -30,13 +30,6 @@ use crate::wg::timers::{REJECT_AFTER_TIME, TimerScale};
 /// these events fire with up to ~12% slack (its timer wheel), far more than this.
 const ACTIVITY_TICK: Duration = Duration::from_millis(100);
 
-/// The program `ENTRY_PROGRAMS` holds, which translates tcp and udp forwards (by its name in
-/// gateway-ebpf/src/main.rs). Without it the proxy carries tcp forwards.
-pub const FORWARD_PROGRAM: &str = "entry_forward";
-/// The TUN egress program that gives proxied connections the client's address (by its name
-/// in gateway-ebpf/src/main.rs). Without it backends see the tunnel address.
-pub const PROXY_STEERING_PROGRAM: &str = "entry_proxy_tun";
-
 #[derive(Debug, Clone)]
 pub struct EbpfOptions {
     pub prefer: AttachPreference,
@@ -57,6 +50,8 @@ pub struct EbpfSink {
     seen: HashMap<PeerId, PeerActivitySnapshot>,
     /// Forwards whose publication failed part way: retried on the tick.
     forwards_pending: Option<ForwardTable>,
+    /// Whether the first forward's preparations were made (`prepare_entry`).
+    entry_prepared: bool,
 }
 
 impl EbpfSink {
@@ -104,6 +99,7 @@ impl EbpfSink {
             underlays,
             seen: HashMap::new(),
             forwards_pending: None,
+            entry_prepared: false,
         })
     }
 
@@ -123,27 +119,51 @@ impl EbpfSink {
         self.dp.session_pool()
     }
 
-    /// Whether the program named `name` is loaded (one the kernel refused is not).
-    fn loaded(&self, name: &str) -> bool {
-        self.dp.program_reports().iter().any(|r| r.program.name() == name && r.loaded())
-    }
-
     /// Whether proxied connections are translated: the steering program runs on the TUN.
     fn steers_proxied(&self) -> bool {
         let tun = self.mirror.config().tun_ifindex;
         self.dp
             .attached()
             .iter()
-            .any(|(ifindex, program)| *ifindex == tun && program.name() == PROXY_STEERING_PROGRAM)
+            .any(|(ifindex, program)| *ifindex == tun && *program == Program::EntryProxy)
     }
 
     fn publish_forwards(&mut self, table: &ForwardTable) {
+        if !table.is_empty() {
+            self.prepare_entry();
+        }
         match self.mirror.publish_forwards(&mut self.dp, table) {
             Ok(()) => self.forwards_pending = None,
             Err(e) => {
                 tracing::warn!("data plane: publishing the forwards: {e}; retrying");
                 self.forwards_pending = Some(table.clone());
             }
+        }
+    }
+
+    /// What the first forward needs besides the maps, done once: the steering program in
+    /// front of the TUN's send program (hosts without forwards never run it), and routing of
+    /// translated replies on the tunnel interface.
+    fn prepare_entry(&mut self) {
+        if self.entry_prepared {
+            return;
+        }
+        self.entry_prepared = true;
+        let tun = self.mirror.config().tun_ifindex;
+        if self.dp.is_loaded(Program::EntryProxy)
+            && let Err(e) = self.dp.attach_proxy_steering(tun)
+        {
+            tracing::warn!(
+                "data plane: cannot attach {} to the tunnel: {e}; \
+                 proxied connections reach backends from the tunnel address",
+                Program::EntryProxy.name()
+            );
+        }
+        let name = crate::dataplane::Interface::from(tun).resolve().map(|(_, name)| name);
+        if let Err(e) = name.map_err(|e| e.to_string()).and_then(|name| {
+            crate::dataplane::enable_entry_routing(&name).map_err(|e| e.to_string())
+        }) {
+            tracing::warn!("entry point: {e}; replies of forwarded flows may be dropped");
         }
     }
 
@@ -245,7 +265,7 @@ impl EventSink for EbpfSink {
 
     /// The forward program runs where the underlay's XDP receive program hands it packets.
     fn forwards_in_ebpf(&self) -> bool {
-        self.loaded(FORWARD_PROGRAM) && self.dp.is_loaded(Program::RxXdp)
+        self.dp.is_loaded(Program::EntryForward) && self.dp.is_loaded(Program::RxXdp)
     }
 
     fn entry_status(&self) -> EntryDataplane {

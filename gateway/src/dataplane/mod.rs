@@ -52,7 +52,7 @@ pub use entry::{EntryTransport, ForwardSlot};
 pub use error::{DataplaneError, Result};
 pub use loader::{Capacities, embedded_object};
 pub use mmap::MappedArray;
-pub use netdev::{TxChecksum, gso_max_segs, tx_checksum};
+pub use netdev::{TxChecksum, enable_entry_routing, gso_max_segs, tx_checksum};
 pub use peers::{PeerActivitySnapshot, PeerEndpoint, PeerSlot};
 pub use programs::Program;
 #[cfg(test)]

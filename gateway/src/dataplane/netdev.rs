@@ -164,3 +164,28 @@ pub fn set_gso_max_segs(ifindex: u32, segs: u32) -> io::Result<()> {
 }
 
 const _: () = assert!(size_of::<IfReq>() == 40);
+
+/// What an entry point needs of the tunnel interface, set through its sysctls:
+/// - forwarding (IPv4 and IPv6): a translated reply is routed as if received on the tunnel,
+///   by `bpf_fib_lookup` in the receive program (which refuses to look up anything on an
+///   interface that does not forward) and by the stack where the program leaves it;
+/// - `accept_local` (IPv4): a translated reply the programs leave to the stack carries one of
+///   this host's addresses as its source (the public one it was forwarded from), which the
+///   stack otherwise drops as a martian.
+pub fn enable_entry_routing(ifname: &str) -> io::Result<()> {
+    for (path, what) in [
+        (format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding"), "IPv4 forwarding"),
+        (format!("/proc/sys/net/ipv4/conf/{ifname}/accept_local"), "accept_local"),
+        (format!("/proc/sys/net/ipv6/conf/{ifname}/forwarding"), "IPv6 forwarding"),
+    ] {
+        match std::fs::write(&path, "1") {
+            Ok(()) => {}
+            // No IPv6 on this host: nothing to forward there.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && path.contains("ipv6") => {}
+            Err(e) => {
+                return Err(io::Error::new(e.kind(), format!("enabling {what} on {ifname}: {e}")));
+            }
+        }
+    }
+    Ok(())
+}
