@@ -10,7 +10,10 @@
 //! - `gatewayd` (feature `dataplane`): our daemon with its options, its status socket parsed, eBPF counters, the
 //!   BPF links it holds and what it left behind; `xdp_pass` for veth ends.
 //! - `pair` (feature `dataplane`): gatewayd and a reference peer joined by one tunnel, either side initiating.
-//! - [`topology`]: the shapes the tests share ([`topology::Direct`], [`topology::Hub`]).
+//! - [`topology`]: the shapes the tests share ([`topology::Direct`], [`topology::Hub`],
+//!   [`topology::Entry`]).
+//! - [`entry_baseline`]: the public entry point as people build it today (nftables DNAT,
+//!   connmark policy routing, nginx `ssl_preread`), to test and benchmark gatewayd against.
 //! - `ebpf` (feature `dataplane`, on by default): what the eBPF program tests and the
 //!   per-program benchmark share.
 //!
@@ -36,6 +39,7 @@ mod wait;
 
 #[cfg(feature = "dataplane")]
 pub mod ebpf;
+pub mod entry_baseline;
 #[cfg(feature = "dataplane")]
 pub mod gatewayd;
 #[cfg(feature = "dataplane")]
