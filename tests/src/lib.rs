@@ -9,6 +9,7 @@
 //! - [`traffic`]: ping, iperf3, ncat echo, the test's own UDP sockets, packet capture.
 //! - `gatewayd` (feature `dataplane`): our daemon with its options, its status socket parsed, eBPF counters, the
 //!   BPF links it holds and what it left behind; `xdp_pass` for veth ends.
+//! - `forward` (feature `dataplane`): `gateway forward` as the operator runs it on the VPS.
 //! - `pair` (feature `dataplane`): gatewayd and a reference peer joined by one tunnel, either side initiating.
 //! - [`topology`]: the shapes the tests share ([`topology::Direct`], [`topology::Hub`],
 //!   [`topology::Entry`]).
@@ -40,6 +41,8 @@ mod wait;
 #[cfg(feature = "dataplane")]
 pub mod ebpf;
 pub mod entry_baseline;
+#[cfg(feature = "dataplane")]
+pub mod forward;
 #[cfg(feature = "dataplane")]
 pub mod gatewayd;
 #[cfg(feature = "dataplane")]

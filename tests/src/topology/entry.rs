@@ -28,8 +28,11 @@
 //! unreachable unsolicited.
 //!
 //! The internet routes nothing to 100.64.0.0/10 or the home LAN: the home reaches the VPSes only
-//! masqueraded as 203.0.113.1. The home's default route points at the carrier and stays so;
-//! tunnels (the tests' business) route only their own subnet.
+//! masqueraded as 203.0.113.1. Like every home router, the home masquerades its LAN out of its
+//! WAN port (so the LAN's own traffic leaves as 100.64.0.2, then as 203.0.113.1); that NAT
+//! would also take replies to forwarded flows if anything sent them out of the default route.
+//! The home's default route points at the carrier and stays so; tunnels (the tests' business)
+//! route only their own subnet.
 
 use std::net::Ipv4Addr;
 
@@ -135,7 +138,8 @@ impl Entry {
         route_via(&self.home, "default", "default", &self.cgnat_home)?;
         route_via(&self.nas, "default", "default", &self.home_lan)?;
         route_via(&self.host, "default", "default", &self.home_lan_host)?;
-        self.cgnat.load_nftables(&masquerade_rules(&self.cgnat_wan.name))?;
+        self.cgnat.load_nftables(&masquerade_rules("cgnat", &self.cgnat_wan.name))?;
+        self.home.load_nftables(&masquerade_rules("home_nat", &self.home_wan.name))?;
 
         check_path(&self.client, &self.vps_wan, "client → internet → VPS")?;
         check_path(&self.client, &self.vps2_wan, "client → internet → second VPS")?;
@@ -188,10 +192,10 @@ impl Entry {
     }
 }
 
-/// Carrier-grade NAT: IPv4 leaving through `wan` takes the carrier's address.
-fn masquerade_rules(wan: &str) -> String {
+/// IPv4 leaving through `wan` takes its address (the carrier's NAT, the home router's own).
+fn masquerade_rules(table: &str, wan: &str) -> String {
     format!(
-        "table ip cgnat {{\n\
+        "table ip {table} {{\n\
          \tchain postrouting {{\n\
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
          \t\toifname \"{wan}\" masquerade\n\

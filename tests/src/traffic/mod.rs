@@ -16,8 +16,8 @@ pub use client_hello::{POST_QUANTUM_SIZE, client_hello};
 pub use echo::{EchoServer, echo_check};
 pub use iperf::{IperfOptions, IperfReport, IperfServer, iperf3_client, iperf3_client_when_ready};
 pub use peer_report::{
-    Exchange, PEER_REPORT_ENV, PeerReport, PeerReportServer, peer_report_binary, tcp_exchange,
-    tcp_no_answer, udp_exchange,
+    Exchange, PEER_REPORT_ENV, PeerReport, PeerReportServer, TcpClient, peer_report_binary,
+    tcp_exchange, tcp_no_answer, udp_exchange,
 };
 pub use ping::{PingOptions, PingReport, ping, ping_until_clean, ping_with, wait_for_ping};
 pub use udp::{receive_all, send_all, udp_socket};

@@ -154,9 +154,56 @@ pub struct Exchange {
     pub report: PeerReport,
 }
 
-/// Connects from `netns` to `to`, writes `parts` one after another (`pause` between them, with
-/// TCP_NODELAY, so each part leaves as segments of its own), reads the answer up to the
-/// server's close and parses its report.
+/// A TCP connection made from inside a namespace, held open until [`TcpClient::exchange`]:
+/// several can be open at once (e.g. one through each of two VPSes, interleaved).
+#[derive(Debug)]
+pub struct TcpClient {
+    stream: TcpStream,
+    to: SocketAddr,
+    timeout: Duration,
+}
+
+impl TcpClient {
+    /// Connects from `netns` to `to` (the handshake is complete when this returns).
+    pub fn connect(netns: &Netns, to: SocketAddr, timeout: Duration) -> Result<TcpClient> {
+        let stream = {
+            let _inside = netns.enter()?;
+            TcpStream::connect_timeout(&to, timeout)
+                .with_context(|| format!("connecting from {} to {to}", netns.name()))?
+        };
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        Ok(TcpClient { stream, to, timeout })
+    }
+
+    /// Writes `parts` one after another (`pause` between them; with TCP_NODELAY each part
+    /// leaves as segments of its own), reads the answer up to the server's close and parses
+    /// its report.
+    pub fn exchange(mut self, parts: &[&[u8]], pause: Duration) -> Result<Exchange> {
+        let to = self.to;
+        let client = self.stream.local_addr()?;
+        let answered_from = self.stream.peer_addr()?;
+        for (index, part) in parts.iter().enumerate() {
+            if index > 0 && !pause.is_zero() {
+                thread::sleep(pause);
+            }
+            self.stream.write_all(part).with_context(|| format!("sending part {index} to {to}"))?;
+        }
+        let mut answer = Vec::new();
+        self.stream.read_to_end(&mut answer).with_context(|| {
+            format!(
+                "reading the answer from {to} within {:?} ({} bytes so far)",
+                self.timeout,
+                answer.len()
+            )
+        })?;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let report = PeerReport::find(&answer).with_context(|| format!("TCP {client} → {to}"))?;
+        Ok(Exchange { client, answered_from, answer, report })
+    }
+}
+
+/// [`TcpClient::connect`] then [`TcpClient::exchange`].
 pub fn tcp_exchange(
     netns: &Netns,
     to: SocketAddr,
@@ -164,28 +211,7 @@ pub fn tcp_exchange(
     pause: Duration,
     timeout: Duration,
 ) -> Result<Exchange> {
-    let mut stream = {
-        let _inside = netns.enter()?;
-        TcpStream::connect_timeout(&to, timeout)
-            .with_context(|| format!("connecting from {} to {to}", netns.name()))?
-    };
-    let client = stream.local_addr()?;
-    let answered_from = stream.peer_addr()?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(timeout))?;
-    for (index, part) in parts.iter().enumerate() {
-        if index > 0 && !pause.is_zero() {
-            thread::sleep(pause);
-        }
-        stream.write_all(part).with_context(|| format!("sending part {index} to {to}"))?;
-    }
-    let mut answer = Vec::new();
-    stream
-        .read_to_end(&mut answer)
-        .with_context(|| format!("reading the answer from {to} ({} bytes so far)", answer.len()))?;
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let report = PeerReport::find(&answer).with_context(|| format!("TCP {client} → {to}"))?;
-    Ok(Exchange { client, answered_from, answer, report })
+    TcpClient::connect(netns, to, timeout)?.exchange(parts, pause)
 }
 
 /// Whether a TCP connection from `netns` to `to` is refused or gets no answer within
