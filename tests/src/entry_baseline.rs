@@ -94,19 +94,8 @@ impl Baseline {
 
     fn configure_tunnel(&self, entry: &Entry) -> Result<()> {
         let (vps_keys, home_keys) = (KeyPair::generate()?, KeyPair::generate()?);
-        self.vps_tunnel.setconf(&format!(
-            "[Interface]\nPrivateKey = {}\nListenPort = {LISTEN_PORT}\n\n\
-             [Peer]\nPublicKey = {}\nAllowedIPs = {HOME_TUNNEL}/32, {}\n",
-            vps_keys.private_key,
-            home_keys.public_key,
-            Entry::HOME_LAN
-        ))?;
-        self.home_tunnel.setconf(&format!(
-            "[Interface]\nPrivateKey = {}\n\n\
-             [Peer]\nPublicKey = {}\nEndpoint = {}:{LISTEN_PORT}\nAllowedIPs = 0.0.0.0/0\n\
-             PersistentKeepalive = 25\n",
-            home_keys.private_key, vps_keys.public_key, entry.vps_wan.v4
-        ))?;
+        self.vps_tunnel.setconf(&vps_config(&vps_keys, &home_keys))?;
+        self.home_tunnel.setconf(&home_config(entry, &vps_keys, &home_keys))?;
         let address = |v4: Ipv4Addr| [(IpAddr::V4(v4), TUNNEL_PREFIX_LEN)];
         self.vps_tunnel.bring_up(&address(VPS_TUNNEL), TUNNEL_MTU)?;
         self.home_tunnel.bring_up(&address(HOME_TUNNEL), TUNNEL_MTU)?;
@@ -119,9 +108,30 @@ impl Baseline {
     }
 }
 
+/// The VPS's tunnel config (wg(8) format): the home as its peer, with the home LAN.
+pub fn vps_config(vps: &KeyPair, home: &KeyPair) -> String {
+    format!(
+        "[Interface]\nPrivateKey = {}\nListenPort = {LISTEN_PORT}\n\n\
+         [Peer]\nPublicKey = {}\nAllowedIPs = {HOME_TUNNEL}/32, {}\n",
+        vps.private_key,
+        home.public_key,
+        Entry::HOME_LAN
+    )
+}
+
+/// The home's tunnel config: it dials the VPS and admits any source from it.
+pub fn home_config(entry: &Entry, vps: &KeyPair, home: &KeyPair) -> String {
+    format!(
+        "[Interface]\nPrivateKey = {}\n\n\
+         [Peer]\nPublicKey = {}\nEndpoint = {}:{LISTEN_PORT}\nAllowedIPs = 0.0.0.0/0\n\
+         PersistentKeepalive = 25\n",
+        home.private_key, vps.public_key, entry.vps_wan.v4
+    )
+}
+
 /// Connection marks and policy routing at the home: replies to connections that came in
 /// through the tunnel leave through it.
-fn configure_home(entry: &Entry, tunnel: &str) -> Result<()> {
+pub fn configure_home(entry: &Entry, tunnel: &str) -> Result<()> {
     let home = &entry.home;
     // Packets from the internet arrive through the tunnel with their real source: a reverse
     // path check would look for that source behind the default route and drop them.
@@ -145,7 +155,7 @@ fn configure_home(entry: &Entry, tunnel: &str) -> Result<()> {
 
 /// DNAT of the port forwards, and the TPROXY-style local delivery of nginx's transparent
 /// sockets' replies.
-fn configure_vps(entry: &Entry, tunnel: &str, forwards: &BaselineForwards) -> Result<()> {
+pub fn configure_vps(entry: &Entry, tunnel: &str, forwards: &BaselineForwards) -> Result<()> {
     let vps = &entry.vps;
     let public = entry.vps_wan.v4;
     let wan = &entry.vps_wan.name;
@@ -179,7 +189,7 @@ fn configure_vps(entry: &Entry, tunnel: &str, forwards: &BaselineForwards) -> Re
 
 /// nginx's stream module in the VPS's namespace: `ssl_preread` picks the backend by server
 /// name, `proxy_bind ... transparent` connects from the client's address and port.
-fn start_nginx(entry: &Entry, dir: &TestDir, forwards: &BaselineForwards) -> Result<Process> {
+pub fn start_nginx(entry: &Entry, dir: &TestDir, forwards: &BaselineForwards) -> Result<Process> {
     let prefix = dir.file("nginx");
     std::fs::create_dir_all(&prefix)
         .with_context(|| format!("cannot create {}", prefix.display()))?;
@@ -191,7 +201,7 @@ fn start_nginx(entry: &Entry, dir: &TestDir, forwards: &BaselineForwards) -> Res
     let config = format!(
         "load_module {NGINX_MODULE};\n\
          daemon off;\n\
-         worker_processes 1;\n\
+         worker_processes auto;\n\
          pid {prefix}/nginx.pid;\n\
          error_log stderr notice;\n\
          events {{ worker_connections 4096; }}\n\

@@ -5,7 +5,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -60,8 +60,19 @@ impl PeerReportServer {
         tcp: &[u16],
         udp: &[u16],
     ) -> Result<PeerReportServer> {
-        let binary = peer_report_binary()?;
-        let mut command = netns.command(&binary);
+        PeerReportServer::start_binary(&peer_report_binary()?, netns, dir, name, tcp, udp)
+    }
+
+    /// [`PeerReportServer::start`] with the given peer-report binary (e.g. a release build).
+    pub fn start_binary(
+        binary: &Path,
+        netns: &Netns,
+        dir: &TestDir,
+        name: &str,
+        tcp: &[u16],
+        udp: &[u16],
+    ) -> Result<PeerReportServer> {
+        let mut command = netns.command(binary);
         command.args(["--name", name]);
         for port in tcp {
             command.args(["--tcp", &format!("0.0.0.0:{port}")]);
