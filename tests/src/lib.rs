@@ -27,7 +27,9 @@
 //! `endpoints` (roaming, persistent keepalive through an expiring NAT), `hub` (XDP, stack and
 //! userspace forwarding), `differential` (eBPF and userspace indistinguishable from outside),
 //! `wg_quick`, `gateway_up` (`gateway up`/`down` from a wg-quick file), `bad_input`,
-//! `robustness` (malformed, replayed and forged datagrams) and `clean_exit`.
+//! `robustness` (malformed, replayed and forged datagrams) and `clean_exit`; `entry` (the
+//! public entry point: `gateway forward` from an internet client to the home LAN, and the
+//! same done with nftables and nginx).
 
 mod command;
 mod guard;
