@@ -55,6 +55,9 @@ pub struct GatewaydOptions {
     /// GSO on the tunnel interface (off: `--no-tun-gso`, every TCP segment through the
     /// eBPF send path).
     pub tun_gso: bool,
+    /// `--entry-peer`: public keys of peers that bring in traffic from the internet (a second
+    /// VPS in front of a home) besides those whose AllowedIPs hold a default route.
+    pub entry_peers: Vec<String>,
 }
 
 impl GatewaydOptions {
@@ -65,6 +68,7 @@ impl GatewaydOptions {
             timer_divisor: None,
             lan_ifaces: Vec::new(),
             tun_gso: true,
+            entry_peers: Vec::new(),
         }
     }
 
@@ -86,6 +90,9 @@ impl GatewaydOptions {
         }
         for lan in &self.lan_ifaces {
             args.extend(["--lan-iface".to_string(), lan.clone()]);
+        }
+        for peer in &self.entry_peers {
+            args.extend(["--entry-peer".to_string(), peer.clone()]);
         }
         args
     }

@@ -9,8 +9,12 @@
 //! - [`traffic`]: ping, iperf3, ncat echo, the test's own UDP sockets, packet capture.
 //! - `gatewayd` (feature `dataplane`): our daemon with its options, its status socket parsed, eBPF counters, the
 //!   BPF links it holds and what it left behind; `xdp_pass` for veth ends.
+//! - `forward` (feature `dataplane`): `gateway forward` as the operator runs it on the VPS.
 //! - `pair` (feature `dataplane`): gatewayd and a reference peer joined by one tunnel, either side initiating.
-//! - [`topology`]: the shapes the tests share ([`topology::Direct`], [`topology::Hub`]).
+//! - [`topology`]: the shapes the tests share ([`topology::Direct`], [`topology::Hub`],
+//!   [`topology::Entry`]).
+//! - [`entry_baseline`]: the public entry point as people build it today (nftables DNAT,
+//!   connmark policy routing, nginx `ssl_preread`), to test and benchmark gatewayd against.
 //! - `ebpf` (feature `dataplane`, on by default): what the eBPF program tests and the
 //!   per-program benchmark share.
 //!
@@ -23,7 +27,9 @@
 //! `endpoints` (roaming, persistent keepalive through an expiring NAT), `hub` (XDP, stack and
 //! userspace forwarding), `differential` (eBPF and userspace indistinguishable from outside),
 //! `wg_quick`, `gateway_up` (`gateway up`/`down` from a wg-quick file), `bad_input`,
-//! `robustness` (malformed, replayed and forged datagrams) and `clean_exit`.
+//! `robustness` (malformed, replayed and forged datagrams) and `clean_exit`; `entry` (the
+//! public entry point: `gateway forward` from an internet client to the home LAN, and the
+//! same done with nftables and nginx).
 
 mod command;
 mod guard;
@@ -36,6 +42,9 @@ mod wait;
 
 #[cfg(feature = "dataplane")]
 pub mod ebpf;
+pub mod entry_baseline;
+#[cfg(feature = "dataplane")]
+pub mod forward;
 #[cfg(feature = "dataplane")]
 pub mod gatewayd;
 #[cfg(feature = "dataplane")]

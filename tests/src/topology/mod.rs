@@ -4,8 +4,11 @@
 //! - [`Direct`]: client — router — server, one routed underlay hop.
 //! - [`Hub`]: phone — internet — VPS, and home-LAN host — home — carrier NAT — internet: the VPS
 //!   relays between phone and home, and the home reaches it only through a masquerade.
+//! - [`Entry`]: client — internet — two VPSes, and a home behind carrier NAT with a NAS and a
+//!   second host on its LAN: services on the home LAN exposed on the VPSes' addresses.
 
 mod direct;
+mod entry;
 mod hub;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -14,6 +17,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 
 pub use direct::Direct;
+pub use entry::Entry;
 pub use hub::Hub;
 
 use crate::Netns;

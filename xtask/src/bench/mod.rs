@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: gatewayd (eBPF and userspace paths) against wireguard-go, boringtun and
 //! plain routing, on namespaces and veths of its own (traffic never leaves them).
 //!
-//! Runs setup and the release build, then each scenario (direct, hub, scale, ebpf-micro) with
+//! Runs setup and the release build, then each scenario (direct, hub, scale, ebpf-micro, entry) with
 //! each implementation in turn, on a fresh topology each time. Every figure is the median of
 //! repetitions, each preceded by a load sample and repeated (then flagged) when the machine was
 //! busy. Writes a Markdown table to stdout and `target/bench/results.md`, the records to
@@ -45,7 +45,7 @@ use repeat::progress;
 use runner::Runner;
 use tunnel::Binaries;
 
-const TOOLS: &[&str] = &["ip", "nft", "ping", "ss", "wg", "ethtool", "iperf3"];
+const TOOLS: &[&str] = &["ip", "nft", "ping", "ss", "wg", "ethtool", "iperf3", "nginx"];
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -84,10 +84,14 @@ pub fn run(options: &Options) -> Result<ExitCode> {
             "gateway",
             "--bin",
             "gatewayd",
+            "--bin",
+            "gateway",
             "-p",
             "gateway-tests",
             "--bin",
             "gateway-bench",
+            "--bin",
+            "peer-report",
         ]);
         let described = run::describe(&build);
         progress(&format!("building: {described}"));

@@ -19,11 +19,14 @@ pub enum Scenario {
     /// Nanoseconds per packet of each eBPF program (BPF_PROG_TEST_RUN), and the instructions
     /// the verifier processed for each.
     EbpfMicro,
+    /// The public entry point: an internet client → a VPS's public address → a forward through
+    /// the tunnel → a NAS on the home LAN (behind carrier NAT), keeping the client's address.
+    Entry,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] =
-        [Scenario::Direct, Scenario::Hub, Scenario::Scale, Scenario::EbpfMicro];
+    pub const ALL: [Scenario; 5] =
+        [Scenario::Direct, Scenario::Hub, Scenario::Scale, Scenario::EbpfMicro, Scenario::Entry];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -31,15 +34,17 @@ impl Scenario {
             Scenario::Hub => "hub",
             Scenario::Scale => "scale",
             Scenario::EbpfMicro => "ebpf-micro",
+            Scenario::Entry => "entry",
         }
     }
 
     /// The implementations the scenario applies to, in table order.
     pub fn implementations(self) -> &'static [Implementation] {
         match self {
-            Scenario::Direct | Scenario::Hub => &Implementation::ALL,
+            Scenario::Direct | Scenario::Hub => &Implementation::PATHS,
             Scenario::Scale => &Implementation::TUNNELS,
             Scenario::EbpfMicro => &[Implementation::GatewaydEbpf],
+            Scenario::Entry => &[Implementation::GatewaydEbpf, Implementation::NftablesNginx],
         }
     }
 }
@@ -62,10 +67,24 @@ pub enum Implementation {
     GatewaydUserspace,
     WireguardGo,
     Boringtun,
+    /// The entry point as people build it today (entry scenario only): a wireguard-go tunnel,
+    /// nftables DNAT on the VPS, connmark policy routing at the home, nginx `ssl_preread` with
+    /// transparent `proxy_bind` for TLS.
+    NftablesNginx,
 }
 
 impl Implementation {
-    pub const ALL: [Implementation; 6] = [
+    pub const ALL: [Implementation; 7] = [
+        Implementation::Plain,
+        Implementation::GatewaydEbpf,
+        Implementation::GatewaydEbpfSegments,
+        Implementation::GatewaydUserspace,
+        Implementation::WireguardGo,
+        Implementation::Boringtun,
+        Implementation::NftablesNginx,
+    ];
+    /// What carries the direct and hub scenarios' paths.
+    pub const PATHS: [Implementation; 6] = [
         Implementation::Plain,
         Implementation::GatewaydEbpf,
         Implementation::GatewaydEbpfSegments,
@@ -88,6 +107,7 @@ impl Implementation {
             Implementation::GatewaydUserspace => "gatewayd-userspace",
             Implementation::WireguardGo => "wireguard-go",
             Implementation::Boringtun => "boringtun",
+            Implementation::NftablesNginx => "nftables-nginx",
         }
     }
 
@@ -101,10 +121,15 @@ impl Implementation {
     }
 
     /// What a row of this implementation is compared with: gatewayd with the better of the
-    /// other two tunnels, every other row with the best tunnel but itself.
+    /// other two tunnels (and, in the entry scenario, the only other row there: nftables and
+    /// nginx), every other row with the best tunnel but itself.
     pub fn references(self) -> Vec<Implementation> {
         if self.is_gatewayd() {
-            vec![Implementation::WireguardGo, Implementation::Boringtun]
+            vec![
+                Implementation::WireguardGo,
+                Implementation::Boringtun,
+                Implementation::NftablesNginx,
+            ]
         } else {
             Implementation::TUNNELS.into_iter().filter(|other| *other != self).collect()
         }
@@ -168,6 +193,17 @@ pub const MICRO_ENCRYPT: Metric = metric("encrypt", "encrypt", "ns/packet", Bett
 pub const MICRO_HUB: Metric = metric("hub_reencrypt", "hub re-encrypt", "ns/packet", Better::Lower);
 pub const MICRO_FLOOR: Metric =
     metric("empty_program", "empty program", "ns/packet", Better::Lower);
+/// Entry scenario: connections opened, answered and closed per second through a tcp forward
+/// and a tls (SNI) forward, with several clients at once, and the 99th percentile of the time
+/// from `connect` to the first byte of the answer.
+pub const TCP_CONNECTIONS: Metric =
+    metric("tcp_connections_per_second", "new conns, tcp", "1/s", Better::Higher);
+pub const TCP_FIRST_BYTE_P99: Metric =
+    metric("tcp_first_byte_p99", "first byte p99, tcp", "ms", Better::Lower);
+pub const TLS_CONNECTIONS: Metric =
+    metric("tls_connections_per_second", "new conns, tls (SNI)", "1/s", Better::Higher);
+pub const TLS_FIRST_BYTE_P99: Metric =
+    metric("tls_first_byte_p99", "first byte p99, tls (SNI)", "ms", Better::Lower);
 /// Instructions the kernel's verifier processed for one program (ebpf-micro, one record per
 /// program): the cost its 1,000,000-instruction limit applies to. Not one of the per-size
 /// columns of `metrics`: it has a table of its own.
@@ -191,6 +227,15 @@ pub fn metrics(scenario: Scenario) -> &'static [Metric] {
         ],
         Scenario::Scale => &[TCP_1_PEERS_1, TCP_1_PEERS_10K, SETCONF_130K, HANDSHAKES],
         Scenario::EbpfMicro => &[MICRO_DECRYPT, MICRO_ENCRYPT, MICRO_HUB, MICRO_FLOOR],
+        Scenario::Entry => &[
+            TCP_1,
+            UDP_64,
+            TCP_CONNECTIONS,
+            TCP_FIRST_BYTE_P99,
+            TLS_CONNECTIONS,
+            TLS_FIRST_BYTE_P99,
+            MACHINE_CPU,
+        ],
     }
 }
 
@@ -220,6 +265,10 @@ pub struct Profile {
     pub handshake_duration: Duration,
     pub micro_runs: usize,
     pub micro_sizes: Vec<usize>,
+    /// Entry scenario: how long each connection-rate run lasts, and how many clients connect
+    /// at once in it.
+    pub connection_duration: Duration,
+    pub connection_clients: usize,
 }
 
 impl Profile {
@@ -251,6 +300,8 @@ impl Profile {
             handshake_duration: Duration::from_secs(2),
             micro_runs: 3000,
             micro_sizes: vec![64, 512, 1420],
+            connection_duration: Duration::from_secs(2),
+            connection_clients: 8,
         }
     }
 
@@ -274,6 +325,7 @@ impl Profile {
             micro_sizes: vec![1420],
             handshake_initiations: 6_000,
             handshake_duration: Duration::from_secs(1),
+            connection_duration: Duration::from_secs(1),
             ..full
         }
     }
@@ -296,7 +348,11 @@ mod tests {
     fn gatewayd_rows_compare_with_the_other_two_tunnels() {
         assert_eq!(
             Implementation::GatewaydEbpf.references(),
-            vec![Implementation::WireguardGo, Implementation::Boringtun]
+            vec![
+                Implementation::WireguardGo,
+                Implementation::Boringtun,
+                Implementation::NftablesNginx
+            ]
         );
         let references = Implementation::WireguardGo.references();
         assert!(!references.contains(&Implementation::WireguardGo));

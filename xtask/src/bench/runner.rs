@@ -4,13 +4,15 @@
 
 use std::cell::Cell;
 use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use gateway_tests::TestDir;
-use gateway_tests::traffic::IperfServer;
+use gateway_tests::traffic::{IperfServer, PeerReportServer};
 
+use super::metrics::connections::{self, ConnectionRun};
 use super::metrics::scale::{self, Flood};
 use super::metrics::tcp::{self, IPERF_PORT, TcpRun};
 use super::metrics::udp_rate::{Generator, Search};
@@ -21,7 +23,10 @@ use super::procfs::netns_inode;
 use super::repeat::{Measured, Repeater, progress, summarise};
 use super::stats::Reps;
 use super::topology::Topology;
-use super::tunnel::{Binaries, LISTEN_PORT, Tunnel};
+use super::tunnel::{
+    Binaries, ENTRY_CONNECT_PORT, ENTRY_SNI, ENTRY_TLS_BACKEND_PORT, ENTRY_TLS_PORT, LISTEN_PORT,
+    Tunnel,
+};
 
 /// A metric and how to read it from one repetition's result.
 type Figure<T> = (Metric, fn(&T) -> f64);
@@ -52,6 +57,7 @@ impl Runner {
                         self.path_scenario(scenario, implementation)
                     }
                     Scenario::Scale => self.scale(implementation),
+                    Scenario::Entry => self.entry(implementation),
                     Scenario::EbpfMicro => {
                         self.verifier();
                         self.micro()
@@ -198,6 +204,104 @@ impl Runner {
             let reps = summarise(measured, share, "no data packets counted");
             self.record(scenario, implementation, plan::EBPF_SHARE, Some(role.to_string()), reps);
         }
+    }
+
+    /// The public entry point: through its forwards, TCP throughput (and its CPU cost), the
+    /// UDP rate at 64 B, and new connections per second with their time to first byte through
+    /// a tcp forward and through a TLS forward routed by SNI.
+    fn entry(&mut self, implementation: Implementation) -> Result<()> {
+        let scenario = Scenario::Entry;
+        let dir = TestDir::new(&format!("bench-entry-{implementation}"))?;
+        let topology = Topology::build(scenario, &self.binaries.tool)?;
+        let Topology::Entry { entry, .. } = &topology else {
+            anyhow::bail!("the entry scenario runs on the entry topology");
+        };
+        let mut tunnel = Tunnel::start(&topology, implementation, &self.binaries, &dir)?;
+        let path = tunnel.path(&topology);
+        let repeater = self.repeater(&topology)?;
+        let _iperf = IperfServer::start(path.destination, &dir, IPERF_PORT)?;
+        let _backend = PeerReportServer::start_binary(
+            &self.binaries.peer_report,
+            path.destination,
+            &dir,
+            "nas",
+            &[ENTRY_CONNECT_PORT, ENTRY_TLS_BACKEND_PORT],
+            &[],
+        )?;
+        let label = |what: &str| format!("entry / {implementation}: {what}");
+
+        let seconds = self.profile.tcp_seconds;
+        let what = "TCP 1 stream";
+        match repeater.run(
+            &label(what),
+            || tcp::measure(&path, &mut tunnel, 1, seconds),
+            TcpRun::describe,
+        ) {
+            Ok(measured) => {
+                self.record(
+                    scenario,
+                    implementation,
+                    plan::TCP_1,
+                    None,
+                    summarise(&measured, |run| Some(run.gbit_per_s), ""),
+                );
+                self.record_cpu(scenario, implementation, &measured);
+            }
+            Err(error) => self.fail(scenario, implementation, what, &dir.attach_logs(error)),
+        }
+
+        let generator = Generator {
+            tool: &self.binaries.tool,
+            path: &path,
+            size: 64,
+            probe_duration: self.profile.udp_probe,
+        };
+        let steps = self.profile.udp_search_steps;
+        let what = "UDP 64 B rate search";
+        match repeater.run(&label(what), || generator.search(steps), Search::describe) {
+            Ok(measured) => {
+                let reps = summarise(
+                    &measured,
+                    |search| search.rate_pps.map(|rate| rate / 1e3),
+                    "no probe met ≤1% loss",
+                );
+                self.record(scenario, implementation, plan::UDP_64, None, reps);
+            }
+            Err(error) => self.fail(scenario, implementation, what, &dir.attach_logs(error)),
+        }
+
+        let public = IpAddr::V4(entry.vps_wan.v4);
+        let (duration, clients) =
+            (self.profile.connection_duration, self.profile.connection_clients);
+        let kinds = [
+            ("tcp", ENTRY_CONNECT_PORT, None, plan::TCP_CONNECTIONS, plan::TCP_FIRST_BYTE_P99),
+            (
+                "tls (SNI)",
+                ENTRY_TLS_PORT,
+                Some(ENTRY_SNI),
+                plan::TLS_CONNECTIONS,
+                plan::TLS_FIRST_BYTE_P99,
+            ),
+        ];
+        for (kind, port, sni, rate_metric, first_byte_metric) in kinds {
+            let what = format!("new connections through the {kind} forward");
+            let target = SocketAddr::new(public, port);
+            let tool = &self.binaries.tool;
+            match repeater.run(
+                &label(&what),
+                || connections::measure(tool, path.source, target, sni, duration, clients),
+                ConnectionRun::describe,
+            ) {
+                Ok(measured) => {
+                    let rate = summarise(&measured, |run| Some(run.per_second), "");
+                    self.record(scenario, implementation, rate_metric, None, rate);
+                    let first_byte = summarise(&measured, |run| Some(run.first_byte_p99_ms), "");
+                    self.record(scenario, implementation, first_byte_metric, None, first_byte);
+                }
+                Err(error) => self.fail(scenario, implementation, &what, &dir.attach_logs(error)),
+            }
+        }
+        tunnel.check_running().map_err(|error| dir.attach_logs(error))
     }
 
     /// 1 vs many peers, a large setconf, handshakes per second; on the direct topology.

@@ -1,6 +1,6 @@
 //! The benchmark's networks: the harness's shapes (`Direct` for the direct and scale scenarios,
-//! `Hub` for the hub scenario), built fresh for every implementation, with the same tuning for
-//! all of them:
+//! `Hub` for the hub scenario, `Entry` for the entry scenario), built fresh for every
+//! implementation, with the same tuning for all of them:
 //!
 //! - forwarding on in every namespace: the eBPF send path resolves routes with
 //!   `bpf_fib_lookup`, which needs it on the underlay;
@@ -8,7 +8,9 @@
 //!   eBPF LAN paths) when it runs XDP itself or has GRO on;
 //! - in the hub, a pass-through XDP program on the internet router's port facing the VPS: a veth
 //!   is only woken up for frames its peer's XDP program sent back with XDP_TX (the eBPF hub
-//!   forwarding) when it runs XDP itself (`gateway-bench xdp-pass`).
+//!   forwarding) when it runs XDP itself (`gateway-bench xdp-pass`); in the entry scenario
+//!   likewise on the router's port facing the VPS, whose forwards go back out of the
+//!   interface they came in on (sealed to the home, or as replies to the client).
 //!
 //! Traffic never leaves these namespaces.
 
@@ -17,7 +19,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use gateway_tests::Netns;
-use gateway_tests::topology::{Direct, Hub, TopologyOptions};
+use gateway_tests::topology::{Direct, Entry, Hub, TopologyOptions};
 
 use super::plan::Scenario;
 use super::tool::Background;
@@ -28,6 +30,10 @@ pub enum Topology {
         // Declared first so it is dropped (killed) before the namespaces are deleted.
         _xdp_pass: Background,
         hub: Box<Hub>,
+    },
+    Entry {
+        _xdp_pass: Background,
+        entry: Box<Entry>,
     },
 }
 
@@ -59,6 +65,19 @@ impl Topology {
                 .context("attaching xdp_pass to the internet router's port facing the VPS")?;
                 Ok(Topology::Hub { _xdp_pass: xdp_pass, hub: Box::new(hub) })
             }
+            Scenario::Entry => {
+                let entry = Entry::build(&options)?;
+                tune_all(&entry.namespaces())?;
+                // The clients open tens of thousands of connections per run.
+                entry.client.set_sysctl("net.ipv4.ip_local_port_range", "1024 65000")?;
+                let xdp_pass = Background::start(
+                    tool,
+                    &entry.internet,
+                    &["xdp-pass".into(), "--iface".into(), entry.internet_vps.name.clone()],
+                )
+                .context("attaching xdp_pass to the internet router's port facing the VPS")?;
+                Ok(Topology::Entry { _xdp_pass: xdp_pass, entry: Box::new(entry) })
+            }
             Scenario::EbpfMicro => anyhow::bail!("the eBPF microbenchmark needs no topology"),
         }
     }
@@ -69,6 +88,7 @@ impl Topology {
             Topology::Hub { hub, .. } => {
                 vec![&hub.phone, &hub.internet, &hub.vps, &hub.cgnat, &hub.home, &hub.lan_host]
             }
+            Topology::Entry { entry, .. } => entry.namespaces().to_vec(),
         }
     }
 

@@ -1,5 +1,8 @@
 //! The Debian packages the tests and demo drive: namespaces and links (iproute2), NAT (nftables),
-//! traffic (iperf3, ping, ncat), the reference WireGuard peer and its tools, eBPF inspection.
+//! traffic (iperf3, ping, ncat), the reference WireGuard peer and its tools, eBPF inspection,
+//! and what the public entry point's tests and benchmark need: clients (curl, `openssl
+//! s_client`), TLS servers (`openssl s_server`), nginx with its `stream` module (the
+//! `ssl_preread` baseline people run today) and `dig` (the README's checks).
 
 use std::process::Command;
 
@@ -19,6 +22,11 @@ const PACKAGES: &[&str] = &[
     "bpftool",
     "ethtool",
     "procps",
+    "curl",
+    "openssl",
+    "nginx",
+    "libnginx-mod-stream",
+    "bind9-dnsutils",
 ];
 
 pub fn packages(progress: &Progress) -> Result<Outcome> {
@@ -50,11 +58,30 @@ pub fn packages(progress: &Progress) -> Result<Outcome> {
     let described = run::describe(&install);
     progress.installing(&format!("missing {}", missing.join(", ")), &described);
     run::status(&mut install, &described)?;
+    if missing.contains(&"nginx") {
+        stop_system_nginx()?;
+    }
     let still_missing = missing_packages()?;
     if !still_missing.is_empty() {
         bail!("apt-get succeeded but {} are still not installed", still_missing.join(", "));
     }
     Ok(Outcome::installed(format!("{}; now {}", missing.join(", "), installed_versions()?)))
+}
+
+/// The tests and the benchmark run nginx in their own namespaces with configs of their own; the
+/// system service Debian starts (and enables) when it installs nginx would only hold port 80 of
+/// the machine. Stopped and disabled right after installing it, never when nginx was already
+/// there (that one is the operator's).
+fn stop_system_nginx() -> Result<()> {
+    // Only under systemd: in containers nothing was started (policy-rc.d forbids it).
+    if !std::path::Path::new("/run/systemd/system").exists() {
+        return Ok(());
+    }
+    let mut disable = Command::new("systemctl");
+    disable.args(["disable", "--now", "nginx"]);
+    let described = run::describe(&disable);
+    run::status(&mut disable, &described)
+        .context("stopping the nginx service Debian started on install")
 }
 
 /// `package version` for every package, for the record of what a run used.

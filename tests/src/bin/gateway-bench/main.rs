@@ -10,7 +10,10 @@
 //! - `ebpf-micro`: nanoseconds per packet of the eBPF programs through BPF_PROG_TEST_RUN.
 //! - `verifier`: the instructions the kernel's verifier processed for each program.
 //! - `xdp-pass`: keeps a pass-through XDP program on veth ends that must receive XDP_TX frames.
+//! - `connect`: new TCP connections from several clients at once (a line or a ClientHello as
+//!   the request), their rate and time to first byte, through the entry point's forwards.
 
+mod connect;
 mod ebpf_micro;
 mod handshakes;
 mod peer_sockets;
@@ -49,6 +52,8 @@ enum Command {
     Verifier(verifier::Options),
     /// Attach a pass-through XDP program to interfaces until killed.
     XdpPass(xdp_pass::Options),
+    /// Open, use and close TCP connections for a while; report their rate and first-byte times.
+    Connect(connect::Options),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +65,7 @@ fn main() -> ExitCode {
         Command::EbpfMicro(options) => ebpf_micro::run(&options),
         Command::Verifier(options) => verifier::run(&options),
         Command::XdpPass(options) => xdp_pass::run(&options),
+        Command::Connect(options) => connect::run(&options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

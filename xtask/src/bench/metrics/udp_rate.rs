@@ -27,7 +27,7 @@ use crate::bench::tool::{self, Background, number};
 use crate::bench::tunnel::TrafficPath;
 
 pub const MAX_LOSS: f64 = 0.01;
-const RECEIVER_PORT: u16 = 5300;
+pub const RECEIVER_PORT: u16 = 5300;
 /// The receiver stops once nothing arrived for this long (the queues of the slowest tunnels
 /// drain well within it).
 const RECEIVER_IDLE: Duration = Duration::from_millis(150);

@@ -31,6 +31,7 @@ fn colour(implementation: Implementation) -> &'static str {
         Implementation::GatewaydUserspace => "#56B4E9",
         Implementation::WireguardGo => "#E69F00",
         Implementation::Boringtun => "#CC79A7",
+        Implementation::NftablesNginx => "#D55E00",
     }
 }
 
@@ -102,6 +103,7 @@ fn scenario_title(scenario: Scenario) -> &'static str {
         Scenario::Hub => "hub: phone → VPS → home → home-LAN host",
         Scenario::Scale => "scale (direct topology)",
         Scenario::EbpfMicro => "eBPF programs, BPF_PROG_TEST_RUN (by inner packet size)",
+        Scenario::Entry => "entry: client → VPS's public address → forward → home (CGNAT) → NAS",
     }
 }
 

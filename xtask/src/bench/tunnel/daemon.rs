@@ -14,6 +14,10 @@ use crate::bench::plan::Implementation;
 #[derive(Debug, Clone)]
 pub struct Binaries {
     pub gatewayd: PathBuf,
+    /// The operator CLI `gateway` (`gateway forward` in the entry scenario).
+    pub gateway_cli: PathBuf,
+    /// `peer-report`: the entry scenario's backend for new connections.
+    pub peer_report: PathBuf,
     /// `gateway-bench`: the UDP generator and receiver, the handshake flood, the eBPF
     /// microbenchmark.
     pub tool: PathBuf,
@@ -31,6 +35,8 @@ impl Binaries {
         };
         Ok(Binaries {
             gatewayd: built("gatewayd")?,
+            gateway_cli: built("gateway")?,
+            peer_report: built("peer-report")?,
             tool: built("gateway-bench")?,
             wireguard_go: find_binary("wireguard-go")?,
             boringtun: find_binary("boringtun-cli")?,
@@ -71,7 +77,8 @@ pub fn command(
             command.arg(ifname);
             command
         }
-        Implementation::WireguardGo => {
+        // The entry point as people build it today runs its tunnel with wireguard-go.
+        Implementation::WireguardGo | Implementation::NftablesNginx => {
             let mut command = netns.command(&binaries.wireguard_go);
             command
                 .args(["-f", ifname])

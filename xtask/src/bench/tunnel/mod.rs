@@ -7,24 +7,34 @@
 //! Hub: phone 10.77.0.2 and home 10.77.0.3 dial the VPS 10.77.0.1 (keepalive 25 s; the home
 //! is behind the carrier's NAT); the VPS learns their endpoints and relays phone ⇄ home LAN
 //! 192.168.50.0/24 with forwarding on.
+//! Entry: the home 10.88.0.3 dials the VPS 10.88.0.1 and admits any source from it; the VPS
+//! forwards its public ports to the NAS 192.168.60.10 (the same configs for both
+//! implementations, `gateway_tests::entry_baseline`): tcp 5201 (iperf3), udp 5300 (the UDP
+//! generator), tcp 8000 (`peer-report`, new connections) keep their ports, and TLS on 443
+//! naming `nas.example.com` goes to the NAS's 8443 (`peer-report`). gatewayd-ebpf runs on both
+//! ends with `gateway forward`; nftables-nginx is wireguard-go on both ends with nftables DNAT,
+//! connmark policy routing at the home and nginx `ssl_preread`.
 
 mod daemon;
 pub mod status;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use gateway_tests::topology::{Direct, Hub};
+use gateway_tests::entry_baseline::{self, BaselineForwards, PortForward};
+use gateway_tests::topology::{Direct, Entry, Hub};
 use gateway_tests::traffic::wait_for_ping;
 use gateway_tests::wg::{KeyPair, WgPeer};
-use gateway_tests::{Netns, TestDir, unique_ifname};
+use gateway_tests::{Netns, Process, TestDir, unique_ifname};
 
 pub use daemon::Binaries;
 use daemon::DaemonOptions;
 use status::GatewaydStatus;
 
+use super::metrics::tcp::IPERF_PORT;
+use super::metrics::udp_rate::RECEIVER_PORT;
 use super::plan::Implementation;
 use super::topology::Topology;
 
@@ -39,6 +49,12 @@ const PHONE_TUNNEL: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const HOME_TUNNEL: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
 const TUNNEL_PREFIX_LEN: u8 = 24;
 
+/// The entry scenario's forwards (public port = backend port on the NAS, but TLS).
+pub const ENTRY_CONNECT_PORT: u16 = 8000;
+pub const ENTRY_TLS_PORT: u16 = 443;
+pub const ENTRY_TLS_BACKEND_PORT: u16 = 8443;
+pub const ENTRY_SNI: &str = "nas.example.com";
+
 /// One tunnel daemon in its role.
 pub struct Endpoint {
     /// "client", "server", "phone", "vps", "home".
@@ -52,6 +68,9 @@ pub struct Endpoint {
 pub struct Tunnel {
     pub implementation: Implementation,
     pub endpoints: Vec<Endpoint>,
+    /// Other processes the implementation runs (nginx): stopped on drop, their CPU time
+    /// counted with the daemons'.
+    pub helpers: Vec<Process>,
 }
 
 /// Where measured traffic flows: from a namespace to an address served in another.
@@ -68,12 +87,13 @@ impl Tunnel {
         binaries: &Binaries,
         dir: &TestDir,
     ) -> Result<Tunnel> {
-        let mut tunnel = Tunnel { implementation, endpoints: Vec::new() };
+        let mut tunnel = Tunnel { implementation, endpoints: Vec::new(), helpers: Vec::new() };
         match (topology, implementation) {
             (Topology::Direct(_), Implementation::Plain) => {}
             (Topology::Hub { hub, .. }, Implementation::Plain) => {
                 Topology::route_hub_without_tunnel(hub)?
             }
+            (Topology::Entry { entry, .. }, _) => tunnel.start_entry(entry, binaries, dir)?,
             (Topology::Direct(direct), _) => tunnel.start_direct(direct, binaries, dir)?,
             (Topology::Hub { hub, .. }, _) => tunnel.start_hub(hub, binaries, dir)?,
         }
@@ -149,6 +169,68 @@ impl Tunnel {
         Ok(())
     }
 
+    /// The entry point: the tunnel between the VPS and the home, then the forwards, by
+    /// `gateway forward` (gatewayd) or by nftables, policy routing and nginx (the baseline).
+    fn start_entry(&mut self, entry: &Entry, binaries: &Binaries, dir: &TestDir) -> Result<()> {
+        let (vps_keys, home_keys) = (KeyPair::generate()?, KeyPair::generate()?);
+        let vps_config = entry_baseline::vps_config(&vps_keys, &home_keys);
+        let home_config = entry_baseline::home_config(entry, &vps_keys, &home_keys);
+        let home_options = if self.implementation.is_gatewayd() {
+            DaemonOptions { lan_interface: Some(entry.home_lan.name.clone()) }
+        } else {
+            DaemonOptions::default()
+        };
+        self.add(binaries, dir, "vps", &entry.vps, vps_keys, &DaemonOptions::default())?;
+        self.add(binaries, dir, "home", &entry.home, home_keys, &home_options)?;
+        let lan = Entry::HOME_LAN;
+        self.configure("vps", &vps_config, entry_baseline::VPS_TUNNEL, &[lan])?;
+        self.configure("home", &home_config, entry_baseline::HOME_TUNNEL, &[])?;
+        wait_for_ping(&entry.home, IpAddr::V4(entry_baseline::VPS_TUNNEL), READY_TIMEOUT)
+            .map_err(|error| dir.attach_logs(error))
+            .context("home → VPS through the tunnel")?;
+        let forwards = entry_forwards(entry);
+        let vps_tunnel = self.endpoint("vps")?.daemon.ifname().to_string();
+        match self.implementation {
+            Implementation::NftablesNginx => {
+                let home_tunnel = self.endpoint("home")?.daemon.ifname().to_string();
+                entry_baseline::configure_home(entry, &home_tunnel)?;
+                entry_baseline::configure_vps(entry, &vps_tunnel, &forwards)?;
+                self.helpers.push(entry_baseline::start_nginx(entry, dir, &forwards)?);
+            }
+            implementation if implementation.is_gatewayd() => {
+                let netns = entry.vps.name();
+                let cli = binaries.gateway_cli.to_string_lossy();
+                let add = |args: &[String]| -> Result<()> {
+                    let mut all = vec!["forward".to_string(), "add".into(), vps_tunnel.clone()];
+                    all.extend_from_slice(args);
+                    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+                    run_in(netns, &cli, &all).map(drop)
+                };
+                for forward in &forwards.ports {
+                    let transport = if forward.udp { "udp" } else { "tcp" };
+                    add(&[
+                        transport.into(),
+                        forward.public_port.to_string(),
+                        "--to".into(),
+                        forward.backend.to_string(),
+                    ])?;
+                }
+                for (name, backend) in &forwards.sni {
+                    add(&[
+                        "tls".into(),
+                        forwards.sni_port.to_string(),
+                        "--sni".into(),
+                        name.clone(),
+                        "--to".into(),
+                        backend.to_string(),
+                    ])?;
+                }
+            }
+            implementation => bail!("{implementation} does not run the entry scenario"),
+        }
+        Ok(())
+    }
+
     fn add(
         &mut self,
         binaries: &Binaries,
@@ -207,18 +289,30 @@ impl Tunnel {
                 destination: &hub.lan_host,
                 address: IpAddr::V4(hub.lan_host_if.v4),
             },
+            // Through the forwards: to the VPS's public address, served on the NAS.
+            Topology::Entry { entry, .. } => TrafficPath {
+                source: &entry.client,
+                destination: &entry.nas,
+                address: IpAddr::V4(entry.vps_wan.v4),
+            },
         }
     }
 
-    /// The daemons' process ids (their CPU time is the tunnel's).
+    /// The daemons' and helpers' process ids (their CPU time is the tunnel's).
     pub fn pids(&mut self) -> Vec<u32> {
-        self.endpoints.iter_mut().map(|endpoint| endpoint.daemon.process().pid()).collect()
+        let mut pids: Vec<u32> =
+            self.endpoints.iter_mut().map(|endpoint| endpoint.daemon.process().pid()).collect();
+        pids.extend(self.helpers.iter().map(Process::pid));
+        pids
     }
 
     /// An error with the daemon's log if one has exited.
     pub fn check_running(&mut self) -> Result<()> {
         for endpoint in &mut self.endpoints {
             endpoint.daemon.process().check_running()?;
+        }
+        for helper in &mut self.helpers {
+            helper.check_running()?;
         }
         Ok(())
     }
@@ -255,6 +349,21 @@ impl Tunnel {
     /// `wg args...` in the namespace of the endpoint in `role`.
     pub fn wg(&self, role: &str, args: &[&str]) -> Result<String> {
         run_in(&self.endpoint(role)?.netns, "wg", args)
+    }
+}
+
+/// The entry scenario's forwards, to the NAS (see the module's documentation).
+fn entry_forwards(entry: &Entry) -> BaselineForwards {
+    let nas = |port| SocketAddr::new(IpAddr::V4(entry.nas_if.v4), port);
+    let same = |udp, port| PortForward { udp, public_port: port, backend: nas(port) };
+    BaselineForwards {
+        ports: vec![
+            same(false, IPERF_PORT),
+            same(true, RECEIVER_PORT),
+            same(false, ENTRY_CONNECT_PORT),
+        ],
+        sni_port: ENTRY_TLS_PORT,
+        sni: vec![(ENTRY_SNI.to_string(), nas(ENTRY_TLS_BACKEND_PORT))],
     }
 }
 
