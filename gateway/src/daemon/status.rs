@@ -1,11 +1,12 @@
 //! The status socket: `/var/run/gatewayd/<ifname>.sock` answers every connection with one JSON
 //! document — which data path is active, what each path carried per peer, what the eBPF
 //! programs did with packets, and the entry point's forwards and flows. `gateway status`
-//! reads it; so do the tests and the demo.
+//! reads it; so do the tests and the demo. The metrics endpoint reads the same [`Snapshot`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
@@ -127,7 +128,8 @@ pub async fn serve(
         let interface = interface.clone();
         tokio::spawn(async move {
             let status =
-                tokio::task::spawn_blocking(move || collect(&shared, &entry, interface)).await;
+                tokio::task::spawn_blocking(move || snapshot(&shared, &entry, interface).status)
+                    .await;
             if let Ok(status) = status
                 && let Ok(json) = serde_json::to_vec_pretty(&status)
             {
@@ -138,18 +140,27 @@ pub async fn serve(
     }
 }
 
-fn collect(shared: &Shared, entry: &EntryPoint, interface: String) -> Status {
+/// The daemon's state at one moment, read under its lock once: the status document, and what
+/// the metrics endpoint (`crate::metrics`) needs beside it. The lock is released on return.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub status: Status,
+    /// Each peer's last completed handshake (wall clock), in the order of `status.peers`.
+    pub last_handshakes: Vec<Option<SystemTime>>,
+}
+
+pub fn snapshot(shared: &Shared, entry: &EntryPoint, interface: String) -> Snapshot {
     let forwards = entry.table().forwards().iter().map(ForwardRecord::from).collect();
     let core = shared.lock();
     let device = &core.device;
     let mut ids: Vec<_> = device.peer_ids().collect();
     ids.sort();
-    let peers = ids
+    let (peers, last_handshakes) = ids
         .into_iter()
         .filter_map(|id| {
             let p = device.snapshot_peer(id)?;
             let ebpf = core.sink.as_ref().map(|s| s.path_counters(id)).unwrap_or_default();
-            Some(PeerStatus {
+            let status = PeerStatus {
                 public_key: crate::uapi::Key(p.public_key).to_base64(),
                 endpoint: p.endpoint.map(|e| e.to_string()),
                 entry_point: device.is_entry_peer(id),
@@ -160,14 +171,15 @@ fn collect(shared: &Shared, entry: &EntryPoint, interface: String) -> Status {
                     tx_packets: p.tx_packets,
                 },
                 ebpf,
-            })
+            };
+            Some((status, p.last_handshake))
         })
-        .collect();
+        .unzip();
     let (data_path, programs, attachments, ebpf_stats) = match core.sink.as_ref() {
         Some(sink) => ("ebpf".to_string(), sink.programs(), sink.attachments(), sink.stats()),
         None => ("userspace".to_string(), Vec::new(), Vec::new(), BTreeMap::new()),
     };
-    Status {
+    let status = Status {
         interface,
         listen_port: device.listen_port(),
         data_path,
@@ -180,5 +192,6 @@ fn collect(shared: &Shared, entry: &EntryPoint, interface: String) -> Status {
             forwards,
             dataplane: core.sink.as_ref().map(|s| s.entry_status()).unwrap_or_default(),
         },
-    }
+    };
+    Snapshot { status, last_handshakes }
 }
