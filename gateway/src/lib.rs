@@ -4,6 +4,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod entry;
+pub mod metrics;
 pub mod mirror;
 pub mod quick;
 pub mod tun;
