@@ -55,6 +55,12 @@ struct Args {
     /// others, e.g. a second VPS in front of the same host.
     #[arg(long = "entry-peer", value_name = "PUBKEY")]
     entry_peers: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics. Without a value: loopback,
+    /// 127.0.0.1:9586; a port alone: 127.0.0.1:PORT; an address alone: port 9586. Put a bare
+    /// --metrics after the interface name (or write --metrics=), or it takes the name as its
+    /// value.
+    #[arg(long, value_name = "ADDR[:PORT]", num_args = 0..=1, default_missing_value = "")]
+    metrics: Option<String>,
     /// Where the interface's state (its forwards) is kept [default: /var/lib/gatewayd/<ifname>].
     #[arg(long, value_name = "DIR")]
     state_dir: Option<std::path::PathBuf>,
@@ -113,6 +119,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let metrics = match args.metrics.as_deref().map(gateway::metrics::address::parse).transpose() {
+        Ok(address) => address,
+        Err(e) => {
+            eprintln!("gatewayd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let state_directory = args
         .state_dir
         .clone()
@@ -147,6 +160,7 @@ fn main() -> ExitCode {
         },
         state_directory,
         entry_peers,
+        metrics,
     };
     match daemon::run(options) {
         Ok(()) => ExitCode::SUCCESS,

@@ -114,6 +114,12 @@ impl EbpfSink {
         self
     }
 
+    /// What the kernel's verifier made of each program, fixed since the programs were loaded
+    /// (the metrics endpoint takes it once, before the sink goes behind the daemon's lock).
+    pub fn program_reports(&self) -> Vec<crate::dataplane::ProgramReport> {
+        self.dp.program_reports().to_vec()
+    }
+
     /// Where sessions' counters live: the device must allocate from it.
     pub fn session_pool(&self) -> std::sync::Arc<crate::dataplane::SlotPool> {
         self.dp.session_pool()

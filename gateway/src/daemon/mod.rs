@@ -3,8 +3,8 @@
 //! (removing socket and interface) on SIGTERM, SIGINT or deletion of the interface.
 //!
 //! Everything that can fail for a reason the operator can fix (bad name, interface or port
-//! taken, missing privileges, no eBPF) fails before the process detaches, with one line
-//! naming the problem and nothing left behind.
+//! taken, metrics address taken, missing privileges, no eBPF) fails before the process
+//! detaches, with one line naming the problem and nothing left behind.
 
 pub mod control;
 pub mod core;
@@ -51,6 +51,8 @@ pub struct Options {
     /// Public keys of peers that are entry points besides those holding a default route
     /// (`--entry-peer`; see `wg::device::entry`).
     pub entry_peers: Vec<[u8; 32]>,
+    /// Where the Prometheus metrics are served (`--metrics`); None: nowhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug)]
@@ -63,6 +65,8 @@ pub enum DaemonError {
     Io(&'static str, std::io::Error),
     /// The saved forwards cannot be loaded.
     Forwards(String),
+    /// The metrics address cannot be listened on.
+    Metrics(crate::metrics::server::BindError),
 }
 
 impl std::fmt::Display for DaemonError {
@@ -77,6 +81,7 @@ impl std::fmt::Display for DaemonError {
             DaemonError::Dataplane(e) => write!(f, "eBPF data plane: {e}"),
             DaemonError::Io(what, e) => write!(f, "{what}: {e}"),
             DaemonError::Forwards(e) => f.write_str(e),
+            DaemonError::Metrics(e) => e.fmt(f),
         }
     }
 }
@@ -91,6 +96,8 @@ struct Setup {
     /// None when eBPF is off or could not be set up (then said once, in the log).
     ebpf: Option<ebpf::EbpfSink>,
     entry: EntryPoint,
+    /// The metrics endpoint's listening socket (`--metrics`).
+    metrics: Option<std::net::TcpListener>,
 }
 
 /// CAP_NET_ADMIN, from the effective capability set in /proc/self/status.
@@ -115,6 +122,11 @@ fn acquire(options: &Options) -> Result<Setup, DaemonError> {
     let socket_path = uapi::socket_path(&options.interface).map_err(DaemonError::Uapi)?;
     // The socket first: if another daemon owns the name, say so rather than "interface exists".
     let uapi = uapi::bind_listener(&socket_path).map_err(DaemonError::Uapi)?;
+    let metrics = options
+        .metrics
+        .map(crate::metrics::server::bind)
+        .transpose()
+        .map_err(DaemonError::Metrics)?;
     let queues = std::thread::available_parallelism().map_or(1, |n| n.get());
     let tun = Tun::create(&options.interface, queues).map_err(DaemonError::Tun)?;
     tun.set_mtu(tun::DEFAULT_MTU).map_err(|e| DaemonError::Io("set the interface MTU", e))?;
@@ -147,7 +159,7 @@ fn acquire(options: &Options) -> Result<Setup, DaemonError> {
             }
         }
     };
-    Ok(Setup { tun, sockets, uapi, ebpf, entry })
+    Ok(Setup { tun, sockets, uapi, ebpf, entry, metrics })
 }
 
 /// Forks; the parent exits at once (without running destructors: the child owns everything
@@ -194,7 +206,7 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
 }
 
 async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
-    let Setup { tun, sockets, uapi, ebpf, entry } = setup;
+    let Setup { tun, sockets, uapi, ebpf, entry, metrics } = setup;
     let now = Instant::now();
     let mut device_options = DeviceOptions {
         timer_scale: TimerScale { divisor: options.timer_divisor.max(1) },
@@ -208,6 +220,7 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
     device.set_listen_port(sockets.port);
     device.set_mtu(tun.mtu().unwrap_or(tun::DEFAULT_MTU) as usize);
     let ifindex = tun.ifindex();
+    let programs = ebpf.as_ref().map(|sink| sink.program_reports()).unwrap_or_default();
     let sink = ebpf.map(|s| Box::new(s) as Box<dyn core::EventSink>);
     let shared = Shared::new(Core { device, sink }, sockets, tun);
     // The sink learns the listen port and MTU from the device's first events.
@@ -249,6 +262,17 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
         Arc::clone(&entry),
         options.interface.clone(),
     ));
+    if let Some(listener) = metrics {
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            crate::metrics::DaemonMetrics {
+                shared: Arc::clone(&shared),
+                entry: Arc::clone(&entry),
+                interface: options.interface.clone(),
+                programs,
+            },
+        ));
+    }
 
     let link_shared = Arc::clone(&shared);
     let name = options.interface.clone();
