@@ -58,6 +58,8 @@ pub struct GatewaydOptions {
     /// `--entry-peer`: public keys of peers that bring in traffic from the internet (a second
     /// VPS in front of a home) besides those whose AllowedIPs hold a default route.
     pub entry_peers: Vec<String>,
+    /// `--metrics=VALUE`: serve Prometheus metrics ("" for the default, 127.0.0.1:9586).
+    pub metrics: Option<String>,
 }
 
 impl GatewaydOptions {
@@ -69,6 +71,7 @@ impl GatewaydOptions {
             lan_ifaces: Vec::new(),
             tun_gso: true,
             entry_peers: Vec::new(),
+            metrics: None,
         }
     }
 
@@ -93,6 +96,10 @@ impl GatewaydOptions {
         }
         for peer in &self.entry_peers {
             args.extend(["--entry-peer".to_string(), peer.clone()]);
+        }
+        // With `=`: a bare `--metrics` would take the interface name after it as its value.
+        if let Some(metrics) = &self.metrics {
+            args.push(format!("--metrics={metrics}"));
         }
         args
     }
