@@ -46,7 +46,7 @@ use gateway_tests::traffic::{
 use gateway_tests::wg::{Implementation, KeyPair};
 use gateway_tests::{Netns, TestDir, require_root, require_tools, unique_ifname};
 
-const TOOLS: &[&str] = &["ip", "nft", "ss", "wg", "curl", "openssl"];
+const TOOLS: &[&str] = &["ip", "nft", "ss", "wg", "ethtool", "curl", "openssl"];
 const LISTEN_PORT: u16 = 51820;
 const TUNNEL_MTU: u32 = 1420;
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -690,7 +690,7 @@ fn two_vpses_in_front_of_one_home_userspace() -> Result<()> {
 #[test]
 fn baseline_keeps_the_client_address() -> Result<()> {
     require_root()?;
-    require_tools(&["ip", "nft", "ss", "wg", "wireguard-go", "nginx"])?;
+    require_tools(&["ip", "nft", "ss", "wg", "ethtool", "wireguard-go", "nginx"])?;
     let dir = TestDir::new("entry-baseline")?;
     let entry = Entry::build(&TopologyOptions::default())?;
     let nas = |port| SocketAddr::new(IpAddr::V4(entry.nas_if.v4), port);

@@ -119,6 +119,7 @@ impl Entry {
         link(&self.home, &self.home_wan, &self.cgnat, &self.cgnat_home, options)?;
         self.lan_link(&self.nas, &self.nas_if, &self.home_lan, options)?;
         self.lan_link(&self.host, &self.host_if, &self.home_lan_host, options)?;
+        self.like_wires()?;
 
         for router in [&self.internet, &self.cgnat, &self.home, &self.vps, &self.vps2] {
             router.enable_forwarding()?;
@@ -171,6 +172,38 @@ impl Entry {
         // The home answers ARP for the LAN's gateway on both ports and for the other host
         // (proxy ARP), so the hosts talk to each other through it.
         self.home.set_sysctl(&format!("net.ipv4.conf.{}.proxy_arp", home_if.name), "1")
+    }
+
+    /// Every link behaves like a cable between machines: a veth end otherwise hands its peer
+    /// packets whose checksums are still to be computed (CHECKSUM_PARTIAL), which no wire
+    /// carries. The programs under test read such packets before the stack and, finding the
+    /// checksum unfinished, do not seal them: the VPS's XDP hands a client's translated SYN to
+    /// the daemon, and it reaches the NAS with a checksum the translation could not keep (an
+    /// unfinished one is a seed, not a sum); the home's LAN XDP leaves the NAS's replies to
+    /// the stack, which sends them out of the default route. With the offload off the
+    /// sender's kernel completes every checksum, as a real client's or NAS's does before it
+    /// reaches the wire.
+    fn like_wires(&self) -> Result<()> {
+        let ends = [
+            (&self.client, &self.client_wan),
+            (&self.internet, &self.internet_client),
+            (&self.internet, &self.internet_vps),
+            (&self.internet, &self.internet_vps2),
+            (&self.internet, &self.internet_cgnat),
+            (&self.vps, &self.vps_wan),
+            (&self.vps2, &self.vps2_wan),
+            (&self.cgnat, &self.cgnat_wan),
+            (&self.cgnat, &self.cgnat_home),
+            (&self.home, &self.home_wan),
+            (&self.home, &self.home_lan),
+            (&self.home, &self.home_lan_host),
+            (&self.nas, &self.nas_if),
+            (&self.host, &self.host_if),
+        ];
+        for (netns, iface) in ends {
+            netns.checksum_in_software(&iface.name)?;
+        }
+        Ok(())
     }
 
     /// Every namespace's name (to check they are gone after a test).
