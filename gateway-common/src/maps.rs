@@ -347,9 +347,10 @@ pub enum Stat {
     TxPassToStack,
     /// Entry point: a packet to a tcp/udp forward, rewritten to its backend and sealed.
     EntryForwarded,
-    /// Entry point: a packet to a forward rewritten to its backend but not sealed (no
-    /// session yet, no endpoint, ...): handed to the daemon, which queues it.
-    EntryToDaemon,
+    /// Entry point: a packet to a forward rewritten to its backend but not sealed here (no
+    /// session yet, no endpoint, no outer route from XDP, too big, ...): handed to the TUN's
+    /// egress, where the send program seals it or the daemon queues it.
+    EntryToTunnel,
     /// Entry point: not WireGuard and no forward takes it: to the stack.
     EntryPassNoForward,
     /// Entry point: a decrypted reply of a forwarded flow, its source restored to the

@@ -10,7 +10,7 @@
 //! into the tunnel go: the frame is marked (`TUNNEL_HANDOFF_LEN` bytes of XDP metadata) and
 //! passed, and the TC handoff program on the same interface redirects it to the TUN's
 //! egress: the send program there, else the daemon through the TUN fd, which queues it and
-//! starts a handshake (`EntryToDaemon`). XDP cannot redirect to an L3 TUN itself (it has no
+//! starts a handshake (`EntryToTunnel`). XDP cannot redirect to an L3 TUN itself (it has no
 //! `ndo_xdp_xmit`), and going through the stack instead would need forwarding enabled and
 //! its firewall's consent.
 
@@ -227,6 +227,6 @@ unsafe fn to_tunnel(ctx: *mut c_void, inner: &Inner) -> u32 {
     }
     // Either way it is on its way into the tunnel, translated.
     unsafe { Xdp::mark_for_tunnel(ctx) };
-    count(Stat::EntryToDaemon);
+    count(Stat::EntryToTunnel);
     xdp_action::XDP_PASS
 }

@@ -376,7 +376,7 @@ fn without_config_entry_nothing_is_translated() {
 /// Checks that a run handed a translated packet over for the tunnel's egress: passed with
 /// the tunnel mark (4 bytes of metadata), the frame the client's with `expected` in it.
 fn expect_to_tunnel(w: &World, ran: &Ran, expected: &[u8], what: &str) {
-    assert_eq!(ran.stats.nonzero(), vec![(Stat::EntryToDaemon, 1)], "{what}");
+    assert_eq!(ran.stats.nonzero(), vec![(Stat::EntryToTunnel, 1)], "{what}");
     assert_eq!((ran.verdict, ran.meta.len()), (XDP_PASS, 4), "{what}: verdict, mark");
     let frame = w.internet_frame(expected);
     assert!(ran.data == frame, "{what}:\n got {:02x?}\nwant {frame:02x?}", ran.data);
@@ -449,7 +449,7 @@ fn without_a_session_the_daemon_reads_the_translated_packet_from_the_tun() {
         let got = tun_packets(&w, Duration::from_secs(2), |p| p == expected.as_slice());
         let delta = w.dp.stats().unwrap().since(&before);
         assert_eq!(got.len(), 1, "{mode}: the TUN fd did not yield the packet; {delta:?}");
-        assert_eq!(delta.entry_to_daemon, 1, "{mode}: {delta:?}");
+        assert_eq!(delta.entry_to_tunnel, 1, "{mode}: {delta:?}");
         assert_eq!(delta.rx_pass_other + delta.error, 0, "{mode}: {delta:?}");
     }
 }

@@ -60,7 +60,7 @@ stats! {
     tx_pass_offload => TxPassOffload,
     tx_pass_to_stack => TxPassToStack,
     entry_forwarded => EntryForwarded,
-    entry_to_daemon => EntryToDaemon,
+    entry_to_tunnel => EntryToTunnel,
     entry_pass_no_forward => EntryPassNoForward,
     entry_reply_translated => EntryReplyTranslated,
     proxy_translated => ProxyTranslated,
