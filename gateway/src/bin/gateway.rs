@@ -320,7 +320,7 @@ fn print_entry(s: &Status) {
         println!(
             "  tcp/udp forwards: {}; tls/http: the proxy, backends see {}",
             carried(d.forwards_in_ebpf, "eBPF", "the proxy"),
-            carried(d.proxy_steering, "the client's address", "the tunnel address")
+            if d.proxy_steering { "the client's address" } else { "the tunnel address" }
         );
         println!(
             "  data plane: {} forward slots, {} forwarded flows, {} proxied connections",

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+use super::proxy_nat::{OutboundTranslation, ProxyNat};
 use super::udp::{self, Sockets};
 use crate::entry::table::ForwardTable;
 use crate::mirror::proxy_flows::ProxiedAddrs;
@@ -36,10 +37,16 @@ pub trait EventSink: Send {
     /// The interface's forwards, at start and after every change: the tcp and udp ones the
     /// programs carry, and whether this host is an entry point at all.
     fn forwards_changed(&mut self, _table: &ForwardTable) {}
-    /// Registers a connection the proxy made so that the backend sees the client's address.
-    /// Ok(false): this data plane does not translate proxied connections.
-    fn steer_proxied(&mut self, _addrs: ProxiedAddrs) -> Result<bool, String> {
-        Ok(false)
+    /// Which plane translates the packets proxied connections send into the tunnel (see
+    /// `proxy_nat`). A sink without programs on the TUN leaves them all to the daemon.
+    fn outbound_translation(&self) -> OutboundTranslation {
+        OutboundTranslation::Daemon
+    }
+    /// Registers a connection the proxy made so that the backend sees the client's address:
+    /// its entries for the programs, unless no plane translates it (`Untranslated`). Says
+    /// which plane translates its packets into the tunnel.
+    fn steer_proxied(&mut self, _addrs: ProxiedAddrs) -> Result<OutboundTranslation, String> {
+        Ok(self.outbound_translation())
     }
     /// Forgets a connection the proxy closed.
     fn release_proxied(&mut self, _addrs: ProxiedAddrs) {}
@@ -93,6 +100,8 @@ pub struct Shared {
     pub tun: Tun,
     pub stopping: AtomicBool,
     alarm: Alarm,
+    /// Proxied connections' packets the daemon translates itself (see `proxy_nat`).
+    pub proxy_nat: ProxyNat,
     /// Handshake messages waiting for the handshake thread (the device's "under load" input).
     pub handshake_backlog: std::sync::atomic::AtomicUsize,
     /// The device's up state, published by every step, for threads that hold their input
@@ -125,6 +134,7 @@ impl Shared {
             sockets: RwLock::new(Arc::new(sockets)),
             tun,
             stopping: AtomicBool::new(false),
+            proxy_nat: ProxyNat::default(),
             alarm: Alarm {
                 lock: Mutex::new(()),
                 cv: Condvar::new(),

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use super::core::EventSink;
+use super::proxy_nat::OutboundTranslation;
 use super::status::{EntryDataplane, PathCounters};
 use crate::dataplane::{
     AttachPreference, Dataplane, PeerActivitySnapshot, Program, TunnelConfig, TunnelSends,
@@ -125,13 +126,10 @@ impl EbpfSink {
         self.dp.session_pool()
     }
 
-    /// Whether proxied connections are translated: the steering program runs on the TUN.
-    fn steers_proxied(&self) -> bool {
+    /// Whether `program` runs on the TUN.
+    fn on_tunnel(&self, program: Program) -> bool {
         let tun = self.mirror.config().tun_ifindex;
-        self.dp
-            .attached()
-            .iter()
-            .any(|(ifindex, program)| *ifindex == tun && *program == Program::EntryProxy)
+        self.dp.attached().iter().any(|(ifindex, attached)| *ifindex == tun && *attached == program)
     }
 
     fn publish_forwards(&mut self, table: &ForwardTable) {
@@ -258,11 +256,26 @@ impl EventSink for EbpfSink {
         self.publish_forwards(table);
     }
 
-    fn steer_proxied(&mut self, addrs: ProxiedAddrs) -> Result<bool, String> {
-        if !self.steers_proxied() {
-            return Ok(false);
+    /// The steering program when it runs on the TUN; else the daemon, if it reads every packet
+    /// the stack sends into the tunnel (see `proxy_nat`).
+    fn outbound_translation(&self) -> OutboundTranslation {
+        if self.on_tunnel(Program::EntryProxy) {
+            OutboundTranslation::Dataplane
+        } else if self.on_tunnel(Program::TxTun) {
+            OutboundTranslation::Untranslated
+        } else {
+            OutboundTranslation::Daemon
         }
-        self.mirror.steer_proxied(&mut self.dp, addrs).map(|()| true).map_err(|e| e.to_string())
+    }
+
+    /// Into `PROXY_FLOWS` whichever plane translates into the tunnel: the receive programs
+    /// translate the replies they decrypt by it.
+    fn steer_proxied(&mut self, addrs: ProxiedAddrs) -> Result<OutboundTranslation, String> {
+        let translation = self.outbound_translation();
+        if translation != OutboundTranslation::Untranslated {
+            self.mirror.steer_proxied(&mut self.dp, addrs).map_err(|e| e.to_string())?;
+        }
+        Ok(translation)
     }
 
     fn release_proxied(&mut self, addrs: ProxiedAddrs) {
@@ -277,7 +290,7 @@ impl EventSink for EbpfSink {
     fn entry_status(&self) -> EntryDataplane {
         EntryDataplane {
             forwards_in_ebpf: self.forwards_in_ebpf(),
-            proxy_steering: self.steers_proxied(),
+            proxy_steering: self.outbound_translation() != OutboundTranslation::Untranslated,
             forward_slots: self.mirror.forward_slots(),
             forwarded_flows: self.dp.entry_flows().len(),
             reply_to_flows: self.dp.reply_to_flows().len(),

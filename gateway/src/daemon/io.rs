@@ -72,6 +72,13 @@ fn tun_reader(shared: &Shared, queue: usize) {
             }
         }
         if !packets.is_empty() {
+            // Proxied connections the daemon translates leave with the client's address; the
+            // staged queue and the sealing see them as they leave (see `proxy_nat`).
+            if let Some(table) = shared.proxy_nat.outbound() {
+                for &(at, len) in &packets {
+                    table.translate(&mut arena[at..at + len]);
+                }
+            }
             let now = Instant::now();
             shared.step(|core| {
                 for &(at, len) in &packets {
@@ -201,6 +208,12 @@ fn udp_reader(
                 }
             }
         });
+        // Replies of proxied connections go to the proxy's socket (see `proxy_nat`).
+        if let Some(table) = shared.proxy_nat.inbound() {
+            for (i, range) in &deliveries {
+                table.translate(&mut batch.datagram_mut(*i)[range.clone()]);
+            }
+        }
         let Some(queue) = shared.tun.queues().first() else { continue };
         for (i, range) in deliveries.drain(..) {
             if let Err(e) = TunQueue(queue).write_packet(&batch.datagram(i)[range]) {

@@ -13,6 +13,7 @@ pub mod forward_socket;
 pub mod forwards;
 pub mod io;
 pub mod link;
+pub mod proxy_nat;
 pub mod status;
 pub mod steering;
 pub mod udp;

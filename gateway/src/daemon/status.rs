@@ -53,7 +53,8 @@ pub struct EntryStatus {
     pub dataplane: EntryDataplane,
 }
 
-/// What the entry point's part of the data plane holds (all zero and false without eBPF).
+/// What the entry point's part of the data plane holds (without eBPF: only what the daemon
+/// translates itself).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EntryDataplane {
     /// The programs translate tcp and udp forwards (else the proxy carries them).
@@ -66,7 +67,8 @@ pub struct EntryDataplane {
     pub forwarded_flows: usize,
     /// Flows behind an entry point whose replies go back to it (`REPLY_TO`).
     pub reply_to_flows: usize,
-    /// Proxied connections steered now (`PROXY_FLOWS`, two entries each).
+    /// Proxied connections steered now (`PROXY_FLOWS`, two entries each; without eBPF, the
+    /// daemon's tables).
     pub proxied_connections: usize,
 }
 
@@ -190,7 +192,15 @@ pub fn snapshot(shared: &Shared, entry: &EntryPoint, interface: String) -> Snaps
         userspace_drops: device.drops().iter().map(|(k, v)| (format!("{k:?}"), *v)).collect(),
         entry: EntryStatus {
             forwards,
-            dataplane: core.sink.as_ref().map(|s| s.entry_status()).unwrap_or_default(),
+            dataplane: match core.sink.as_ref() {
+                Some(sink) => sink.entry_status(),
+                // The daemon carries every packet, and translates proxied connections itself.
+                None => EntryDataplane {
+                    proxy_steering: true,
+                    proxied_connections: shared.proxy_nat.connections(),
+                    ..EntryDataplane::default()
+                },
+            },
         },
     };
     Snapshot { status, last_handshakes }

@@ -1,10 +1,12 @@
 //! The proxy (`entry::proxy`) in the daemon: started with the interface's forwards, and told
-//! how to make each connection it relays look like the client's to the backend — through the
-//! mirror, which registers the connection in `PROXY_FLOWS` for the TUN's programs to rewrite.
+//! how to make each connection it relays look like the client's to the backend. The entries
+//! go to the data plane through the mirror (`PROXY_FLOWS`, for the programs) and to the
+//! daemon's own tables (`proxy_nat`, for the packets the daemon carries); which plane
+//! translates which packet is `proxy_nat`'s rule.
 //!
 //! Where that cannot be done the connection goes ahead from our tunnel address, and the
 //! backend sees that address instead of the client's; said once in the log, per reason:
-//! - no data plane, or no steering program on the TUN;
+//! - programs send from the TUN and the steering program is not among them;
 //! - a tls or http forward that bridges address families (an IPv6 client to an IPv4
 //!   backend): no packet rewrite can carry an address across families.
 
@@ -12,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::core::Shared;
+use super::proxy_nat::OutboundTranslation;
 use crate::entry::proxy::{FlowSteering, ProxiedFlow, ProxyHandle, ProxyLimits};
 use crate::entry::table::ForwardTable;
 use crate::mirror::proxy_flows::{ProxiedAddrs, ProxyFlowEntries, SteerError};
@@ -63,26 +66,37 @@ impl FlowSteering for DataplaneSteering {
             );
             return Ok(());
         }
-        let steered = match self.shared.lock().sink.as_mut() {
+        let translation = match self.shared.lock().sink.as_mut() {
             Some(sink) => sink.steer_proxied(addrs)?,
-            None => false,
+            None => OutboundTranslation::Daemon,
         };
-        if !steered {
+        if translation == OutboundTranslation::Untranslated {
             say_once(
                 &self.said_unsteered,
                 format_args!(
-                    "proxy: the data plane does not translate proxied connections (no eBPF, or \
-                     no steering program on the tunnel): backends see this host's tunnel \
+                    "proxy: the programs send from the tunnel but none translates proxied \
+                     connections (no steering program): backends see this host's tunnel \
                      address, not the client's"
                 ),
             );
+            return Ok(());
+        }
+        let daemon_sends = translation == OutboundTranslation::Daemon;
+        if let Err(e) = self.shared.proxy_nat.steer(addrs, daemon_sends) {
+            if let Some(sink) = self.shared.lock().sink.as_mut() {
+                sink.release_proxied(addrs);
+            }
+            return Err(e.to_string());
         }
         Ok(())
     }
 
+    /// The daemon's entries first: the map's reply entry is the last to go.
     fn release(&self, flow: &ProxiedFlow) {
+        let addrs = addrs(flow);
+        self.shared.proxy_nat.release(addrs);
         if let Some(sink) = self.shared.lock().sink.as_mut() {
-            sink.release_proxied(addrs(flow));
+            sink.release_proxied(addrs);
         }
     }
 }

@@ -13,6 +13,8 @@
 //! - [`store`]: the table as a versioned JSON document, written atomically.
 //! - [`tls`]: the server name of a ClientHello, from the first bytes of a connection.
 //! - [`http`]: the host of an HTTP/1.x request, from the first bytes of a connection.
+//! - [`translate`]: the rewrite of proxied connections' packets (`PROXY_FLOWS` entries), for
+//!   the packets the daemon carries itself.
 //!
 //! What comes next builds on these and changes none of them: the daemon keeps one table per
 //! interface (loaded from its state directory at start, saved after every change the CLI asks
@@ -29,3 +31,4 @@ pub mod proxy;
 pub mod store;
 pub mod table;
 pub mod tls;
+pub mod translate;
