@@ -31,6 +31,10 @@ use crate::wg::timers::{REJECT_AFTER_TIME, TimerScale};
 /// these events fire with up to ~12% slack (its timer wheel), far more than this.
 const ACTIVITY_TICK: Duration = Duration::from_millis(100);
 
+/// The flow maps are counted for `gateway status` and the metrics up to this many entries
+/// each (a count walks the map under the daemon's lock).
+pub const FLOWS_COUNTED_UP_TO: usize = 10_000;
+
 #[derive(Debug, Clone)]
 pub struct EbpfOptions {
     pub prefer: AttachPreference,
@@ -169,6 +173,16 @@ impl EbpfSink {
         }) {
             tracing::warn!("entry point: {e}; replies of forwarded flows may be dropped");
         }
+        if !crate::dataplane::ipv6_forwarding_enabled() {
+            // Not switched on for the operator: it would stop the host accepting router
+            // advertisements on interfaces without accept_ra=2, which a VPS's own IPv6
+            // address may depend on.
+            tracing::info!(
+                "entry point: IPv6 forwarding is off on this host (net.ipv6.conf.all.forwarding); \
+                 IPv6 forwards work where the programs send the replies themselves, the others \
+                 need it on (with accept_ra=2 on an uplink configured by router advertisements)"
+            );
+        }
     }
 
     /// The interfaces peers are reached through get the receive programs, once. The one a
@@ -288,12 +302,13 @@ impl EventSink for EbpfSink {
     }
 
     fn entry_status(&self) -> EntryDataplane {
+        let (forwarded_flows, reply_to_flows) = self.dp.entry_flow_counts(FLOWS_COUNTED_UP_TO);
         EntryDataplane {
             forwards_in_ebpf: self.forwards_in_ebpf(),
             proxy_steering: self.outbound_translation() != OutboundTranslation::Untranslated,
             forward_slots: self.mirror.forward_slots(),
-            forwarded_flows: self.dp.entry_flows().len(),
-            reply_to_flows: self.dp.reply_to_flows().len(),
+            forwarded_flows,
+            reply_to_flows,
             proxied_connections: self.mirror.proxied_connections(),
         }
     }

@@ -63,9 +63,11 @@ pub struct EntryDataplane {
     pub proxy_steering: bool,
     /// `ENTRY_FORWARDS` slots in use.
     pub forward_slots: usize,
-    /// Forwarded flows the programs remember (`ENTRY_FLOWS`).
+    /// Forwarded flows the programs remember (`ENTRY_FLOWS`), counted up to
+    /// `ebpf::FLOWS_COUNTED_UP_TO`.
     pub forwarded_flows: usize,
-    /// Flows behind an entry point whose replies go back to it (`REPLY_TO`).
+    /// Flows behind an entry point whose replies go back to it (`REPLY_TO`), counted up to
+    /// `ebpf::FLOWS_COUNTED_UP_TO`.
     pub reply_to_flows: usize,
     /// Proxied connections steered now (`PROXY_FLOWS`, two entries each; without eBPF, the
     /// daemon's tables).

@@ -121,4 +121,13 @@ impl EntryMaps {
     pub(super) fn reply_to(&self) -> Vec<(FlowKey, ReplyTo)> {
         self.reply_to.iter().filter_map(|entry| entry.ok()).collect()
     }
+
+    /// How many entries `ENTRY_FLOWS` and `REPLY_TO` hold, each counted up to `limit`: a walk
+    /// is two syscalls per key, and the maps hold up to 262,144 flows, too many to walk while
+    /// the daemon's lock is held for a status request.
+    pub(super) fn flow_counts(&self, limit: usize) -> (usize, usize) {
+        let flows = self.flows.keys().take(limit).filter(|key| key.is_ok()).count();
+        let reply_to = self.reply_to.keys().take(limit).filter(|key| key.is_ok()).count();
+        (flows, reply_to)
+    }
 }

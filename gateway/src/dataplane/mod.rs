@@ -52,7 +52,9 @@ pub use entry::{EntryTransport, ForwardSlot};
 pub use error::{DataplaneError, Result};
 pub use loader::{Capacities, embedded_object};
 pub use mmap::MappedArray;
-pub use netdev::{TxChecksum, enable_entry_routing, gso_max_segs, tx_checksum};
+pub use netdev::{
+    TxChecksum, enable_entry_routing, gso_max_segs, ipv6_forwarding_enabled, tx_checksum,
+};
 pub use peers::{PeerActivitySnapshot, PeerEndpoint, PeerSlot};
 pub use programs::Program;
 #[cfg(test)]
@@ -456,6 +458,11 @@ impl Dataplane {
     /// The forwarded flows the programs remember (`ENTRY_FLOWS`).
     pub fn entry_flows(&self) -> Vec<(FlowKey, FlowNat)> {
         self.entry.flows()
+    }
+
+    /// How many flows `ENTRY_FLOWS` and `REPLY_TO` hold, each counted up to `limit`.
+    pub fn entry_flow_counts(&self, limit: usize) -> (usize, usize) {
+        self.entry.flow_counts(limit)
     }
 
     /// The flows whose replies go back to an entry peer (`REPLY_TO`).

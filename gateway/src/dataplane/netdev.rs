@@ -189,3 +189,11 @@ pub fn enable_entry_routing(ifname: &str) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Whether the host forwards IPv6 at all (`net.ipv6.conf.all.forwarding`): the stack's IPv6
+/// forwarding looks at this switch, not at the interface's, so translated IPv6 replies the
+/// programs leave to the stack are dropped while it is off. False when unknown.
+pub fn ipv6_forwarding_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
+        .is_ok_and(|value| value.trim() == "1")
+}
