@@ -188,7 +188,9 @@ mod tests {
         assert!(lines[1].ends_with("10.0.0.2/32"), "{text}");
         assert!(lines[2].contains("never") && lines[2].ends_with("(none)"), "{text}");
         // Right-aligned numbers end in the same column.
-        let end = |line: &str, what: &str| line.find(what).unwrap() + what.len();
+        let end = |line: &str, what: &str| {
+            line[..line.find(what).unwrap()].chars().count() + what.chars().count()
+        };
         assert_eq!(end(lines[0], "RX EBPF"), end(lines[1], "2.00 KiB"));
     }
 }
