@@ -31,7 +31,7 @@ use gateway::cli::export::{ClientOptions, Export, Qr};
 use gateway::cli::peers::PeersView;
 use gateway::cli::routes::RoutesView;
 use gateway::cli::source::{Daemon, status_document};
-use gateway::cli::{edit, export, forwards, keys, print_json, status};
+use gateway::cli::{edit, export, forwards, keys, status};
 use gateway::entry::forward::SelectorArgs;
 use ipnet::IpNet;
 
@@ -254,11 +254,11 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Peers { interface, json } => {
             let peers = PeersView::new(&Daemon::read(&interface)?, SystemTime::now());
-            if json { print_json(&peers) } else { Ok(print!("{}", peers.table())) }
+            gateway::cli::print(json, &peers, PeersView::table)
         }
         Command::Routes { interface, json } => {
             let routes = RoutesView::new(&Daemon::read(&interface)?);
-            if json { print_json(&routes) } else { Ok(print!("{}", routes.render())) }
+            gateway::cli::print(json, &routes, RoutesView::render)
         }
         Command::Forwards { interface, json } => forwards::list(&interface, json),
         Command::AddPeer { interface, addresses, client, qr } => {

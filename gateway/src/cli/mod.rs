@@ -27,3 +27,17 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
     println!("{text}");
     Ok(())
 }
+
+/// A read command's answer: `value` as JSON with `--json`, else as `text` renders it.
+pub fn print<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    text: impl FnOnce(&T) -> String,
+) -> Result<(), String> {
+    if json {
+        print_json(value)
+    } else {
+        print!("{}", text(value));
+        Ok(())
+    }
+}
