@@ -31,11 +31,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pubkey_matches_wg_pubkey() {
-        // From wireguard-tools' documentation style: a fixed key and what `wg pubkey` prints.
-        let private = Key([0x11; 32]).clamped();
-        let public = pubkey(&format!("{}\n", private.to_base64())).unwrap();
-        assert_eq!(public, public_of(&private).to_base64());
+    fn pubkey_is_x25519_of_the_private_key() {
+        // RFC 7748, section 6.1: Alice's private and public keys.
+        let private =
+            Key::from_hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+                .unwrap();
+        let public =
+            Key::from_hex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+                .unwrap();
+        assert_eq!(pubkey(&format!("{}\n", private.to_base64())).unwrap(), public.to_base64());
         assert!(pubkey("not a key").unwrap_err().starts_with("bad private key"));
         assert_ne!(new_private_key(), new_private_key());
     }
