@@ -1,5 +1,6 @@
 //! gatewayd: a WireGuard gateway whose data path runs in eBPF. See docs/ARCHITECTURE.md.
 
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;

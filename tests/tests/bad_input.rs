@@ -471,3 +471,127 @@ fn refuse_forwards(
     }
     Ok(())
 }
+
+#[test]
+fn bad_peer_commands_fail_with_one_line_and_change_nothing() -> Result<()> {
+    require_root()?;
+    require_tools(TOOLS)?;
+    let dir = TestDir::new("bad-peer-commands")?;
+    let netns = Netns::new("bad")?;
+    let name = unique_ifname("gw")?;
+    let gatewayd =
+        Gatewayd::start(&netns, &dir, &name, &GatewaydOptions::new(DataPath::Userspace))?;
+    refuse_peer_commands(&netns, &dir, &gatewayd, &name).map_err(|error| dir.attach_logs(error))
+}
+
+/// `gateway status/peers/routes/forwards/export/remove-peer` with an interface no gatewayd
+/// runs, a peer no key starts with, a prefix two keys share, an unwritable PNG path, a private
+/// key that is not the peer's or is missing where a QR code needs it, a bad endpoint, an
+/// unknown shell: one line each, and the peers are what they were.
+fn refuse_peer_commands(
+    netns: &Netns,
+    dir: &TestDir,
+    gatewayd: &Gatewayd,
+    name: &str,
+) -> Result<()> {
+    let own = KeyPair::generate()?;
+    let phone = KeyPair::generate()?;
+    let laptop = KeyPair::generate()?;
+    // Two keys that share their first 42 base64 characters.
+    let twin = |last: u8| {
+        let mut key = [1u8; 32];
+        key[31] = last;
+        gateway::uapi::Key(key).to_base64()
+    };
+    let (twin_a, twin_b) = (twin(1), twin(2));
+    let shared = &twin_a[..8];
+    ensure!(twin_b.starts_with(shared), "{twin_a} and {twin_b} share no prefix");
+    let own_key = dir.file("own.key");
+    std::fs::write(&own_key, format!("{}\n", own.private_key))?;
+    let phone_key = dir.file("phone.key");
+    std::fs::write(&phone_key, format!("{}\n", phone.private_key))?;
+    let laptop_key = dir.file("laptop.key");
+    std::fs::write(&laptop_key, format!("{}\n", laptop.private_key))?;
+    let own_key = own_key.to_string_lossy().into_owned();
+    let phone_key = phone_key.to_string_lossy().into_owned();
+    let laptop_key = laptop_key.to_string_lossy().into_owned();
+    gatewayd.set(&["private-key", &own_key])?;
+    gatewayd.set(&["peer", &phone.public_key, "allowed-ips", "10.9.0.2/32"])?;
+    gatewayd.set(&["peer", &twin_a, "allowed-ips", "10.9.0.3/32"])?;
+    gatewayd.set(&["peer", &twin_b, "allowed-ips", "10.9.0.4/32"])?;
+    let before = gatewayd.show()?;
+    ensure!(before.peers.len() == 3, "the peers were not set: {before:?}");
+
+    let absent = unique_ifname("gw")?;
+    let no_daemon = format!("no gatewayd runs on {absent}");
+    let unwritable = dir.file("no-such-directory/phone.png");
+    let unwritable = unwritable.to_string_lossy().into_owned();
+    let phone_prefix = &phone.public_key[..8];
+    let export = |extra: &[&'static str]| -> Vec<String> {
+        let mut args: Vec<String> =
+            ["export", name, phone_prefix, "--endpoint", "vps.example:51820"]
+                .map(String::from)
+                .to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let with = |mut args: Vec<String>, more: &[&str]| {
+        args.extend(more.iter().map(|s| s.to_string()));
+        args
+    };
+    let words = |line: &str| line.split(' ').map(String::from).collect::<Vec<String>>();
+    let mistakes: Vec<(Vec<String>, String)> = vec![
+        (words(&format!("status {absent}")), no_daemon.clone()),
+        (words(&format!("status {absent} --json")), no_daemon.clone()),
+        (words(&format!("peers {absent}")), no_daemon.clone()),
+        (words(&format!("peers {absent} --json")), no_daemon.clone()),
+        (words(&format!("routes {absent}")), no_daemon.clone()),
+        (words(&format!("forwards {absent}")), no_daemon.clone()),
+        (words(&format!("remove-peer {absent} {phone_prefix}")), no_daemon.clone()),
+        (
+            words(&format!("export {absent} {phone_prefix} --endpoint vps.example:51820")),
+            no_daemon.clone(),
+        ),
+        (words("peers bad/name"), "invalid interface name".into()),
+        (words(&format!("remove-peer {name} {shared}")), format!("peer {shared} is ambiguous")),
+        (
+            words(&format!("remove-peer {name} no-such-key")),
+            format!("no peer no-such-key on {name}"),
+        ),
+        (
+            words(&format!("export {name} no-such-key --endpoint vps.example:51820")),
+            format!("no peer no-such-key on {name}"),
+        ),
+        (
+            with(export(&["--private-key"]), &[&phone_key, "--png", &unwritable]),
+            format!("cannot write {unwritable}"),
+        ),
+        (
+            with(export(&["--private-key"]), &[&laptop_key]),
+            format!("the private key in {laptop_key} is not peer"),
+        ),
+        (
+            with(export(&["--private-key"]), &["/nonexistent/phone.key"]),
+            "cannot read /nonexistent/phone.key".into(),
+        ),
+        (export(&["--qr"]), "would not import: give it with --private-key FILE".into()),
+        (
+            words(&format!("export {name} {phone_prefix} --endpoint vps.example")),
+            "endpoint \"vps.example\" must be host:port".into(),
+        ),
+        (words("completions tcsh"), "invalid value 'tcsh'".into()),
+    ];
+    for (args, naming) in mistakes {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ended, _) = cli(netns, &args)?;
+        check_refusal(&ended, &naming).with_context(|| format!("gateway {}", args.join(" ")))?;
+        let after = gatewayd.show()?;
+        ensure!(
+            after.peers.len() == before.peers.len(),
+            "`gateway {}` changed the peers: {after:?}",
+            args.join(" ")
+        );
+    }
+    ensure!(!std::path::Path::new(&unwritable).exists(), "a PNG appeared at {unwritable}");
+    Ok(())
+}
