@@ -1,6 +1,8 @@
 //! `gatewayd`: the process around the protocol core. It behaves like `wireguard-go`: creates
 //! the TUN interface, serves the UAPI socket, daemonizes unless told not to, and exits cleanly
-//! (removing socket and interface) on SIGTERM, SIGINT or deletion of the interface.
+//! (removing socket and interface) on SIGTERM, SIGINT or deletion of the interface. Under a
+//! systemd `Type=notify` unit (`-f`) it reports READY=1 once it serves and STOPPING=1 when it
+//! shuts down (`notify.rs`).
 //!
 //! Everything that can fail for a reason the operator can fix (bad name, interface or port
 //! taken, metrics address taken, missing privileges, no eBPF) fails before the process
@@ -13,6 +15,7 @@ pub mod forward_socket;
 pub mod forwards;
 pub mod io;
 pub mod link;
+pub mod notify;
 pub mod proxy_nat;
 pub mod status;
 pub mod steering;
@@ -222,6 +225,7 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
     device.set_mtu(tun.mtu().unwrap_or(tun::DEFAULT_MTU) as usize);
     let ifindex = tun.ifindex();
     let programs = ebpf.as_ref().map(|sink| sink.program_reports()).unwrap_or_default();
+    let data_path = if ebpf.is_some() { "eBPF" } else { "userspace" };
     let sink = ebpf.map(|s| Box::new(s) as Box<dyn core::EventSink>);
     let shared = Shared::new(Core { device, sink }, sockets, tun);
     // The sink learns the listen port and MTU from the device's first events.
@@ -317,6 +321,10 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
     });
 
     tracing::info!(interface = %options.interface, "gatewayd running");
+    // Ready: the interface exists, its UAPI, status and control sockets accept connections and
+    // every worker runs. A `Type=notify` unit's ExecStartPost (peers, addresses) starts now.
+    let notifier = notify::Notifier::from_environment();
+    notifier.ready(&format!("serving {} ({data_path} data path)", options.interface));
     let stop_polling = {
         let shared = Arc::clone(&shared);
         async move {
@@ -337,6 +345,7 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
     if server.serve(shutdown).await == ServeEnd::SocketRemoved {
         tracing::info!("UAPI socket removed: shutting down");
     }
+    notifier.stopping(&format!("removing {}", options.interface));
     watcher.abort();
     shared.stop();
     shared.sockets().shutdown();
