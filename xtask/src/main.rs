@@ -5,6 +5,7 @@
 mod bench;
 mod build;
 mod demo;
+mod install;
 mod run;
 mod setup;
 mod test;
@@ -36,6 +37,9 @@ enum Command {
     Demo,
     /// Run setup, build the release binaries, then the benchmarks (see docs/BENCHMARKS.md).
     Bench(bench::Options),
+    /// Build the release binaries, then install them, the systemd unit and an example
+    /// configuration (see the README's "Run it as a service").
+    Install(install::Options),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Command::Test(options) => test::run(&options),
         Command::Demo => demo::run(),
         Command::Bench(options) => bench::run(&options),
+        Command::Install(options) => install::run(&options).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|error| {
         eprintln!("error: {error:#}");
