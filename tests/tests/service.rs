@@ -35,8 +35,8 @@ fn dist(path: &str) -> PathBuf {
 /// The unit's value of `key` (the last assignment, as systemd reads it).
 fn unit_setting(unit: &str, key: &str) -> Option<String> {
     unit.lines()
-        .filter_map(|line| line.trim().strip_prefix(key)?.strip_prefix('='))
-        .last()
+        .rev()
+        .find_map(|line| line.trim().strip_prefix(key)?.strip_prefix('='))
         .map(|value| value.trim().to_string())
 }
 
