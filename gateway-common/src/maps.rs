@@ -360,6 +360,10 @@ pub enum Stat {
     ProxyTranslated,
     /// Behind an entry point: a LAN packet sent back to the entry peer its flow came from.
     ReplyToSent,
+    /// Behind an entry point: a reply of an entry peer's flow the program could not seal (no
+    /// session at that moment, larger than the tunnel's MTU, ...): dropped, since the stack
+    /// would route it out of the default route instead of back to the entry peer.
+    ReplyToDropped,
     /// A program hit an error it could not attribute (a helper failed).
     Error,
 }

@@ -284,8 +284,7 @@ pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
         return pass;
     }
     if cfg.tun_mtu != 0 && inner.len > cfg.tun_mtu {
-        count(Stat::TxPassTooBig);
-        return pass;
+        return if reply_to.is_some() { reply_dropped() } else { too_big() };
     }
     // In memory across the seal (see `Scratch::outcome`): the verifier's cost doubled with it
     // in a register.
@@ -296,6 +295,10 @@ pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
             count_index(s.outcome);
             action
         }
+        // The stack would send a reply the programs could not seal out of the default route,
+        // to the client itself, whose RST would end the connection: a lost segment is
+        // retransmitted instead.
+        Sealed::Refused(_) if s.outcome == Stat::ReplyToSent as u32 => reply_dropped(),
         other => counted(other, Stat::TxEncrypted),
     }
 }
@@ -366,6 +369,18 @@ unsafe fn route_lan_packet(
         return Err(Stat::TxPassTooBig);
     }
     allowed(inner.family, &dst).ok_or(Stat::TxPassNoPeer)
+}
+
+#[inline(always)]
+fn too_big() -> u32 {
+    count(Stat::TxPassTooBig);
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn reply_dropped() -> u32 {
+    count(Stat::ReplyToDropped);
+    xdp_action::XDP_DROP
 }
 
 /// Counts what `seal_and_transmit` did (`sent` when it sent) and gives LAN XDP's action.
