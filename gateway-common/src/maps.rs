@@ -360,9 +360,11 @@ pub enum Stat {
     ProxyTranslated,
     /// Behind an entry point: a LAN packet sent back to the entry peer its flow came from.
     ReplyToSent,
-    /// Behind an entry point: a reply of an entry peer's flow the program could not seal (no
-    /// session at that moment, larger than the tunnel's MTU, ...): dropped, since the stack
-    /// would route it out of the default route instead of back to the entry peer.
+    /// Behind an entry point: a reply of an entry peer's flow LAN XDP could not seal (no
+    /// tailroom in the frame, no session at that moment, larger than the tunnel's MTU, ...):
+    /// handed to the TUN's egress (the stack would route it out of the default route).
+    ReplyToTunnel,
+    /// As `ReplyToTunnel`, but the driver keeps no XDP metadata to hand it over with: dropped.
     ReplyToDropped,
     /// A program hit an error it could not attribute (a helper failed).
     Error,

@@ -284,7 +284,7 @@ pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
         return pass;
     }
     if cfg.tun_mtu != 0 && inner.len > cfg.tun_mtu {
-        return if reply_to.is_some() { reply_dropped() } else { too_big() };
+        return if reply_to.is_some() { unsafe { reply_to_tunnel(ctx, &inner) } } else { too_big() };
     }
     // In memory across the seal (see `Scratch::outcome`): the verifier's cost doubled with it
     // in a register.
@@ -295,10 +295,9 @@ pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
             count_index(s.outcome);
             action
         }
-        // The stack would send a reply the programs could not seal out of the default route,
-        // to the client itself, whose RST would end the connection: a lost segment is
-        // retransmitted instead.
-        Sealed::Refused(_) if s.outcome == Stat::ReplyToSent as u32 => reply_dropped(),
+        Sealed::Refused(_) if s.outcome == Stat::ReplyToSent as u32 => unsafe {
+            reply_to_tunnel(ctx, &inner)
+        },
         other => counted(other, Stat::TxEncrypted),
     }
 }
@@ -377,10 +376,22 @@ fn too_big() -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// A reply of an entry peer's flow this program cannot seal (no tailroom for the padding and
+/// tag in this frame, no session at that moment, larger than the tunnel's MTU, ...). The
+/// stack would route it out of the default route, to the client itself, whose RST would end
+/// the connection: it goes to the tunnel's egress instead, through the TC handoff program on
+/// this interface (the send program there seals it, else the daemon, which also answers
+/// "too big"). Without XDP metadata it is dropped, and retransmitted.
 #[inline(always)]
-fn reply_dropped() -> u32 {
-    count(Stat::ReplyToDropped);
-    xdp_action::XDP_DROP
+unsafe fn reply_to_tunnel(ctx: *mut c_void, inner: &Inner) -> u32 {
+    let eth = ETH_HEADER_LEN as u32;
+    if unsafe { Xdp::trim_for_stack(ctx, eth + inner.len) && Xdp::mark_for_tunnel(ctx) } {
+        count(Stat::ReplyToTunnel);
+        xdp_action::XDP_PASS
+    } else {
+        count(Stat::ReplyToDropped);
+        xdp_action::XDP_DROP
+    }
 }
 
 /// Counts what `seal_and_transmit` did (`sent` when it sent) and gives LAN XDP's action.

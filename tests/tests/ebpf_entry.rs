@@ -30,7 +30,6 @@ use gateway::dataplane::{
 };
 use gateway_common::maps::{NAT_DESTINATION, NAT_SOURCE, Stat, XDP_HANDOFF_MAGIC};
 
-const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 const XDP_REDIRECT: u32 = 4;
@@ -922,22 +921,24 @@ fn replies_go_back_to_the_entry_peer_their_flow_came_from() {
 }
 
 #[test]
-fn a_reply_that_cannot_go_back_to_its_entry_peer_is_dropped_not_routed() {
+fn a_reply_lan_xdp_cannot_seal_goes_to_the_tunnel_not_the_routes() {
     let mut h = home(true);
     let nas = ip(NAS);
     let client = sa(CLIENT4, 40000);
     let syn = tcp_packet(client.ip(), nas, client.port(), 80, SYN, &[], &[], 60);
     assert_eq!(h.received(Peer::Vps1, &syn).stats.nonzero(), vec![(Stat::RxDeliveredLocal, 1)]);
-    // Larger than the tunnel's MTU: the stack would send it out of the default route.
+    // Larger than the tunnel's MTU: the stack would send it out of the default route; marked
+    // for the TC handoff to the tunnel's egress instead, unchanged.
     let big = tcp_packet(nas, client.ip(), 80, client.port(), ACK, &[], &rng_payload(1500), 64);
     let ran = h.sent_by_nas(&big);
-    assert_eq!((ran.verdict, ran.stats.nonzero()), (XDP_DROP, vec![(Stat::ReplyToDropped, 1)]));
+    assert_eq!((ran.verdict, ran.stats.nonzero()), (XDP_PASS, vec![(Stat::ReplyToTunnel, 1)]));
+    assert!(ran.data.ends_with(&big), "handed over unchanged");
     // The entry peer without a session to send with at that moment (a rekey, say).
     let slot = h.w.home.slot;
     h.w.dp.set_peer_tx_session(slot, None).unwrap();
     let reply = tcp_packet(nas, client.ip(), 80, client.port(), SYN | ACK, &[], &[], 64);
     let ran = h.sent_by_nas(&reply);
-    assert_eq!((ran.verdict, ran.stats.nonzero()), (XDP_DROP, vec![(Stat::ReplyToDropped, 1)]));
+    assert_eq!((ran.verdict, ran.stats.nonzero()), (XDP_PASS, vec![(Stat::ReplyToTunnel, 1)]));
     // Once it has one again, the reply goes back to it.
     h.w.dp.set_peer_tx_session(slot, Some(h.w.home.session)).unwrap();
     assert_eq!(h.sent_by_nas(&reply).stats.nonzero(), vec![(Stat::ReplyToSent, 1)]);

@@ -405,6 +405,15 @@ impl Attachments {
                 AttachMode::GenericXdp
             }
         };
+        // Replies of an entry peer's flow that LAN XDP cannot seal are handed to the tunnel's
+        // egress through this TC program (see gateway-ebpf's `tx::from_lan`); without it
+        // they are dropped, never routed out of the default route.
+        if programs.is_loaded(Program::RxHandoff)
+            && let Err(e) =
+                self.attach_tc(programs, Program::RxHandoff, &name, ifindex, TcAttachType::Ingress)
+        {
+            warn!("data plane: no tunnel handoff on LAN interface {name}: {e}");
+        }
         if let Err(e) = self.redirect_ifaces.insert(ifindex, ifindex, None, 0) {
             self.detach_interface(ifindex)?;
             return Err(DataplaneError::kernel_chain(

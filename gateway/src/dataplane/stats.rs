@@ -65,6 +65,7 @@ stats! {
     entry_reply_translated => EntryReplyTranslated,
     proxy_translated => ProxyTranslated,
     reply_to_sent => ReplyToSent,
+    reply_to_tunnel => ReplyToTunnel,
     reply_to_dropped => ReplyToDropped,
     error => Error,
 }
