@@ -4,7 +4,6 @@
 //! runs on wg9" even where wireguard-go or the kernel run a WireGuard interface of that name.
 
 use std::io::Read as _;
-use std::os::unix::net::UnixStream;
 
 use crate::daemon::status::{self, Status};
 use crate::uapi::{DeviceSnapshot, Key, PeerSnapshot};
@@ -46,20 +45,7 @@ impl Daemon {
 pub fn status_document(interface: &str) -> Result<String, String> {
     crate::tun::validate_name(interface).map_err(|e| e.to_string())?;
     let path = status::socket_path(interface);
-    let mut stream = match UnixStream::connect(&path) {
-        Ok(stream) => stream,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Err(format!("no gatewayd runs on {interface}"));
-        }
-        Err(e) => {
-            return Err(format!("cannot reach gatewayd on {interface} ({}): {e}", path.display()));
-        }
-    };
+    let mut stream = crate::daemon::forward_socket::connect(&path, interface)?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).map_err(|e| e.to_string())?;
     let mut text = String::new();
     stream

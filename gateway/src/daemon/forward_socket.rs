@@ -168,20 +168,7 @@ async fn write_response(stream: &mut UnixStream, response: &Response) -> std::io
 pub fn request(interface: &str, request: &Request) -> Result<Response, String> {
     crate::tun::validate_name(interface).map_err(|e| e.to_string())?;
     let path = socket_path(interface);
-    let mut stream = match std::os::unix::net::UnixStream::connect(&path) {
-        Ok(stream) => stream,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Err(format!("no gatewayd runs on {interface}"));
-        }
-        Err(e) => {
-            return Err(format!("cannot reach gatewayd on {interface} ({}): {e}", path.display()));
-        }
-    };
+    let mut stream = connect(&path, interface)?;
     let json = serde_json::to_vec(request).map_err(|e| e.to_string())?;
     let mut exchange = || -> std::io::Result<String> {
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -247,4 +234,18 @@ mod tests {
             request("bad/name", &Request::List).unwrap_err().contains("invalid interface name")
         );
     }
+}
+
+/// Connects to one of the sockets gatewayd serves for `interface` (its status or control
+/// socket): a socket that is missing or that nobody listens on means no gatewayd runs there.
+pub fn connect(
+    path: &std::path::Path,
+    interface: &str,
+) -> Result<std::os::unix::net::UnixStream, String> {
+    std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            format!("no gatewayd runs on {interface}")
+        }
+        _ => format!("cannot reach gatewayd on {interface} ({}): {e}", path.display()),
+    })
 }
