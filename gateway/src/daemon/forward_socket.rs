@@ -183,6 +183,20 @@ pub fn request(interface: &str, request: &Request) -> Result<Response, String> {
         .map_err(|e| format!("gatewayd on {interface} answered something else than forwards: {e}"))
 }
 
+/// Connects to one of the sockets gatewayd serves for `interface` (its status or control
+/// socket): a socket that is missing or that nobody listens on means no gatewayd runs there.
+pub fn connect(
+    path: &std::path::Path,
+    interface: &str,
+) -> Result<std::os::unix::net::UnixStream, String> {
+    std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            format!("no gatewayd runs on {interface}")
+        }
+        _ => format!("cannot reach gatewayd on {interface} ({}): {e}", path.display()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,18 +248,4 @@ mod tests {
             request("bad/name", &Request::List).unwrap_err().contains("invalid interface name")
         );
     }
-}
-
-/// Connects to one of the sockets gatewayd serves for `interface` (its status or control
-/// socket): a socket that is missing or that nobody listens on means no gatewayd runs there.
-pub fn connect(
-    path: &std::path::Path,
-    interface: &str,
-) -> Result<std::os::unix::net::UnixStream, String> {
-    std::os::unix::net::UnixStream::connect(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-            format!("no gatewayd runs on {interface}")
-        }
-        _ => format!("cannot reach gatewayd on {interface} ({}): {e}", path.display()),
-    })
 }
