@@ -284,7 +284,11 @@ pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
         return pass;
     }
     if cfg.tun_mtu != 0 && inner.len > cfg.tun_mtu {
-        return if reply_to.is_some() { unsafe { reply_to_tunnel(ctx, &inner) } } else { too_big() };
+        return if reply_to.is_some() {
+            unsafe { reply_to_tunnel(ctx, &inner) }
+        } else {
+            too_big()
+        };
     }
     // In memory across the seal (see `Scratch::outcome`): the verifier's cost doubled with it
     // in a register.
