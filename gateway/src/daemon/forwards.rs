@@ -207,21 +207,7 @@ mod tests {
     }
 
     fn args(words: &str) -> SelectorArgs<'_> {
-        let mut words = words.split(' ');
-        let mut args = SelectorArgs {
-            protocol: words.next().unwrap(),
-            ports: words.next().unwrap(),
-            ..SelectorArgs::default()
-        };
-        while let Some(option) = words.next() {
-            match option {
-                "--listen" => args.listen = words.next(),
-                "--sni" => args.sni = words.next(),
-                "--default" => args.default = true,
-                _ => panic!("unknown option {option}"),
-            }
-        }
-        args
+        SelectorArgs::from_words(words)
     }
 
     fn forward(words: &str) -> Forward {

@@ -239,6 +239,30 @@ pub struct SelectorArgs<'a> {
     pub default: bool,
 }
 
+/// Test shorthand: the arguments from `forward add`/`remove` words, e.g. `tls 443 --sni
+/// a.example`.
+#[cfg(test)]
+impl<'a> SelectorArgs<'a> {
+    pub(crate) fn from_words(words: &'a str) -> SelectorArgs<'a> {
+        let mut words = words.split(' ');
+        let mut args = SelectorArgs {
+            protocol: words.next().unwrap(),
+            ports: words.next().unwrap(),
+            ..SelectorArgs::default()
+        };
+        while let Some(option) = words.next() {
+            match option {
+                "--listen" => args.listen = words.next(),
+                "--sni" => args.sni = words.next(),
+                "--host" => args.host = words.next(),
+                "--default" => args.default = true,
+                _ => panic!("unknown option {option}"),
+            }
+        }
+        args
+    }
+}
+
 /// Which connections a forward takes: the identity of a forward in its table.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Selector {
@@ -399,6 +423,15 @@ impl Forward {
             // Cannot overflow: `new` checked that the whole range fits.
             Some(first) => first.checked_add(public_port - ports.first),
         }
+    }
+}
+
+/// Test shorthand: a forward from `forward add` words, e.g. `tcp 22 --to 10.0.0.2`.
+#[cfg(test)]
+impl Forward {
+    pub(crate) fn from_words(words: &str) -> Forward {
+        let (selector, to) = words.split_once(" --to ").unwrap();
+        Forward::parse(&SelectorArgs::from_words(selector), to).unwrap()
     }
 }
 

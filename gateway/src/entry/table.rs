@@ -283,31 +283,11 @@ mod tests {
 
     /// A forward from `forward add` words, e.g. `tls 443 --sni a.example --to 10.0.0.2:443`.
     fn forward(words: &str) -> Forward {
-        let (selector, to) = words.split_once(" --to ").unwrap();
-        Forward::parse(&args(selector), to).unwrap()
+        Forward::from_words(words)
     }
 
     fn selector(words: &str) -> Selector {
-        Selector::parse(&args(words)).unwrap()
-    }
-
-    fn args(words: &str) -> SelectorArgs<'_> {
-        let mut words = words.split(' ');
-        let mut args = SelectorArgs {
-            protocol: words.next().unwrap(),
-            ports: words.next().unwrap(),
-            ..SelectorArgs::default()
-        };
-        while let Some(option) = words.next() {
-            match option {
-                "--listen" => args.listen = words.next(),
-                "--sni" => args.sni = words.next(),
-                "--host" => args.host = words.next(),
-                "--default" => args.default = true,
-                _ => panic!("unknown option {option}"),
-            }
-        }
-        args
+        Selector::parse(&SelectorArgs::from_words(words)).unwrap()
     }
 
     fn table(lines: &[&str]) -> ForwardTable {

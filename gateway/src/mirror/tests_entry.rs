@@ -14,29 +14,13 @@ use super::proxy_flows::{ProxiedAddrs, ProxyFlowEntries, SteerError};
 use super::tests::{RecordingMaps, Write, Write::*};
 use super::*;
 use crate::dataplane::{EntryTransport, ForwardSlot};
-use crate::entry::forward::{Forward, SelectorArgs};
+use crate::entry::forward::Forward;
 
 use EntryTransport::{Tcp, Udp};
 
 /// A forward from `forward add` words, e.g. `tcp 22 --listen 192.0.2.1 --to 10.0.0.2`.
 fn forward(words: &str) -> Forward {
-    let (selector, to) = words.split_once(" --to ").unwrap();
-    let mut words = selector.split(' ');
-    let mut args = SelectorArgs {
-        protocol: words.next().unwrap(),
-        ports: words.next().unwrap(),
-        ..SelectorArgs::default()
-    };
-    while let Some(option) = words.next() {
-        match option {
-            "--listen" => args.listen = words.next(),
-            "--sni" => args.sni = words.next(),
-            "--host" => args.host = words.next(),
-            "--default" => args.default = true,
-            _ => panic!("unknown option {option}"),
-        }
-    }
-    Forward::parse(&args, to).unwrap()
+    Forward::from_words(words)
 }
 
 fn lines(owned: &[String]) -> Vec<&str> {
