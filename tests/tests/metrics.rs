@@ -91,6 +91,16 @@ fn run(pair: &Pair, dir: &TestDir, address: SocketAddr) -> Result<()> {
         handshake >= (started - 1) as f64 && handshake <= (unix_now() + 1) as f64,
         "the last handshake at {handshake}, not between the start ({started}) and now"
     );
+    let completed =
+        after.value("gateway_handshakes_completed_total", &with_interface(interface, &[]))?;
+    ensure!(completed >= 1.0, "{completed} handshakes completed, after one at {handshake}");
+    let mut initiations = 0.0;
+    for direction in ["sent", "received"] {
+        let labels = [("message", "initiation"), ("direction", direction)];
+        initiations +=
+            after.value("gateway_handshake_messages_total", &with_interface(interface, &labels))?;
+    }
+    ensure!(initiations >= 1.0, "no handshake initiation counted either way");
 
     // The peer's counters on the path that carried the pings grew by at least the pings.
     let path = in_use;

@@ -15,6 +15,7 @@ use tokio::net::UnixListener;
 use super::core::Shared;
 use super::forwards::EntryPoint;
 use crate::entry::store::ForwardRecord;
+use crate::wg::device::HandshakeCounts;
 
 pub const STATUS_DIRECTORY: &str = "/var/run/gatewayd";
 
@@ -39,6 +40,9 @@ pub struct Status {
     pub ebpf_stats: BTreeMap<String, u64>,
     /// Packets the userspace path dropped, by reason.
     pub userspace_drops: BTreeMap<String, u64>,
+    /// Handshake messages the userspace path handled.
+    #[serde(default)]
+    pub handshakes: HandshakeCounts,
     /// The public entry point (`gateway forward`).
     #[serde(default)]
     pub entry: EntryStatus,
@@ -83,6 +87,9 @@ pub struct PeerStatus {
     pub entry_point: bool,
     pub userspace: PathCounters,
     pub ebpf: PathCounters,
+    /// What the userspace path dropped that was about this peer, by reason.
+    #[serde(default)]
+    pub userspace_drops: BTreeMap<String, u64>,
 }
 
 /// Message bytes (UDP payload) and packets one path carried for a peer.
@@ -175,6 +182,12 @@ pub fn snapshot(shared: &Shared, entry: &EntryPoint, interface: String) -> Snaps
                     tx_packets: p.tx_packets,
                 },
                 ebpf,
+                userspace_drops: device
+                    .peer_drops(id)
+                    .into_iter()
+                    .flatten()
+                    .map(|(reason, count)| (format!("{reason:?}"), *count))
+                    .collect(),
             };
             Some((status, p.last_handshake))
         })
@@ -192,6 +205,7 @@ pub fn snapshot(shared: &Shared, entry: &EntryPoint, interface: String) -> Snaps
         peers,
         ebpf_stats,
         userspace_drops: device.drops().iter().map(|(k, v)| (format!("{k:?}"), *v)).collect(),
+        handshakes: device.handshake_counts(),
         entry: EntryStatus {
             forwards,
             dataplane: match core.sink.as_ref() {

@@ -9,6 +9,9 @@
 //! | `gateway_peer_received_bytes_total`, `gateway_peer_sent_bytes_total` | counter | `peer`, `path` |
 //! | `gateway_peer_received_packets_total`, `gateway_peer_sent_packets_total` | counter | `peer`, `path` |
 //! | `gateway_peer_last_handshake_timestamp_seconds` | gauge (0: never) | `peer` |
+//! | `gateway_peer_dropped_packets_total` | counter | `peer`, `path` (`userspace`), `reason` |
+//! | `gateway_handshake_messages_total` | counter | `message`, `direction` |
+//! | `gateway_handshakes_completed_total` | counter | |
 //! | `gateway_dataplane_packets_total` | counter | `reason` (the programs' `STATS`) |
 //! | `gateway_userspace_dropped_packets_total` | counter | `reason` (the daemon's drops) |
 //! | `gateway_program_loaded` | gauge (0: refused) | `program` |
@@ -77,6 +80,12 @@ pub fn families(snapshot: &Snapshot, programs: &[ProgramReport]) -> Vec<Family> 
         Kind::Gauge,
         "When the last handshake with the peer completed, as a Unix time in seconds (0: never).",
     );
+    let mut peer_drops = Family::new(
+        "gateway_peer_dropped_packets_total",
+        Kind::Counter,
+        "Datagrams and packets about the peer that the userspace path dropped, by reason (a \
+         message that fails authentication or replays, a source outside its AllowedIPs...).",
+    );
     for (i, peer) in status.peers.iter().enumerate() {
         let mut paths: Vec<(&str, &PathCounters)> = vec![(PATH_USERSPACE, &peer.userspace)];
         if ebpf {
@@ -93,7 +102,45 @@ pub fn families(snapshot: &Snapshot, programs: &[ProgramReport]) -> Vec<Family> 
         let when = snapshot.last_handshakes.get(i).copied().flatten();
         last_handshake
             .push(vec![interface(), ("peer", peer.public_key.clone())], unix_seconds(when));
+        for (reason, count) in &peer.userspace_drops {
+            let labels = vec![
+                interface(),
+                ("peer", peer.public_key.clone()),
+                ("path", PATH_USERSPACE.to_string()),
+                ("reason", snake_case(reason)),
+            ];
+            peer_drops.push(labels, Value::Integer(*count));
+        }
     }
+
+    let mut handshake_messages = Family::new(
+        "gateway_handshake_messages_total",
+        Kind::Counter,
+        "Handshake messages (initiation, response, cookie_reply) the daemon sent, and those it \
+         received and accepted.",
+    );
+    let counts = &status.handshakes;
+    for (message, direction, count) in [
+        ("initiation", "sent", counts.initiations_sent),
+        ("initiation", "received", counts.initiations_received),
+        ("response", "sent", counts.responses_sent),
+        ("response", "received", counts.responses_received),
+        ("cookie_reply", "sent", counts.cookie_replies_sent),
+        ("cookie_reply", "received", counts.cookie_replies_received),
+    ] {
+        let labels = vec![
+            interface(),
+            ("message", message.to_string()),
+            ("direction", direction.to_string()),
+        ];
+        handshake_messages.push(labels, Value::Integer(count));
+    }
+    let mut handshakes_completed = Family::new(
+        "gateway_handshakes_completed_total",
+        Kind::Counter,
+        "Handshakes completed (a session derived), as initiator or responder.",
+    );
+    handshakes_completed.push(vec![interface()], Value::Integer(counts.completed));
 
     let mut dataplane = Family::new(
         "gateway_dataplane_packets_total",
@@ -172,6 +219,9 @@ pub fn families(snapshot: &Snapshot, programs: &[ProgramReport]) -> Vec<Family> 
         rx_packets,
         tx_packets,
         last_handshake,
+        peer_drops,
+        handshake_messages,
+        handshakes_completed,
         dataplane,
         drops,
         loaded,
@@ -227,6 +277,7 @@ mod tests {
     use crate::dataplane::{Program, Stats};
     use crate::entry::store::ForwardRecord;
     use crate::metrics::exposition::{is_label_name, is_metric_name, render};
+    use crate::wg::device::HandshakeCounts;
 
     const KEY: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
 
@@ -261,6 +312,7 @@ mod tests {
                         public_key: KEY.to_string(),
                         userspace: counters(100),
                         ebpf: counters(1000),
+                        userspace_drops: [("Replayed".to_string(), 4)].into_iter().collect(),
                         ..PeerStatus::default()
                     },
                     PeerStatus { public_key: "other".to_string(), ..PeerStatus::default() },
@@ -271,6 +323,12 @@ mod tests {
                     BTreeMap::new()
                 },
                 userspace_drops: [("UnknownIndex".to_string(), 3)].into_iter().collect(),
+                handshakes: HandshakeCounts {
+                    initiations_sent: 11,
+                    cookie_replies_received: 12,
+                    completed: 13,
+                    ..HandshakeCounts::default()
+                },
                 entry: EntryStatus {
                     forwards: vec![forward("tls"), forward("tls"), forward("tcp")],
                     dataplane: EntryDataplane {
@@ -341,6 +399,13 @@ mod tests {
             "gateway_dataplane_packets_total{interface=\"wg0\",reason=\"tx_encrypted\"} 6",
             "gateway_dataplane_packets_total{interface=\"wg0\",reason=\"rx_drop_replay\"} 0",
             "gateway_userspace_dropped_packets_total{interface=\"wg0\",reason=\"unknown_index\"} 3",
+            &format!(
+                "gateway_peer_dropped_packets_total{{interface=\"wg0\",peer=\"{KEY}\",path=\"userspace\",reason=\"replayed\"}} 4"
+            ),
+            "gateway_handshake_messages_total{interface=\"wg0\",message=\"initiation\",direction=\"sent\"} 11",
+            "gateway_handshake_messages_total{interface=\"wg0\",message=\"response\",direction=\"received\"} 0",
+            "gateway_handshake_messages_total{interface=\"wg0\",message=\"cookie_reply\",direction=\"received\"} 12",
+            "gateway_handshakes_completed_total{interface=\"wg0\"} 13",
             "gateway_program_loaded{interface=\"wg0\",program=\"wg_rx_xdp\"} 1",
             "gateway_program_loaded{interface=\"wg0\",program=\"wg_tx_tun\"} 0",
             "gateway_program_verified_instructions{interface=\"wg0\",program=\"wg_rx_xdp\"} 13771",

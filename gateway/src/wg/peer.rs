@@ -55,6 +55,8 @@ pub struct Peer {
     pub(super) tx_bytes: u64,
     pub(super) rx_packets: u64,
     pub(super) tx_packets: u64,
+    /// Drops counted against this peer (see `device::counters`).
+    pub(super) drops: std::collections::BTreeMap<super::device::DropReason, u64>,
     /// The earliest deadline filed in the device's timer heap for this peer.
     pub(super) scheduled_deadline: Option<Instant>,
 }
@@ -84,6 +86,7 @@ impl Peer {
             tx_bytes: 0,
             rx_packets: 0,
             tx_packets: 0,
+            drops: std::collections::BTreeMap::new(),
             scheduled_deadline: None,
         }
     }

@@ -3,11 +3,12 @@
 //!
 //! One concern per file: `receive` (datagrams from the network), `send` (packets from the
 //! TUN, handshakes, keepalives), `config` (what the UAPI changes), `expiry` (timers),
-//! `activity` (what the eBPF data plane reports), `entry` (peers that bring in traffic from
+//! `activity` (what the eBPF data plane reports), `counters` (handshakes and drops), `entry` (peers that bring in traffic from
 //! public sources).
 
 mod activity;
 mod config;
+mod counters;
 mod entry;
 mod expiry;
 mod receive;
@@ -39,6 +40,7 @@ use super::timers::TimerScale;
 
 pub use activity::ObservedActivity;
 pub use config::{ConfigError, PeerSnapshot};
+pub use counters::{HandshakeCounts, HandshakeMessage};
 
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +80,7 @@ pub enum Received {
 }
 
 /// Why a datagram or packet was dropped: counted, and shown in debug logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DropReason {
     Malformed,
     UnknownIndex,
@@ -143,6 +145,7 @@ pub struct Device {
     tun_packets: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     drops: HashMap<DropReason, u64>,
+    handshakes: HandshakeCounts,
     icmp_source_v4: Option<Ipv4Addr>,
     icmp_source_v6: Option<Ipv6Addr>,
 }
@@ -181,6 +184,7 @@ impl Device {
             tun_packets: VecDeque::new(),
             events: VecDeque::new(),
             drops: HashMap::new(),
+            handshakes: HandshakeCounts::default(),
             icmp_source_v4: None,
             icmp_source_v6: None,
         }

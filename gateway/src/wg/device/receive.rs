@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use gateway_common::wire::{DATA_HEADER_LEN, DATA_MIN_LEN, MAX_QUEUED_INCOMING_HANDSHAKES};
 
-use super::{Device, DropReason, Event, Received};
+use super::{Device, DropReason, Event, HandshakeMessage, Received};
 use crate::wg::PeerId;
 use crate::wg::cookie::MacState;
 use crate::wg::index_table::IndexKind;
@@ -81,10 +81,10 @@ impl Device {
                 self.count(DropReason::UnknownIndex);
                 return;
             };
-            if let Some(peer) = self.peers.get_mut(&id)
-                && let Err(e) = peer.cookie.consume_reply(&reply, now)
-            {
-                tracing::debug!(peer = id.0, "ignoring cookie reply: {e}");
+            let Some(peer) = self.peers.get_mut(&id) else { return };
+            match peer.cookie.consume_reply(&reply, now) {
+                Ok(()) => self.count_handshake(HandshakeMessage::CookieReplyReceived),
+                Err(e) => tracing::debug!(peer = id.0, "ignoring cookie reply: {e}"),
             }
             return;
         }
@@ -125,6 +125,7 @@ impl Device {
                 _ => return,
             };
             self.transmits.push_back(super::Transmit { to: from, data: reply.to_vec(), ecn: 0 });
+            self.count_handshake(HandshakeMessage::CookieReplySent);
             return;
         }
         let id = match packet {
@@ -145,9 +146,10 @@ impl Device {
                 let Some(peer) = self.peers.get_mut(&id) else { return };
                 if let Err(e) = peer.handshake.consume_initiation(pending, now) {
                     tracing::debug!(peer = id.0, "invalid handshake initiation: {e}");
-                    self.count(DropReason::HandshakeFailed);
+                    self.count_for_peer(id, DropReason::HandshakeFailed);
                     return;
                 }
+                self.count_handshake(HandshakeMessage::InitiationReceived);
                 // The handshake state moved on: the old in-flight index names nothing now.
                 self.forget_handshake_index(id);
                 self.set_endpoint_from_packet(id, from);
@@ -164,9 +166,10 @@ impl Device {
                 let Some(peer) = self.peers.get_mut(&id) else { return };
                 if let Err(e) = peer.handshake.consume_response(&self.identity, &m) {
                     tracing::debug!(peer = id.0, "invalid handshake response: {e}");
-                    self.count(DropReason::HandshakeFailed);
+                    self.count_for_peer(id, DropReason::HandshakeFailed);
                     return;
                 }
+                self.count_handshake(HandshakeMessage::ResponseReceived);
                 self.set_endpoint_from_packet(id, from);
                 tracing::debug!(peer = id.0, from = %from.addr, "received handshake response");
                 if self.begin_session(id, now) {
@@ -228,11 +231,14 @@ impl Device {
             match keypair.open(now, reject_after, counter, &mut datagram[DATA_HEADER_LEN..]) {
                 Ok(n) => n,
                 Err(e) => {
-                    self.count(match e {
-                        OpenError::Invalid => DropReason::KeypairInvalid,
-                        OpenError::Forged => DropReason::Forged,
-                        OpenError::Replayed => DropReason::Replayed,
-                    });
+                    self.count_for_peer(
+                        id,
+                        match e {
+                            OpenError::Invalid => DropReason::KeypairInvalid,
+                            OpenError::Forged => DropReason::Forged,
+                            OpenError::Replayed => DropReason::Replayed,
+                        },
+                    );
                     if e == OpenError::Invalid {
                         self.events.push_back(Event::KeypairsChanged(id));
                     }
@@ -251,16 +257,16 @@ impl Device {
         peer.timers.on_data_received(now);
         self.schedule(id);
         let Some(header) = ip::parse(plain) else {
-            self.count(DropReason::NotIp);
+            self.count_for_peer(id, DropReason::NotIp);
             return Received::Nothing;
         };
         if header.claimed_len > plain.len() || header.claimed_len < ip_min_len(plain) {
-            self.count(DropReason::BadLength);
+            self.count_for_peer(id, DropReason::BadLength);
             return Received::Nothing;
         }
         if !self.may_carry_source(id, header.src) {
             tracing::debug!(peer = id.0, src = %header.src, "packet has unallowed source IP");
-            self.count(DropReason::SourceNotAllowed);
+            self.count_for_peer(id, DropReason::SourceNotAllowed);
             return Received::Nothing;
         }
         if let Some(peer) = self.peers.get_mut(&id) {

@@ -6,7 +6,7 @@ use std::time::Instant;
 use gateway_common::ecn;
 use gateway_common::wire::{DATA_HEADER_LEN, DATA_MIN_LEN, MESSAGE_PADDING_MULTIPLE};
 
-use super::{Device, DropReason, Event, Transmit};
+use super::{Device, DropReason, Event, HandshakeMessage, Transmit};
 use crate::wg::PeerId;
 use crate::wg::ip;
 use crate::wg::keypair::Keypair;
@@ -37,13 +37,13 @@ impl Device {
         let Some(peer) = self.peers.get_mut(&id) else { return };
         if peer.endpoint.is_none() {
             tracing::debug!(peer = id.0, "no valid endpoint has been configured or discovered");
-            self.count(DropReason::NoEndpoint);
+            self.count_for_peer(id, DropReason::NoEndpoint);
             self.answer_unreachable(packet);
             return;
         }
         let dropped = peer.stage(packet.to_vec());
         for _ in 0..dropped {
-            self.count(DropReason::StagedOverflow);
+            self.count_for_peer(id, DropReason::StagedOverflow);
         }
         self.send_staged(id, now);
     }
@@ -170,6 +170,7 @@ impl Device {
         peer.cookie.add_macs(&mut message, now);
         tracing::debug!(peer = id.0, to = %endpoint.addr, "sending handshake initiation");
         self.send_handshake_message(id, endpoint, &message, now);
+        self.count_handshake(HandshakeMessage::InitiationSent);
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.timers.on_handshake_initiated(now, &mut *self.rng);
         }
@@ -199,6 +200,7 @@ impl Device {
         }
         tracing::debug!(peer = id.0, to = %endpoint.addr, "sending handshake response");
         self.send_handshake_message(id, endpoint, &message, now);
+        self.count_handshake(HandshakeMessage::ResponseSent);
         self.schedule(id);
     }
 
@@ -260,6 +262,7 @@ impl Device {
             self.index_table.remove(gone.local_index);
         }
         self.events.push_back(Event::KeypairsChanged(id));
+        self.count_handshake(HandshakeMessage::SessionDerived);
         true
     }
 }

@@ -112,6 +112,8 @@ fn replayed_and_tampered_datagrams_are_dropped() {
     assert_eq!(n.deliver_to_b(forged), Received::Nothing);
     assert_eq!(n.b.drops()[&DropReason::Forged], 1);
     assert_eq!(n.b_tun.len(), 1);
+    let peer_drops = n.b.peer_drops(n.b_peer).unwrap();
+    assert_eq!((peer_drops[&DropReason::Replayed], peer_drops[&DropReason::Forged]), (1, 1));
 }
 
 #[test]
@@ -253,6 +255,10 @@ fn cookie_exchange_under_load() {
     n.advance(Duration::from_secs(6));
     assert_eq!(n.types_on_wire(false), vec![3, 2]);
     assert_eq!(n.b_tun.len(), 1);
+    let (a, b) = (n.a.handshake_counts(), n.b.handshake_counts());
+    assert_eq!((a.initiations_sent, a.cookie_replies_received, a.responses_received), (2, 1, 1));
+    assert_eq!((b.initiations_received, b.cookie_replies_sent, b.responses_sent), (1, 1, 1));
+    assert_eq!((a.completed, b.completed), (1, 1));
 }
 
 #[test]
