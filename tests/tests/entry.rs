@@ -33,7 +33,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Context as _, Result, bail, ensure};
 use gateway_common::maps::Stat;
 use gateway_tests::entry_baseline::{Baseline, BaselineForwards, PortForward};
 use gateway_tests::forward::Forwards;
@@ -496,6 +496,8 @@ fn named_forwards(vps_path: DataPath) -> Result<()> {
             stats_grew(world.vps(), Stat::ProxyTranslated, "the VPS")?;
         }
         stats_grew(&world.home, Stat::ReplyToSent, "the home")?;
+        proxied_counts(world.vps(), "tls 443 --sni a.example.com", 1)?;
+        proxied_counts(world.vps(), "http 80 --host b.example.com", 1)?;
 
         // No name matches and there is no default: closed. Then a default takes it.
         tcp_no_answer(
@@ -533,6 +535,21 @@ fn named_forwards(vps_path: DataPath) -> Result<()> {
         );
         check_home_untouched(world)
     })
+}
+
+/// The proxy counted `connections` or more for `forward`, and bytes both ways.
+fn proxied_counts(daemon: &Gatewayd, forward: &str, connections: u64) -> Result<()> {
+    let status = daemon.status()?;
+    let proxied = &status.entry.proxied;
+    let Some(traffic) = proxied.iter().find(|traffic| traffic.forward == forward) else {
+        bail!("no traffic counted for {forward}: {proxied:?}");
+    };
+    let count = traffic.count;
+    ensure!(
+        count.connections >= connections && count.bytes_to_backend > 0 && count.bytes_to_client > 0,
+        "{forward}: {count:?}, after {connections} connections or more that sent and got bytes"
+    );
+    Ok(())
 }
 
 #[test]

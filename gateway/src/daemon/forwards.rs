@@ -9,6 +9,7 @@
 //! it is saved, and only once saved is it published; a refused change, or one that cannot be
 //! saved, leaves the table, the file and the data plane as they were.
 
+use crate::entry::traffic::ForwardTraffic;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,8 @@ pub struct EntryPoint {
     /// one at a time.
     table: Mutex<Arc<ForwardTable>>,
     changes: watch::Sender<Arc<ForwardTable>>,
+    /// What each forward carried through the proxy.
+    traffic: Arc<ForwardTraffic>,
 }
 
 impl EntryPoint {
@@ -56,7 +59,8 @@ impl EntryPoint {
             .map_err(|e| format!("{}: {e}", store::path_in(&directory).display()))?;
         let table = Arc::new(table);
         let (changes, _) = watch::channel(Arc::clone(&table));
-        Ok(EntryPoint { directory, table: Mutex::new(table), changes })
+        let traffic = Arc::default();
+        Ok(EntryPoint { directory, table: Mutex::new(table), changes, traffic })
     }
 
     pub fn directory(&self) -> &Path {
@@ -66,6 +70,11 @@ impl EntryPoint {
     /// The forwards now.
     pub fn table(&self) -> Arc<ForwardTable> {
         Arc::clone(&self.lock())
+    }
+
+    /// Each forward's connections and bytes through the proxy.
+    pub fn traffic(&self) -> &Arc<ForwardTraffic> {
+        &self.traffic
     }
 
     /// The forwards now and after every change.

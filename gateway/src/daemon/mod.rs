@@ -257,7 +257,7 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
         .map_err(|e| DaemonError::Io("bind the forwards' control socket", e))?;
     tokio::spawn(forward_socket::serve(control_listener, Arc::clone(&entry), Arc::clone(&host)));
     // The proxy follows the same table; dropped (listening sockets closed) when serve ends.
-    let _proxy = steering::start_proxy(&shared, entry.subscribe());
+    let _proxy = steering::start_proxy(&shared, entry.subscribe(), Arc::clone(entry.traffic()));
 
     let (status_listener, _status_guard) = status::bind(&options.interface)
         .map_err(|e| DaemonError::Io("bind the status socket", e))?;

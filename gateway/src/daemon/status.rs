@@ -15,6 +15,7 @@ use tokio::net::UnixListener;
 use super::core::Shared;
 use super::forwards::EntryPoint;
 use crate::entry::store::ForwardRecord;
+use crate::entry::traffic::TrafficCount;
 use crate::wg::device::HandshakeCounts;
 
 pub const STATUS_DIRECTORY: &str = "/var/run/gatewayd";
@@ -55,6 +56,18 @@ pub struct EntryStatus {
     pub forwards: Vec<ForwardRecord>,
     #[serde(default)]
     pub dataplane: EntryDataplane,
+    /// What each forward carried through the proxy (forwards that have had a connection).
+    #[serde(default)]
+    pub proxied: Vec<ForwardTrafficStatus>,
+}
+
+/// One forward's traffic through the proxy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ForwardTrafficStatus {
+    /// The forward's selector as `forward remove` takes it, e.g. `tls 443 --sni a.example`.
+    pub forward: String,
+    #[serde(flatten)]
+    pub count: TrafficCount,
 }
 
 /// What the entry point's part of the data plane holds (without eBPF: only what the daemon
@@ -217,6 +230,15 @@ pub fn snapshot(shared: &Shared, entry: &EntryPoint, interface: String) -> Snaps
                     ..EntryDataplane::default()
                 },
             },
+            proxied: entry
+                .traffic()
+                .snapshot()
+                .into_iter()
+                .map(|(selector, count)| ForwardTrafficStatus {
+                    forward: selector.to_string(),
+                    count,
+                })
+                .collect(),
         },
     };
     Snapshot { status, last_handshakes }

@@ -17,6 +17,7 @@ use super::core::Shared;
 use super::proxy_nat::OutboundTranslation;
 use crate::entry::proxy::{FlowSteering, ProxiedFlow, ProxyHandle, ProxyLimits};
 use crate::entry::table::ForwardTable;
+use crate::entry::traffic::ForwardTraffic;
 use crate::mirror::proxy_flows::{ProxiedAddrs, ProxyFlowEntries, SteerError};
 
 /// Steers proxied connections through the daemon's data plane.
@@ -106,6 +107,7 @@ impl FlowSteering for DataplaneSteering {
 pub fn start_proxy(
     shared: &Arc<Shared>,
     forwards: tokio::sync::watch::Receiver<Arc<ForwardTable>>,
+    traffic: Arc<ForwardTraffic>,
 ) -> ProxyHandle {
     let in_ebpf = shared.lock().sink.as_ref().is_some_and(|sink| sink.forwards_in_ebpf());
     let limits = ProxyLimits {
@@ -114,5 +116,11 @@ pub fn start_proxy(
         ..ProxyLimits::default()
     };
     let steering = Arc::new(DataplaneSteering::new(Arc::clone(shared)));
-    crate::entry::proxy::spawn(&tokio::runtime::Handle::current(), forwards, steering, limits)
+    crate::entry::proxy::spawn(
+        &tokio::runtime::Handle::current(),
+        forwards,
+        steering,
+        limits,
+        traffic,
+    )
 }

@@ -13,6 +13,7 @@
 //! - [`store`]: the table as a versioned JSON document, written atomically.
 //! - [`tls`]: the server name of a ClientHello, from the first bytes of a connection.
 //! - [`http`]: the host of an HTTP/1.x request, from the first bytes of a connection.
+//! - [`traffic`]: what each forward carried through the proxy (connections, bytes).
 //! - [`translate`]: the rewrite of proxied connections' packets (`PROXY_FLOWS` entries), for
 //!   the packets the daemon carries itself.
 //!
@@ -31,4 +32,5 @@ pub mod proxy;
 pub mod store;
 pub mod table;
 pub mod tls;
+pub mod traffic;
 pub mod translate;

@@ -17,6 +17,8 @@
 //! | `gateway_program_loaded` | gauge (0: refused) | `program` |
 //! | `gateway_program_verified_instructions` | gauge | `program` |
 //! | `gateway_entry_forwards` | gauge | `protocol` |
+//! | `gateway_forward_connections_total` | counter | `forward`, `path` (`proxy`) |
+//! | `gateway_forward_bytes_total` | counter | `forward`, `path` (`proxy`), `direction` |
 //! | `gateway_entry_forwarded_flows`, `gateway_entry_reply_to_flows`, `gateway_entry_steered_connections` | gauge | |
 //!
 //! Per-path counters exist for the paths that run: `userspace` always, `ebpf` while the
@@ -204,6 +206,32 @@ pub fn families(snapshot: &Snapshot, programs: &[ProgramReport]) -> Vec<Family> 
         "Proxied connections the eBPF programs translate now, so that backends see the \
          client's address (PROXY_FLOWS).",
     );
+    let mut forward_connections = Family::new(
+        "gateway_forward_connections_total",
+        Kind::Counter,
+        "Connections (udp: clients) each forward carried through the daemon's proxy (tls and \
+         http forwards; tcp and udp ones when the eBPF programs do not translate them).",
+    );
+    let mut forward_bytes = Family::new(
+        "gateway_forward_bytes_total",
+        Kind::Counter,
+        "Transport payload bytes each forward carried through the daemon's proxy, by direction \
+         (to_backend, to_client).",
+    );
+    for proxied in &status.entry.proxied {
+        let labels = || {
+            vec![interface(), ("forward", proxied.forward.clone()), ("path", "proxy".to_string())]
+        };
+        forward_connections.push(labels(), Value::Integer(proxied.count.connections));
+        for (direction, bytes) in [
+            ("to_backend", proxied.count.bytes_to_backend),
+            ("to_client", proxied.count.bytes_to_client),
+        ] {
+            let mut labels = labels();
+            labels.push(("direction", direction.to_string()));
+            forward_bytes.push(labels, Value::Integer(bytes));
+        }
+    }
     if ebpf {
         let entry = &status.entry.dataplane;
         flows.push(vec![interface()], Value::Integer(entry.forwarded_flows as u64));
@@ -227,6 +255,8 @@ pub fn families(snapshot: &Snapshot, programs: &[ProgramReport]) -> Vec<Family> 
         loaded,
         instructions,
         forwards,
+        forward_connections,
+        forward_bytes,
         flows,
         reply_to,
         steered,
@@ -273,9 +303,12 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::daemon::status::{EntryDataplane, EntryStatus, PeerStatus, Status};
+    use crate::daemon::status::{
+        EntryDataplane, EntryStatus, ForwardTrafficStatus, PeerStatus, Status,
+    };
     use crate::dataplane::{Program, Stats};
     use crate::entry::store::ForwardRecord;
+    use crate::entry::traffic::TrafficCount;
     use crate::metrics::exposition::{is_label_name, is_metric_name, render};
     use crate::wg::device::HandshakeCounts;
 
@@ -337,6 +370,14 @@ mod tests {
                         proxied_connections: 9,
                         ..EntryDataplane::default()
                     },
+                    proxied: vec![ForwardTrafficStatus {
+                        forward: "tls 443 --sni a.example".to_string(),
+                        count: TrafficCount {
+                            connections: 2,
+                            bytes_to_backend: 517,
+                            bytes_to_client: 4096,
+                        },
+                    }],
                 },
                 ..Status::default()
             },
@@ -411,6 +452,9 @@ mod tests {
             "gateway_program_verified_instructions{interface=\"wg0\",program=\"wg_rx_xdp\"} 13771",
             "gateway_entry_forwards{interface=\"wg0\",protocol=\"tcp\"} 1",
             "gateway_entry_forwards{interface=\"wg0\",protocol=\"tls\"} 2",
+            "gateway_forward_connections_total{interface=\"wg0\",forward=\"tls 443 --sni a.example\",path=\"proxy\"} 2",
+            "gateway_forward_bytes_total{interface=\"wg0\",forward=\"tls 443 --sni a.example\",path=\"proxy\",direction=\"to_backend\"} 517",
+            "gateway_forward_bytes_total{interface=\"wg0\",forward=\"tls 443 --sni a.example\",path=\"proxy\",direction=\"to_client\"} 4096",
             "gateway_entry_forwarded_flows{interface=\"wg0\"} 7",
             "gateway_entry_reply_to_flows{interface=\"wg0\"} 8",
             "gateway_entry_steered_connections{interface=\"wg0\"} 9",

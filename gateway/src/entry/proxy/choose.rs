@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::entry::forward::{Forward, Protocol, Transport};
+use crate::entry::forward::{Forward, Protocol, Selector, Transport};
 use crate::entry::http::{HostScan, MAX_HEADER_BLOCK, read_host};
 use crate::entry::name::HostName;
 use crate::entry::table::ForwardTable;
@@ -97,7 +97,7 @@ pub(super) fn named_backend(
     protocol: Protocol,
     local: SocketAddr,
     name: Option<&HostName>,
-) -> Option<SocketAddr> {
+) -> Option<(SocketAddr, Selector)> {
     let forward = table.backend(protocol, local.ip(), local.port(), name)?;
     target(forward, local.port())
 }
@@ -108,13 +108,15 @@ pub(super) fn port_backend(
     table: &ForwardTable,
     transport: Transport,
     local: SocketAddr,
-) -> Option<SocketAddr> {
+) -> Option<(SocketAddr, Selector)> {
     target(table.port_forward(transport, local.ip(), local.port())?, local.port())
 }
 
-fn target(forward: &Forward, public_port: u16) -> Option<SocketAddr> {
+/// The backend `forward` sends `public_port` to, and the forward (whose traffic it counts).
+fn target(forward: &Forward, public_port: u16) -> Option<(SocketAddr, Selector)> {
     let address: IpAddr = forward.target().address();
-    Some(SocketAddr::new(address, forward.target_port(public_port)?))
+    let backend = SocketAddr::new(address, forward.target_port(public_port)?);
+    Some((backend, forward.selector().clone()))
 }
 
 #[cfg(test)]

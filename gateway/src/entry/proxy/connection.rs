@@ -18,7 +18,7 @@ use super::flows::SteerError;
 use super::limits::{Admitted, ChoosingTicket};
 use super::relay::{RelayEnd, relay};
 use super::warnings::left_out;
-use crate::entry::forward::Transport;
+use crate::entry::forward::{Selector, Transport};
 
 /// Serves `client`, accepted on `local` from `peer` (both canonical: no v4-mapped v6).
 pub(super) async fn serve(
@@ -30,7 +30,7 @@ pub(super) async fn serve(
 ) {
     let Admitted { permit, choosing } = admitted;
     let chosen = choose_backend(&mut client, peer, local, choosing, &shared).await;
-    let Some((backend, first)) = chosen else {
+    let Some((backend, forward, first)) = chosen else {
         return;
     };
     let limits = &shared.limits;
@@ -52,7 +52,9 @@ pub(super) async fn serve(
     // Bytes go on as they come: batching them is the endpoints' business, not the relay's.
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    match relay(&mut client, &mut upstream, &first, limits.idle_timeout).await {
+    let counters = shared.traffic.of(&forward);
+    counters.connected();
+    match relay(&mut client, &mut upstream, &first, limits.idle_timeout, &counters).await {
         RelayEnd::Closed { to_backend, to_client } => tracing::debug!(
             %peer, %local, %backend,
             "connection ended: {to_backend} bytes to the backend, {to_client} back"
@@ -73,15 +75,15 @@ pub(super) async fn serve(
     drop(permit);
 }
 
-/// The backend of a connection to `local` and the bytes read to choose it (none for a plain
-/// tcp forward); None, logged, if it has none.
+/// The backend of a connection to `local`, the forward that chose it and the bytes read to
+/// choose it (none for a plain tcp forward); None, logged, if it has none.
 async fn choose_backend(
     client: &mut TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
     mut choosing: ChoosingTicket,
     shared: &Shared,
-) -> Option<(SocketAddr, Vec<u8>)> {
+) -> Option<(SocketAddr, Selector, Vec<u8>)> {
     let gone = "connection closed: no forward takes its port any more";
     let table = Arc::clone(&shared.forwards.borrow());
     let Some(protocol) = table.name_routed(local.ip(), local.port()) else {
@@ -90,7 +92,7 @@ async fn choose_backend(
         if backend.is_none() {
             tracing::debug!(%peer, %local, "{gone}");
         }
-        return backend.map(|backend| (backend, Vec::new()));
+        return backend.map(|(backend, forward)| (backend, forward, Vec::new()));
     };
     let timeout = shared.limits.first_bytes_timeout;
     let reading = tokio::time::timeout(timeout, read_first_bytes(client, protocol));
@@ -115,10 +117,11 @@ async fn choose_backend(
     };
     // The table may have changed while the bytes came: the newest one decides.
     let table = Arc::clone(&shared.forwards.borrow());
-    let Some(backend) = named_backend(&table, protocol, local, first.name.as_ref()) else {
+    let Some((backend, forward)) = named_backend(&table, protocol, local, first.name.as_ref())
+    else {
         let name = first.name.as_ref().map_or("no name", |name| name.as_str());
         tracing::debug!(%peer, %local, "{protocol} connection closed: no forward takes {name}");
         return None;
     };
-    Some((backend, first.bytes))
+    Some((backend, forward, first.bytes))
 }

@@ -46,6 +46,7 @@ use self::listeners::{Listeners, RETRY_BINDS, wanted};
 use self::warnings::RateLimited;
 use crate::entry::forward::Transport;
 use crate::entry::table::ForwardTable;
+use crate::entry::traffic::ForwardTraffic;
 
 /// One connection (or udp client) the proxy relays, as the steering needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -96,12 +97,13 @@ impl Drop for ProxyHandle {
 }
 
 /// Starts the proxy on `handle`: it listens where `forwards` asks, now and after each of its
-/// changes. Raises the process's soft limit on open descriptors to what `limits` may use.
+/// changes, and counts what each forward carries in `traffic`. Raises the process's soft limit on open descriptors to what `limits` may use.
 pub fn spawn(
     handle: &tokio::runtime::Handle,
     forwards: watch::Receiver<Arc<ForwardTable>>,
     steering: Arc<dyn FlowSteering>,
     limits: ProxyLimits,
+    traffic: Arc<ForwardTraffic>,
 ) -> ProxyHandle {
     limits::raise_descriptor_limit(&limits);
     let shared = Arc::new(Shared {
@@ -110,6 +112,7 @@ pub fn spawn(
         admission: Admission::new(&limits),
         udp_clients: Arc::new(Semaphore::new(limits.max_udp_clients)),
         limits,
+        traffic,
         warnings: Warnings::default(),
         listening: Mutex::new(Vec::new()),
     });
@@ -126,6 +129,8 @@ struct Shared {
     admission: Admission,
     /// Permits of the udp clients relayed, over all udp sockets.
     udp_clients: Arc<Semaphore>,
+    /// Each forward's connections and bytes.
+    traffic: Arc<ForwardTraffic>,
     warnings: Warnings,
     listening: Mutex<Vec<(Transport, SocketAddr)>>,
 }

@@ -32,6 +32,7 @@ use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use super::activity::Activity;
+use crate::entry::traffic::ForwardCounters;
 
 /// What a pipe holds at most (the kernel's default): the bound on bytes in flight in one
 /// direction inside the proxy.
@@ -49,22 +50,25 @@ pub enum RelayEnd {
 }
 
 /// Writes `first` (the bytes read to choose the backend) to `backend`, then relays until the
-/// connection ends.
+/// connection ends, adding the bytes to the forward's `counters` as they pass.
 pub async fn relay(
     client: &mut TcpStream,
     backend: &mut TcpStream,
     first: &[u8],
     idle_timeout: Duration,
+    counters: &ForwardCounters,
 ) -> RelayEnd {
     let activity = Activity::new();
     let passing = async {
         backend.write_all(first).await?;
+        counters.to_backend(first.len() as u64);
         activity.touch();
         let mut to_backend = Pipe::new()?;
         let mut to_client = Pipe::new()?;
+        let (up_counted, down_counted) = (|n| counters.to_backend(n), |n| counters.to_client(n));
         let (up, down) = tokio::try_join!(
-            one_way(&*client, &*backend, &mut to_backend, &activity),
-            one_way(&*backend, &*client, &mut to_client, &activity),
+            one_way(&*client, &*backend, &mut to_backend, &activity, &up_counted),
+            one_way(&*backend, &*client, &mut to_client, &activity, &down_counted),
         )?;
         Ok::<_, io::Error>((up + first.len() as u64, down))
     };
@@ -78,12 +82,13 @@ pub async fn relay(
 }
 
 /// Moves bytes from `from` to `to` through `pipe` until `from` ends, then shuts `to`'s
-/// write half; the count of bytes moved.
+/// write half; the count of bytes moved, each write's also told to `moved_now`.
 async fn one_way(
     from: &TcpStream,
     to: &TcpStream,
     pipe: &mut Pipe,
     activity: &Activity,
+    moved_now: &(dyn Fn(u64) + Sync),
 ) -> io::Result<u64> {
     let mut moved = 0u64;
     loop {
@@ -105,6 +110,7 @@ async fn one_way(
             match to.try_io(Interest::WRITABLE, || pipe.drain_to(to.as_raw_fd())) {
                 Ok(count) => {
                     moved += count as u64;
+                    moved_now(count as u64);
                     activity.touch();
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,

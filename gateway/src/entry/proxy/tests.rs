@@ -147,7 +147,8 @@ impl Proxy {
     ) -> Proxy {
         let (table, receiver) = watch::channel(forwards);
         let steering: Arc<dyn FlowSteering> = Arc::clone(steering) as Arc<dyn FlowSteering>;
-        let handle = spawn(&tokio::runtime::Handle::current(), receiver, steering, limits);
+        let traffic = Arc::default();
+        let handle = spawn(&tokio::runtime::Handle::current(), receiver, steering, limits, traffic);
         let proxy = Proxy { handle, table };
         proxy.until_listening(|count| count == listeners).await;
         proxy

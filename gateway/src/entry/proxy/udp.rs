@@ -37,6 +37,7 @@ use super::flows::SteeredFlow;
 use super::listeners::AbortOnDrop;
 use super::warnings::left_out;
 use crate::entry::forward::Transport;
+use crate::entry::traffic::ForwardCounters;
 
 /// The largest datagram.
 const DATAGRAM: usize = 65_535;
@@ -54,6 +55,8 @@ struct Flow {
     _steered: SteeredFlow,
     upstream: Arc<UdpSocket>,
     activity: Arc<Activity>,
+    /// The forward's: what this client sends and receives is added to them.
+    counters: Arc<ForwardCounters>,
     generation: u64,
     _replies: AbortOnDrop,
     _place: OwnedSemaphorePermit,
@@ -141,15 +144,18 @@ impl Clients {
             return;
         };
         flow.activity.touch();
-        if let Err(error) = SockRef::from(&*flow.upstream).send(datagram) {
-            tracing::debug!("proxy: udp {} from {client} dropped: {error}", self.local);
+        match SockRef::from(&*flow.upstream).send(datagram) {
+            Ok(sent) => flow.counters.to_backend(sent as u64),
+            Err(error) => {
+                tracing::debug!("proxy: udp {} from {client} dropped: {error}", self.local)
+            }
         }
     }
 
     fn open(&mut self, client: SocketAddr) -> Result<Flow, String> {
         let shared = Arc::clone(&self.shared);
         let table = Arc::clone(&shared.forwards.borrow());
-        let backend = port_backend(&table, Transport::Udp, self.local)
+        let (backend, forward) = port_backend(&table, Transport::Udp, self.local)
             .ok_or("no forward takes its port any more")?;
         let place = match Arc::clone(&shared.udp_clients).try_acquire_owned() {
             Ok(place) => place,
@@ -174,6 +180,8 @@ impl Clients {
         upstream.set_nonblocking(true).map_err(failed)?;
         let upstream = Arc::new(UdpSocket::from_std(upstream).map_err(failed)?);
         let activity = Arc::new(Activity::new());
+        let counters = shared.traffic.of(&forward);
+        counters.connected();
         let generation = self.next_generation;
         self.next_generation += 1;
         let replies = tokio::spawn(pass_down(
@@ -181,6 +189,7 @@ impl Clients {
             Arc::clone(&self.public),
             client,
             Arc::clone(&activity),
+            Arc::clone(&counters),
             self.idle.0.clone(),
             generation,
             shared,
@@ -189,6 +198,7 @@ impl Clients {
             _steered: steered,
             upstream,
             activity,
+            counters,
             generation,
             _replies: AbortOnDrop(replies),
             _place: place,
@@ -227,6 +237,7 @@ async fn pass_down(
     public: Arc<UdpSocket>,
     client: SocketAddr,
     activity: Arc<Activity>,
+    counters: Arc<ForwardCounters>,
     idle: mpsc::UnboundedSender<IdleNotice>,
     generation: u64,
     shared: Arc<Shared>,
@@ -238,9 +249,11 @@ async fn pass_down(
                 let passed = BUFFER.with_borrow_mut(|buffer| {
                     let length = upstream.try_recv(buffer)?;
                     activity.touch();
-                    let sent = SockRef::from(&*public).send_to(&buffer[..length], &client.into());
-                    if let Err(error) = sent {
-                        tracing::debug!("proxy: udp reply to {client} dropped: {error}");
+                    match SockRef::from(&*public).send_to(&buffer[..length], &client.into()) {
+                        Ok(sent) => counters.to_client(sent as u64),
+                        Err(error) => {
+                            tracing::debug!("proxy: udp reply to {client} dropped: {error}")
+                        }
                     }
                     Ok::<_, io::Error>(())
                 });
