@@ -184,16 +184,14 @@ impl Clients {
         counters.connected();
         let generation = self.next_generation;
         self.next_generation += 1;
-        let replies = tokio::spawn(pass_down(
-            Arc::clone(&upstream),
-            Arc::clone(&self.public),
+        let way_back = WayBack {
+            upstream: Arc::clone(&upstream),
+            public: Arc::clone(&self.public),
             client,
-            Arc::clone(&activity),
-            Arc::clone(&counters),
-            self.idle.0.clone(),
-            generation,
-            shared,
-        ));
+            activity: Arc::clone(&activity),
+            counters: Arc::clone(&counters),
+        };
+        let replies = tokio::spawn(pass_down(way_back, self.idle.0.clone(), generation, shared));
         Ok(Flow {
             _steered: steered,
             upstream,
@@ -230,18 +228,24 @@ impl Clients {
     }
 }
 
-/// Sends what the backend sends on `upstream` back to `client` from `public`, until the flow
-/// has been idle for the timeout; then says so.
-async fn pass_down(
+/// How a client's replies go back: from the backend on `upstream`, to `client` from `public`.
+struct WayBack {
     upstream: Arc<UdpSocket>,
     public: Arc<UdpSocket>,
     client: SocketAddr,
     activity: Arc<Activity>,
     counters: Arc<ForwardCounters>,
+}
+
+/// Sends what the backend sends back to the client, until the flow has been idle for the
+/// timeout; then says so.
+async fn pass_down(
+    way_back: WayBack,
     idle: mpsc::UnboundedSender<IdleNotice>,
     generation: u64,
     shared: Arc<Shared>,
 ) {
+    let WayBack { upstream, public, client, activity, counters } = way_back;
     let passing = async {
         loop {
             upstream.readable().await?;
