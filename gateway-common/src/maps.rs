@@ -30,6 +30,7 @@ pub const MAP_ENTRY_FLOWS: &str = "ENTRY_FLOWS";
 pub const MAP_PROXY_FLOWS: &str = "PROXY_FLOWS";
 pub const MAP_REPLY_TO: &str = "REPLY_TO";
 pub const MAP_ENTRY_PROGRAMS: &str = "ENTRY_PROGRAMS";
+pub const MAP_ENTRY_TRAFFIC: &str = "ENTRY_TRAFFIC";
 
 /// `UNDERLAYS` value bits (key: ifindex).
 /// The interface completes a CHECKSUM_PARTIAL skb as `csum_start`/`csum_offset` say,
@@ -264,12 +265,43 @@ pub struct FlowNat {
     pub rewrite: u16,
     /// Network byte order.
     pub port: u16,
-    pub _pad: u32,
+    /// `ENTRY_FLOWS`: slot + 1 of the `ENTRY_FORWARDS` piece the flow came in by, whose
+    /// `ENTRY_TRAFFIC` its replies are counted in (0: none). 0 in `PROXY_FLOWS`.
+    pub forward: u32,
     /// Network byte order, same family as the key.
     pub addr: [u8; 16],
     /// CLOCK_MONOTONIC time the flow was last seen (`ENTRY_FLOWS`; the programs refresh it
     /// at most once a second). 0 in `PROXY_FLOWS`: the daemon removes those entries itself.
     pub last_seen_ns: u64,
+}
+
+/// What the tcp and udp forward in one `ENTRY_FORWARDS` slot carried: `ENTRY_TRAFFIC[slot]`,
+/// per CPU. The daemon zeroes a slot's counters when it gives the slot a new piece; the
+/// programs only add. Bytes are IP packet bytes (headers included), as they left the programs.
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct EntryTraffic {
+    /// Flows the programs started remembering (`ENTRY_FLOWS` entries created).
+    pub flows: u64,
+    pub packets_to_backend: u64,
+    pub bytes_to_backend: u64,
+    pub packets_to_client: u64,
+    pub bytes_to_client: u64,
+}
+
+/// Sums: over CPUs, and over the pieces of one forward.
+impl core::ops::Add for EntryTraffic {
+    type Output = EntryTraffic;
+
+    fn add(self, other: EntryTraffic) -> EntryTraffic {
+        EntryTraffic {
+            flows: self.flows + other.flows,
+            packets_to_backend: self.packets_to_backend + other.packets_to_backend,
+            bytes_to_backend: self.bytes_to_backend + other.bytes_to_backend,
+            packets_to_client: self.packets_to_client + other.packets_to_client,
+            bytes_to_client: self.bytes_to_client + other.bytes_to_client,
+        }
+    }
 }
 
 /// `REPLY_TO` value: key = the reply's flow (source: the backend, destination: the client).
@@ -381,5 +413,6 @@ mod pod {
     unsafe impl aya::Pod for super::EntryForward {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowNat {}
+    unsafe impl aya::Pod for super::EntryTraffic {}
     unsafe impl aya::Pod for super::ReplyTo {}
 }

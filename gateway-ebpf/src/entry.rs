@@ -27,7 +27,8 @@ use gateway_common::{
 
 use crate::flow::{self, nat_address, stale};
 use crate::maps::{
-    allowed, config, count, entry_flow, entry_forward, entry_port, record_entry_flow,
+    Towards, allowed, config, count, count_entry_flow, count_entry_traffic, entry_flow,
+    entry_forward, entry_port, record_entry_flow,
 };
 use crate::nat::{self, End, Transport};
 use crate::packet::{L3, Packet, Xdp};
@@ -77,7 +78,7 @@ pub unsafe fn forward(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
     let ports = t.ports(&s.crypt.head);
     let port = ((ports >> 16) as u16).swap_bytes();
     let (_, public) = parse::inner_addrs(&s.crypt.head, t.family);
-    let Some(forward) = find(t.proto, port, t.family, &public) else {
+    let Some((slot, forward)) = find(t.proto, port, t.family, &public) else {
         return not_forwarded();
     };
     let backend = address(&forward.to_addr, t.family);
@@ -99,7 +100,11 @@ pub unsafe fn forward(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     flow::set_nat(&mut s.flow.nat, NAT_SOURCE, &public, port.swap_bytes(), now);
-    remember(s, inner.len);
+    s.flow.nat.forward = slot + 1;
+    if remember(s, inner.len) {
+        count_entry_flow(slot);
+    }
+    count_entry_traffic(slot, Towards::Backend, inner.len);
     if (cfg.tun_mtu != 0 && inner.len > cfg.tun_mtu)
         || !rewrite::ttl_allows_forwarding(&s.crypt.head, inner.family)
     {
@@ -142,7 +147,12 @@ fn address(field: &[u8; 16], family: L3) -> [u32; 4] {
 /// the first of the port's chain of the packet's family whose listen address, if it has
 /// one, is `public`.
 #[inline(always)]
-fn find(proto: u8, port: u16, family: L3, public: &[u32; 4]) -> Option<&'static EntryForward> {
+fn find(
+    proto: u8,
+    port: u16,
+    family: L3,
+    public: &[u32; 4],
+) -> Option<(u32, &'static EntryForward)> {
     let transport = if proto == IPPROTO_TCP { ENTRY_TRANSPORT_TCP } else { ENTRY_TRANSPORT_UDP };
     let mut link = entry_port(transport * ENTRY_PORTS_PER_TRANSPORT + port as u32);
     let code = family_code(family);
@@ -154,7 +164,7 @@ fn find(proto: u8, port: u16, family: L3, public: &[u32; 4]) -> Option<&'static 
         let forward = entry_forward(link - 1)?;
         if forward.family == code && port >= forward.first_port {
             if forward.listen_family == AF_NONE {
-                return Some(forward);
+                return Some((link - 1, forward));
             }
             let listen = address(&forward.listen, family);
             if forward.listen_family == code
@@ -163,7 +173,7 @@ fn find(proto: u8, port: u16, family: L3, public: &[u32; 4]) -> Option<&'static 
                 && listen[2] == public[2]
                 && listen[3] == public[3]
             {
-                return Some(forward);
+                return Some((link - 1, forward));
             }
         }
         link = forward.next;
@@ -175,13 +185,14 @@ fn find(proto: u8, port: u16, family: L3, public: &[u32; 4]) -> Option<&'static 
 /// Remembers how the replies of a translated flow (the `len`-byte packet in `s.crypt.head`,
 /// translated) get their public source back (`s.flow.nat`, with the time): key = the reply
 /// as it will arrive decrypted (from the backend to the client). An entry already saying so
-/// is refreshed at most once a second, in place. A subprogram of its own: its locals in
-/// their own stack frame, the program's being what the AEAD loop's callbacks stack on.
+/// is refreshed at most once a second, in place. True when the flow is new to the map. A
+/// subprogram of its own: its locals in their own stack frame, the program's being what the
+/// AEAD loop's callbacks stack on.
 #[inline(never)]
-fn remember(s: &mut Scratch, len: u32) {
+fn remember(s: &mut Scratch, len: u32) -> bool {
     let Some(t) = parse::inner(&s.crypt.head, len).and_then(|i| Transport::of(&s.crypt.head, &i))
     else {
-        return;
+        return false;
     };
     let head = &s.crypt.head;
     let (client, backend) = parse::inner_addrs(head, t.family);
@@ -205,12 +216,12 @@ fn remember(s: &mut Scratch, len: u32) {
                 // SAFETY: as above.
                 unsafe { (*known).last_seen_ns = now };
             }
-            return;
+            return false;
         }
     }
     // A full map evicts its least recently used flow; a failed insert leaves this flow's
     // replies untranslated, as a stateless path would.
-    record_entry_flow(&s.flow.key, &s.flow.nat);
+    record_entry_flow(&s.flow.key, &s.flow.nat)
 }
 
 /// Hands a translated packet the program does not seal to the TUN's egress, through the TC

@@ -10,8 +10,9 @@ use aya_ebpf::{
 };
 use gateway_common::maps::{
     Config, DEFAULT_MAX_ALLOWED_IPS, DEFAULT_MAX_PEERS, DEFAULT_MAX_SESSIONS, ENTRY_PORTS_LEN,
-    ENTRY_PROGRAM_FORWARD, EntryForward, FlowKey, FlowNat, MAX_ENTRY_FLOWS, MAX_ENTRY_FORWARDS,
-    MAX_PROXY_FLOWS, Peer, ReplyTo, STAT_COUNT, Session, Stat, UNDERLAY_GENERIC_CHECKSUM,
+    ENTRY_PROGRAM_FORWARD, EntryForward, EntryTraffic, FlowKey, FlowNat, MAX_ENTRY_FLOWS,
+    MAX_ENTRY_FORWARDS, MAX_PROXY_FLOWS, Peer, ReplyTo, STAT_COUNT, Session, Stat,
+    UNDERLAY_GENERIC_CHECKSUM,
 };
 
 use crate::packet::L3;
@@ -52,6 +53,11 @@ static ENTRY_PORTS: Array<u32> = Array::with_max_entries(ENTRY_PORTS_LEN, 0);
 /// Entry point: the tcp and udp forwards.
 #[map]
 static ENTRY_FORWARDS: Array<EntryForward> = Array::with_max_entries(MAX_ENTRY_FORWARDS, 0);
+
+/// Entry point: what each `ENTRY_FORWARDS` slot carried (per CPU; the daemon sums them).
+#[map]
+static ENTRY_TRAFFIC: PerCpuArray<EntryTraffic> =
+    PerCpuArray::with_max_entries(MAX_ENTRY_FORWARDS, 0);
 
 /// Entry point: replies of forwarded flows (key: the reply as decrypted) → the public side.
 #[map]
@@ -183,6 +189,39 @@ pub fn entry_port(index: u32) -> u32 {
 #[inline(always)]
 pub fn entry_forward(slot: u32) -> Option<&'static EntryForward> {
     ENTRY_FORWARDS.get(slot)
+}
+
+/// Which way a forwarded packet went, for `count_entry_traffic`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Towards {
+    Backend,
+    Client,
+}
+
+/// Counts a packet of `len` bytes that the forward piece in `slot` carried (`ENTRY_TRAFFIC`).
+#[inline(always)]
+pub fn count_entry_traffic(slot: u32, towards: Towards, len: u32) {
+    if let Some(t) = ENTRY_TRAFFIC.get_ptr_mut(slot) {
+        // SAFETY: a per-CPU slot, as in `count`.
+        unsafe {
+            if towards == Towards::Backend {
+                (*t).packets_to_backend += 1;
+                (*t).bytes_to_backend += len as u64;
+            } else {
+                (*t).packets_to_client += 1;
+                (*t).bytes_to_client += len as u64;
+            }
+        }
+    }
+}
+
+/// Counts a flow the forward piece in `slot` started (`ENTRY_TRAFFIC`).
+#[inline(always)]
+pub fn count_entry_flow(slot: u32) {
+    if let Some(t) = ENTRY_TRAFFIC.get_ptr_mut(slot) {
+        // SAFETY: a per-CPU slot, as in `count`.
+        unsafe { (*t).flows += 1 };
+    }
 }
 
 /// The translation of a forwarded flow's replies (`ENTRY_FLOWS`), writable in place (its

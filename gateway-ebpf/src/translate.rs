@@ -10,7 +10,7 @@ use core::{ffi::c_void, ptr::read_volatile};
 use gateway_common::maps::{NAT_DESTINATION, NAT_SOURCE};
 
 use crate::flow::{self, nat_address, stale};
-use crate::maps::{config, entry_flow, proxy_flow};
+use crate::maps::{Towards, config, count_entry_traffic, entry_flow, proxy_flow};
 use crate::nat::{self, End, Transport, apply, delta};
 use crate::packet::{L3, Packet};
 use crate::parse::{self, IPPROTO_TCP, IPPROTO_UDP, Inner};
@@ -61,9 +61,13 @@ pub unsafe fn reply<P: Packet>(
     let mut translation = Translation::None;
     if let Some(nat) = entry_flow(&s.flow.key) {
         // SAFETY: a live map value; concurrent writers store the same kind of values.
-        let (rewrite, port, last_seen) =
-            unsafe { (read_volatile(&(*nat).rewrite), (*nat).port, (*nat).last_seen_ns) };
+        let (rewrite, port, last_seen, forward) = unsafe {
+            (read_volatile(&(*nat).rewrite), (*nat).port, (*nat).last_seen_ns, (*nat).forward)
+        };
         if rewrite == NAT_SOURCE && !flow::expired(last_seen, now, t.proto) {
+            if forward != 0 {
+                count_entry_traffic(forward - 1, Towards::Client, len);
+            }
             if stale(last_seen, now) {
                 // Replies keep the flow alive too, as conntrack's timeouts count both ways.
                 // SAFETY: as above.

@@ -407,6 +407,8 @@ fn tcp_and_udp_forwards_keep_the_client_address() -> Result<()> {
         stats_grew(world.vps(), Stat::EntryForwarded, "the VPS")?;
         stats_grew(world.vps(), Stat::EntryReplyTranslated, "the VPS")?;
         stats_grew(&world.home, Stat::ReplyToSent, "the home")?;
+        forward_counts(world.vps(), "tcp 2222", "ebpf", 1)?;
+        forward_counts(world.vps(), &format!("udp {udp_range}"), "ebpf", 1)?;
 
         let listed = forwards.list()?;
         for shown in ["2222", "5353", "20000-20999", &world.nas(TCP_RANGE_TO)] {
@@ -496,8 +498,8 @@ fn named_forwards(vps_path: DataPath) -> Result<()> {
             stats_grew(world.vps(), Stat::ProxyTranslated, "the VPS")?;
         }
         stats_grew(&world.home, Stat::ReplyToSent, "the home")?;
-        proxied_counts(world.vps(), "tls 443 --sni a.example.com", 1)?;
-        proxied_counts(world.vps(), "http 80 --host b.example.com", 1)?;
+        forward_counts(world.vps(), "tls 443 --sni a.example.com", "proxy", 1)?;
+        forward_counts(world.vps(), "http 80 --host b.example.com", "proxy", 1)?;
 
         // No name matches and there is no default: closed. Then a default takes it.
         tcp_no_answer(
@@ -537,12 +539,13 @@ fn named_forwards(vps_path: DataPath) -> Result<()> {
     })
 }
 
-/// The proxy counted `connections` or more for `forward`, and bytes both ways.
-fn proxied_counts(daemon: &Gatewayd, forward: &str, connections: u64) -> Result<()> {
+/// The `path` (proxy or ebpf) counted `connections` or more for `forward`, and bytes both
+/// ways.
+fn forward_counts(daemon: &Gatewayd, forward: &str, path: &str, connections: u64) -> Result<()> {
     let status = daemon.status()?;
-    let proxied = &status.entry.proxied;
-    let Some(traffic) = proxied.iter().find(|traffic| traffic.forward == forward) else {
-        bail!("no traffic counted for {forward}: {proxied:?}");
+    let all = &status.entry.traffic;
+    let Some(traffic) = all.iter().find(|t| t.forward == forward && t.path == path) else {
+        bail!("no traffic counted for {forward} on the {path} path: {all:?}");
     };
     let count = traffic.count;
     ensure!(

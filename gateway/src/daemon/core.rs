@@ -58,6 +58,13 @@ pub trait EventSink: Send {
     fn entry_status(&self) -> super::status::EntryDataplane {
         super::status::EntryDataplane::default()
     }
+    /// What each tcp and udp forward of `table` carried in the programs.
+    fn forward_traffic(
+        &self,
+        _table: &ForwardTable,
+    ) -> Vec<(crate::entry::forward::Selector, gateway_common::maps::EntryTraffic)> {
+        Vec::new()
+    }
 }
 
 pub struct Core {

@@ -19,6 +19,9 @@ use super::status::{EntryDataplane, PathCounters};
 use crate::dataplane::{
     AttachPreference, Dataplane, PeerActivitySnapshot, Program, TunnelConfig, TunnelSends,
 };
+use gateway_common::maps::EntryTraffic;
+
+use crate::entry::forward::Selector;
 use crate::entry::table::ForwardTable;
 use crate::mirror::Mirror;
 use crate::mirror::proxy_flows::ProxiedAddrs;
@@ -311,6 +314,10 @@ impl EventSink for EbpfSink {
             reply_to_flows,
             proxied_connections: self.mirror.proxied_connections(),
         }
+    }
+
+    fn forward_traffic(&self, table: &ForwardTable) -> Vec<(Selector, EntryTraffic)> {
+        self.mirror.forward_traffic(table, |slot| self.dp.entry_traffic(slot))
     }
 
     fn path_counters(&self, peer: PeerId) -> PathCounters {

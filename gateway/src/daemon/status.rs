@@ -56,19 +56,25 @@ pub struct EntryStatus {
     pub forwards: Vec<ForwardRecord>,
     #[serde(default)]
     pub dataplane: EntryDataplane,
-    /// What each forward carried through the proxy (forwards that have had a connection).
+    /// What each forward carried, by the path that carried it.
     #[serde(default)]
-    pub proxied: Vec<ForwardTrafficStatus>,
+    pub traffic: Vec<ForwardTrafficStatus>,
 }
 
-/// One forward's traffic through the proxy.
+/// What one forward carried on one path.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ForwardTrafficStatus {
     /// The forward's selector as `forward remove` takes it, e.g. `tls 443 --sni a.example`.
     pub forward: String,
+    /// `proxy`: the daemon's proxy (bytes of transport payload; for udp, connections are
+    /// clients). `ebpf`: the programs (bytes of IP packets; connections are flows).
+    pub path: String,
     #[serde(flatten)]
     pub count: TrafficCount,
 }
+
+pub const PATH_PROXY: &str = "proxy";
+pub const PATH_EBPF: &str = "ebpf";
 
 /// What the entry point's part of the data plane holds (without eBPF: only what the daemon
 /// translates itself).
@@ -174,7 +180,8 @@ pub struct Snapshot {
 }
 
 pub fn snapshot(shared: &Shared, entry: &EntryPoint, interface: String) -> Snapshot {
-    let forwards = entry.table().forwards().iter().map(ForwardRecord::from).collect();
+    let forwards_table = entry.table();
+    let forwards = forwards_table.forwards().iter().map(ForwardRecord::from).collect();
     let core = shared.lock();
     let device = &core.device;
     let mut ids: Vec<_> = device.peer_ids().collect();
@@ -230,16 +237,33 @@ pub fn snapshot(shared: &Shared, entry: &EntryPoint, interface: String) -> Snaps
                     ..EntryDataplane::default()
                 },
             },
-            proxied: entry
-                .traffic()
-                .snapshot()
-                .into_iter()
-                .map(|(selector, count)| ForwardTrafficStatus {
-                    forward: selector.to_string(),
-                    count,
-                })
-                .collect(),
+            traffic: forward_traffic(&core, entry, &forwards_table),
         },
     };
     Snapshot { status, last_handshakes }
+}
+
+/// What each forward carried: through the proxy (counted by the daemon), then in the
+/// programs (their `ENTRY_TRAFFIC`, by the forward's pieces).
+fn forward_traffic(
+    core: &super::core::Core,
+    entry: &EntryPoint,
+    table: &crate::entry::table::ForwardTable,
+) -> Vec<ForwardTrafficStatus> {
+    let proxied = entry.traffic().snapshot().into_iter().map(|(selector, count)| {
+        ForwardTrafficStatus { forward: selector.to_string(), path: PATH_PROXY.to_string(), count }
+    });
+    let in_programs =
+        core.sink.iter().flat_map(|sink| sink.forward_traffic(table)).map(|(selector, traffic)| {
+            ForwardTrafficStatus {
+                forward: selector.to_string(),
+                path: PATH_EBPF.to_string(),
+                count: TrafficCount {
+                    connections: traffic.flows,
+                    bytes_to_backend: traffic.bytes_to_backend,
+                    bytes_to_client: traffic.bytes_to_client,
+                },
+            }
+        });
+    proxied.chain(in_programs).collect()
 }

@@ -1,13 +1,15 @@
 //! The entry point's maps: tcp/udp forwards (`ENTRY_PORTS`, `ENTRY_FORWARDS`), the flows the
 //! programs translate (`ENTRY_FLOWS`, read here for diagnostics), proxied connections
 //! (`PROXY_FLOWS`, written per connection by the proxy) and replies behind an entry point
-//! (`REPLY_TO`, read here for diagnostics). Which forwards to write is decided on the other
-//! side of the seam (`crate::mirror`).
+//! (`REPLY_TO`, read here for diagnostics), and what each forward slot carried
+//! (`ENTRY_TRAFFIC`, zeroed here when its slot is cleared, so that the next piece given the
+//! slot starts from zero). Which forwards to write is decided on the other side of the seam
+//! (`crate::mirror`).
 
-use aya::maps::{Array, HashMap, MapData};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
 use gateway_common::maps::{
     ENTRY_PORTS_LEN, ENTRY_PORTS_PER_TRANSPORT, ENTRY_TRANSPORT_TCP, ENTRY_TRANSPORT_UDP,
-    EntryForward, FlowKey, FlowNat, MAX_ENTRY_FORWARDS, ReplyTo,
+    EntryForward, EntryTraffic, FlowKey, FlowNat, MAX_ENTRY_FORWARDS, ReplyTo,
 };
 
 use super::error::{DataplaneError, Result};
@@ -39,6 +41,7 @@ pub(super) struct EntryMaps {
     flows: HashMap<MapData, FlowKey, FlowNat>,
     proxy_flows: HashMap<MapData, FlowKey, FlowNat>,
     reply_to: HashMap<MapData, FlowKey, ReplyTo>,
+    traffic: PerCpuArray<MapData, EntryTraffic>,
 }
 
 impl EntryMaps {
@@ -48,12 +51,15 @@ impl EntryMaps {
         flows: HashMap<MapData, FlowKey, FlowNat>,
         proxy_flows: HashMap<MapData, FlowKey, FlowNat>,
         reply_to: HashMap<MapData, FlowKey, ReplyTo>,
+        traffic: PerCpuArray<MapData, EntryTraffic>,
     ) -> Self {
         debug_assert_eq!(ENTRY_PORTS_LEN, 2 * ENTRY_PORTS_PER_TRANSPORT);
-        EntryMaps { ports, forwards, flows, proxy_flows, reply_to }
+        EntryMaps { ports, forwards, flows, proxy_flows, reply_to, traffic }
     }
 
-    /// `ENTRY_FORWARDS[slot]`; None clears it (family `AF_NONE`).
+    /// `ENTRY_FORWARDS[slot]`; None clears it (family `AF_NONE`) and zeroes its
+    /// `ENTRY_TRAFFIC`. A slot is cleared only once no port leads to it any more; packets
+    /// in flight, and replies of its flows, may still add a little to it.
     pub(super) fn set_forward(
         &mut self,
         slot: ForwardSlot,
@@ -65,7 +71,30 @@ impl EntryMaps {
         let value = forward.copied().unwrap_or_default();
         self.forwards
             .set(slot.0, value, 0)
-            .map_err(|e| DataplaneError::kernel_chain("updating ENTRY_FORWARDS", &e))
+            .map_err(|e| DataplaneError::kernel_chain("updating ENTRY_FORWARDS", &e))?;
+        if forward.is_none() {
+            let zero = PerCpuValues::try_from(vec![EntryTraffic::default(); self.cpus()?])
+                .map_err(|e| DataplaneError::Invalid(format!("ENTRY_TRAFFIC values: {e}")))?;
+            self.traffic
+                .set(slot.0, zero, 0)
+                .map_err(|e| DataplaneError::kernel_chain("zeroing ENTRY_TRAFFIC", &e))?;
+        }
+        Ok(())
+    }
+
+    /// What the forward piece in `slot` carried, summed over CPUs.
+    pub(super) fn traffic(&self, slot: ForwardSlot) -> Result<EntryTraffic> {
+        let per_cpu = self
+            .traffic
+            .get(&slot.0, 0)
+            .map_err(|e| DataplaneError::kernel_chain("reading ENTRY_TRAFFIC", &e))?;
+        Ok(per_cpu.iter().fold(EntryTraffic::default(), |sum, cpu| sum + *cpu))
+    }
+
+    /// The possible CPUs: one value each in a per-CPU map.
+    fn cpus(&self) -> Result<usize> {
+        aya::util::nr_cpus()
+            .map_err(|(_, e)| DataplaneError::Invalid(format!("counting the possible CPUs: {e}")))
     }
 
     /// Points every port of `first..=last` of `transport` at `slot` (None: no forward).

@@ -15,9 +15,9 @@ use aya::{
 use gateway_common::maps::{
     Config, DEFAULT_MAX_ALLOWED_IPS, DEFAULT_MAX_PEERS, DEFAULT_MAX_SESSIONS,
     ENTRY_PROGRAM_FORWARD, MAP_ALLOWED_V4, MAP_ALLOWED_V6, MAP_CONFIG, MAP_ENTRY_FLOWS,
-    MAP_ENTRY_FORWARDS, MAP_ENTRY_PORTS, MAP_ENTRY_PROGRAMS, MAP_PEERS, MAP_PROXY_FLOWS,
-    MAP_REDIRECT_IFACES, MAP_REPLY_TO, MAP_RX_INDEX, MAP_SESSIONS, MAP_STATS, MAP_UNDERLAYS, Peer,
-    Session,
+    MAP_ENTRY_FORWARDS, MAP_ENTRY_PORTS, MAP_ENTRY_PROGRAMS, MAP_ENTRY_TRAFFIC, MAP_PEERS,
+    MAP_PROXY_FLOWS, MAP_REDIRECT_IFACES, MAP_REPLY_TO, MAP_RX_INDEX, MAP_SESSIONS, MAP_STATS,
+    MAP_UNDERLAYS, Peer, Session,
 };
 
 use tracing::warn;
@@ -167,6 +167,7 @@ pub(super) fn load(capacities: Capacities) -> Result<Loaded> {
         HashMap::try_from(take(&mut ebpf, MAP_ENTRY_FLOWS)?).map_err(map_type)?,
         HashMap::try_from(take(&mut ebpf, MAP_PROXY_FLOWS)?).map_err(map_type)?,
         HashMap::try_from(take(&mut ebpf, MAP_REPLY_TO)?).map_err(map_type)?,
+        PerCpuArray::try_from(take(&mut ebpf, MAP_ENTRY_TRAFFIC)?).map_err(map_type)?,
     );
     Ok(Loaded {
         programs: Programs { ebpf, reports, _entry_programs: entry_programs },

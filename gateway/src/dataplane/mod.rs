@@ -69,7 +69,9 @@ pub use verifier::{INSTRUCTION_BUDGET, INSTRUCTION_LIMIT, ProgramReport, Verdict
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use gateway_common::maps::{EntryForward, FlowKey, FlowNat, ReplyTo, SessionCounters};
+use gateway_common::maps::{
+    EntryForward, EntryTraffic, FlowKey, FlowNat, ReplyTo, SessionCounters,
+};
 use ipnet::IpNet;
 
 use self::allowed_ips::AllowedIpMaps;
@@ -438,6 +440,11 @@ impl Dataplane {
         slot: Option<ForwardSlot>,
     ) -> Result<()> {
         self.entry.set_ports(transport, first, last, slot)
+    }
+
+    /// What the forward piece in `slot` carried (`ENTRY_TRAFFIC`, summed over CPUs).
+    pub fn entry_traffic(&self, slot: ForwardSlot) -> Result<EntryTraffic> {
+        self.entry.traffic(slot)
     }
 
     /// The forward the programs find for a public port.

@@ -17,8 +17,8 @@
 //! | `gateway_program_loaded` | gauge (0: refused) | `program` |
 //! | `gateway_program_verified_instructions` | gauge | `program` |
 //! | `gateway_entry_forwards` | gauge | `protocol` |
-//! | `gateway_forward_connections_total` | counter | `forward`, `path` (`proxy`) |
-//! | `gateway_forward_bytes_total` | counter | `forward`, `path` (`proxy`), `direction` |
+//! | `gateway_forward_connections_total` | counter | `forward`, `path` (`proxy`, `ebpf`) |
+//! | `gateway_forward_bytes_total` | counter | `forward`, `path` (`proxy`, `ebpf`), `direction` |
 //! | `gateway_entry_forwarded_flows`, `gateway_entry_reply_to_flows`, `gateway_entry_steered_connections` | gauge | |
 //!
 //! Per-path counters exist for the paths that run: `userspace` always, `ebpf` while the
@@ -209,18 +209,19 @@ pub fn families(snapshot: &Snapshot, programs: &[ProgramReport]) -> Vec<Family> 
     let mut forward_connections = Family::new(
         "gateway_forward_connections_total",
         Kind::Counter,
-        "Connections (udp: clients) each forward carried through the daemon's proxy (tls and \
-         http forwards; tcp and udp ones when the eBPF programs do not translate them).",
+        "Connections each forward carried, by path: the daemon's proxy (tls and http forwards; \
+         tcp and udp ones when the eBPF programs do not translate them; for udp, clients) or \
+         the eBPF programs (flows they started remembering).",
     );
     let mut forward_bytes = Family::new(
         "gateway_forward_bytes_total",
         Kind::Counter,
-        "Transport payload bytes each forward carried through the daemon's proxy, by direction \
-         (to_backend, to_client).",
+        "Bytes each forward carried, by path and direction (to_backend, to_client): transport \
+         payload through the daemon's proxy, IP packets in the eBPF programs.",
     );
-    for proxied in &status.entry.proxied {
+    for proxied in &status.entry.traffic {
         let labels = || {
-            vec![interface(), ("forward", proxied.forward.clone()), ("path", "proxy".to_string())]
+            vec![interface(), ("forward", proxied.forward.clone()), ("path", proxied.path.clone())]
         };
         forward_connections.push(labels(), Value::Integer(proxied.count.connections));
         for (direction, bytes) in [
@@ -370,8 +371,9 @@ mod tests {
                         proxied_connections: 9,
                         ..EntryDataplane::default()
                     },
-                    proxied: vec![ForwardTrafficStatus {
+                    traffic: vec![ForwardTrafficStatus {
                         forward: "tls 443 --sni a.example".to_string(),
+                        path: "proxy".to_string(),
                         count: TrafficCount {
                             connections: 2,
                             bytes_to_backend: 517,

@@ -67,6 +67,23 @@ impl Piece {
     }
 }
 
+impl Piece {
+    /// Whether the piece is one of `forward`'s. The table lets no two forwards of one
+    /// transport and listen address overlap, so a piece is one forward's at most.
+    pub fn is_of(&self, forward: &Forward) -> bool {
+        let selector = forward.selector();
+        let protocol = match self.transport {
+            EntryTransport::Tcp => Protocol::Tcp,
+            EntryTransport::Udp => Protocol::Udp,
+        };
+        let ports = selector.ports();
+        selector.protocol() == protocol
+            && selector.listen() == self.listen
+            && ports.first() <= self.first
+            && self.last <= ports.last()
+    }
+}
+
 fn family_and_bytes(address: IpAddr) -> (u16, [u8; 16]) {
     let mut bytes = [0; 16];
     match address {
@@ -239,6 +256,11 @@ impl Forwards {
     /// The number of pieces published.
     pub(super) fn len(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Each published piece and its slot.
+    pub(super) fn slots(&self) -> impl Iterator<Item = (&Piece, ForwardSlot)> {
+        self.slots.iter().map(|(piece, (slot, _))| (piece, *slot))
     }
 
     fn apply(&mut self, ops: &mut impl ForwardOps, plan: &ForwardPlan) -> Result<()> {

@@ -32,6 +32,7 @@ mod tests_entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
+use gateway_common::maps::EntryTraffic;
 use ipnet::IpNet;
 
 pub use map_ops::{ForwardOps, MapOps, ProxyFlowOps};
@@ -40,7 +41,8 @@ use self::forwards::{ForwardPlan, Forwards, PlanError};
 use self::prefixes::Prefixes;
 use self::proxy_flows::{ProxiedAddrs, ProxyFlows, SteerError};
 use self::sessions::{PeerSessions, Sessions};
-use crate::dataplane::{DataplaneError, PeerSlot, Result, TunnelConfig};
+use crate::dataplane::{DataplaneError, ForwardSlot, PeerSlot, Result, TunnelConfig};
+use crate::entry::forward::Selector;
 use crate::entry::table::ForwardTable;
 use crate::wg::PeerId;
 use crate::wg::device::{Device, Event};
@@ -251,6 +253,32 @@ impl Mirror {
     /// How many `ENTRY_FORWARDS` slots the published forwards take.
     pub fn forward_slots(&self) -> usize {
         self.forwards.len()
+    }
+
+    /// What each tcp and udp forward of `table` carried in the programs: the sum over its
+    /// published pieces of what `read` says their slots carried. Forwards not published yet
+    /// have none; a slot `read` fails on counts nothing.
+    pub fn forward_traffic(
+        &self,
+        table: &ForwardTable,
+        mut read: impl FnMut(ForwardSlot) -> Result<EntryTraffic>,
+    ) -> Vec<(Selector, EntryTraffic)> {
+        let mut by_slot: Vec<(&forwards::Piece, ForwardSlot)> = self.forwards.slots().collect();
+        by_slot.sort_by_key(|(_, slot)| *slot);
+        let counted: Vec<(&forwards::Piece, EntryTraffic)> = by_slot
+            .into_iter()
+            .filter_map(|(piece, slot)| read(slot).ok().map(|traffic| (piece, traffic)))
+            .collect();
+        let mut traffic = Vec::new();
+        for forward in table.forwards() {
+            let mut pieces = counted.iter().filter(|(piece, _)| piece.is_of(forward)).peekable();
+            if pieces.peek().is_none() {
+                continue;
+            }
+            let sum = pieces.fold(EntryTraffic::default(), |sum, (_, piece)| sum + *piece);
+            traffic.push((forward.selector().clone(), sum));
+        }
+        traffic
     }
 
     /// Registers a connection the proxy made, so that the backend sees the client's address.

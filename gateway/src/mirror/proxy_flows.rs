@@ -119,7 +119,7 @@ fn key(transport: Transport, source: SocketAddr, destination: SocketAddr) -> Flo
 }
 
 fn nat(rewrite: u16, to: SocketAddr) -> FlowNat {
-    FlowNat { rewrite, port: to.port().to_be(), _pad: 0, addr: bytes(to.ip()), last_seen_ns: 0 }
+    FlowNat { rewrite, port: to.port().to_be(), forward: 0, addr: bytes(to.ip()), last_seen_ns: 0 }
 }
 
 impl ProxyFlowEntries {

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use gateway_common::maps::{
-    AF_INET, AF_INET6, AF_NONE, EntryForward, FlowKey, FlowNat, MAX_ENTRY_FORWARDS,
+    AF_INET, AF_INET6, AF_NONE, EntryForward, EntryTraffic, FlowKey, FlowNat, MAX_ENTRY_FORWARDS,
     NAT_DESTINATION, NAT_SOURCE,
 };
 
@@ -325,7 +325,7 @@ fn flow_nat(rewrite: u16, to: &str) -> FlowNat {
     FlowNat {
         rewrite,
         port: to.port().to_be(),
-        _pad: 0,
+        forward: 0,
         addr: v4(&to.ip().to_string()),
         last_seen_ns: 0,
     }
@@ -404,4 +404,57 @@ fn a_connection_whose_second_entry_fails_leaves_no_entry_behind() {
     assert_eq!(mirror.proxied_connections(), 0);
     mirror.steer_proxied(&mut maps, connection).unwrap();
     assert_eq!(maps.writes.len(), 2);
+}
+
+#[test]
+fn a_forwards_traffic_is_the_sum_over_its_pieces_and_no_other_forwards() {
+    let (mut mirror, mut maps) = rig();
+    // tcp 22 on 192.0.2.2 cuts 20-30 on 192.0.2.1 into three pieces.
+    let lines = [
+        "tcp 20-30 --listen 192.0.2.1 --to 10.0.0.2",
+        "tcp 22 --listen 192.0.2.2 --to 10.0.0.3",
+        "udp 53 --to 10.0.0.4",
+        "tls 443 --sni a.example --to 10.0.0.5",
+    ];
+    publish(&mut mirror, &mut maps, &lines);
+    let table = table(&lines);
+    // Each slot carried slot + 1 flows and 100 × (slot + 1) bytes each way.
+    let read = |slot: ForwardSlot| -> Result<EntryTraffic> {
+        let n = u64::from(slot.0) + 1;
+        Ok(EntryTraffic {
+            flows: n,
+            packets_to_backend: n,
+            bytes_to_backend: 100 * n,
+            packets_to_client: n,
+            bytes_to_client: 100 * n,
+        })
+    };
+    let traffic = mirror.forward_traffic(&table, read);
+    let of = |words: &str| {
+        let selector = forward(&format!("{words} --to 10.0.0.9")).selector().clone();
+        traffic.iter().find(|(s, _)| *s == selector).map(|(_, t)| *t)
+    };
+    let slots = mirror.forward_slots() as u64;
+    assert_eq!(slots, 5, "three pieces of 20-30, one of 22 on 192.0.2.2, one of udp 53");
+    let all: u64 = (1..=slots).sum();
+    let wide = of("tcp 20-30 --listen 192.0.2.1").unwrap();
+    let narrow = of("tcp 22 --listen 192.0.2.2").unwrap();
+    let udp = of("udp 53").unwrap();
+    assert_eq!(wide.flows + narrow.flows + udp.flows, all, "every slot counted once");
+    assert_eq!(wide.bytes_to_backend, 100 * wide.flows);
+    assert!(wide.flows >= 1 + 2 + 3, "three slots: {wide:?}");
+    assert!(narrow.flows >= 1 && udp.flows >= 1);
+    assert_eq!(of("tls 443 --sni a.example"), None, "the proxy's, not the programs'");
+
+    // A slot that cannot be read counts nothing; the others still do.
+    let failing = |slot: ForwardSlot| -> Result<EntryTraffic> {
+        if slot.0 == 0 {
+            Err(crate::dataplane::DataplaneError::Invalid("gone".to_string()))
+        } else {
+            read(slot)
+        }
+    };
+    let partial = mirror.forward_traffic(&table, failing);
+    let total: u64 = partial.iter().map(|(_, t)| t.flows).sum();
+    assert_eq!(total, all - 1);
 }

@@ -48,7 +48,13 @@ pub fn flow_key(proto: u8, src: SocketAddr, dst: SocketAddr) -> FlowKey {
 
 /// A translation (`NAT_SOURCE` / `NAT_DESTINATION`) to `to`.
 pub fn flow_nat(rewrite: u16, to: SocketAddr) -> FlowNat {
-    FlowNat { rewrite, port: to.port().to_be(), _pad: 0, addr: address(to.ip()), last_seen_ns: 0 }
+    FlowNat {
+        rewrite,
+        port: to.port().to_be(),
+        forward: 0,
+        addr: address(to.ip()),
+        last_seen_ns: 0,
+    }
 }
 
 /// The socket address a `FlowNat` translates to.

@@ -202,7 +202,7 @@ fn nat(rewrite: u16, to: SocketAddr) -> FlowNat {
     let mut addr = [0; 16];
     let bytes = octets(to);
     addr[..bytes.len()].copy_from_slice(&bytes);
-    FlowNat { rewrite, port: to.port().to_be(), _pad: 0, addr, last_seen_ns: 0 }
+    FlowNat { rewrite, port: to.port().to_be(), forward: 0, addr, last_seen_ns: 0 }
 }
 
 fn key_of(packet: &[u8]) -> FlowKey {
