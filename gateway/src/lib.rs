@@ -7,6 +7,7 @@ pub mod dataplane;
 pub mod entry;
 pub mod metrics;
 pub mod mirror;
+pub mod network;
 pub mod quick;
 pub mod tun;
 pub mod uapi;

@@ -1,0 +1,10 @@
+//! One network, run from the VPS: the controller's model of it.
+//!
+//! - [`name`]: member and network names (DNS labels).
+//! - [`addressing`]: the network's addresses (a ULA /40, a /56 per controller, member
+//!   addresses derived from names and collision-checked, an IPv4 pool).
+//! - [`store`]: the controller's state in SQLite, behind one interface, with migrations.
+
+pub mod addressing;
+pub mod name;
+pub mod store;
