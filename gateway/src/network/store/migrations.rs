@@ -16,7 +16,10 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TABLE controllers (
         name TEXT PRIMARY KEY,
         public_key BLOB NOT NULL UNIQUE CHECK (length(public_key) = 32),
-        subnet INTEGER NOT NULL UNIQUE CHECK (subnet BETWEEN 0 AND 65535)
+        signing_key BLOB NOT NULL UNIQUE CHECK (length(signing_key) = 32),
+        endpoint TEXT NOT NULL,
+        subnet INTEGER NOT NULL UNIQUE CHECK (subnet BETWEEN 0 AND 65535),
+        ipv4 TEXT NOT NULL UNIQUE
     ) STRICT;
     CREATE TABLE members (
         name TEXT PRIMARY KEY,

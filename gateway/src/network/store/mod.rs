@@ -29,9 +29,24 @@ pub struct Network {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Controller {
     pub name: Name,
+    /// Its WireGuard public key.
     pub public_key: [u8; 32],
-    /// Its /56 of the network's /40.
+    /// The Ed25519 public key its network maps are signed with.
+    pub signing_key: [u8; 32],
+    /// Where members reach its WireGuard port (`host:port`).
+    pub endpoint: String,
+    /// Its /56 of the network's /40 (its own address is `::1` there).
     pub prefix: Ipv6Net,
+    pub ipv4: Ipv4Addr,
+}
+
+/// What a new controller brings: the rest (its /56, its IPv4 address) the store allocates.
+#[derive(Clone, Debug)]
+pub struct NewController {
+    pub name: Name,
+    pub public_key: [u8; 32],
+    pub signing_key: [u8; 32],
+    pub endpoint: String,
 }
 
 /// What kind of machine a member is.
@@ -124,14 +139,26 @@ pub struct NewMember {
     pub controller: Name,
 }
 
+/// The whole network at one version, read in one transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub network: Network,
+    pub controllers: Vec<Controller>,
+    pub members: Vec<Member>,
+    pub routes: Vec<Route>,
+}
+
 /// The controller's state, wherever it lives. Every method is one transaction.
 pub trait NetworkStore {
     /// Creates the network (once): its prefix and IPv4 pool are fixed from then on.
     fn create_network(&mut self, network: &Network) -> Result<()>;
     fn network(&self) -> Result<Network>;
+    /// Everything the network map is made of, consistent with its version.
+    fn snapshot(&mut self) -> Result<Snapshot>;
 
-    /// Adds a controller and gives it a /56 derived from its name.
-    fn add_controller(&mut self, name: &Name, public_key: [u8; 32]) -> Result<Controller>;
+    /// Adds a controller and gives it a /56 and an IPv4 address derived from its name;
+    /// bumps the map.
+    fn add_controller(&mut self, controller: &NewController) -> Result<Controller>;
     fn controllers(&self) -> Result<Vec<Controller>>;
 
     /// Adds a member with addresses derived from its name, collision-checked; bumps the map.

@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use super::migrations::MIGRATIONS;
 use super::{
-    Controller, Invite, Member, MemberKind, Network, NetworkStore, NewMember, Result, Route,
-    RouteState, StoreError,
+    Controller, Invite, Member, MemberKind, Network, NetworkStore, NewController, NewMember,
+    Result, Route, RouteState, Snapshot, StoreError,
 };
 use crate::network::addressing::{self, NetworkPrefix};
 use crate::network::name::Name;
@@ -114,6 +114,43 @@ fn read_network(connection: &Connection) -> Result<Network> {
     })
 }
 
+fn read_controllers(connection: &Connection) -> Result<Vec<Controller>> {
+    let network = read_network(connection)?;
+    let mut statement = connection
+        .prepare(
+            "SELECT name, public_key, signing_key, endpoint, subnet, ipv4 FROM controllers
+             ORDER BY name",
+        )
+        .map_err(database)?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                key(row.get(1)?)?,
+                key(row.get(2)?)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, String>(5)?,
+            ))
+        })
+        .map_err(database)?;
+    let corrupt =
+        |what: &str| StoreError::Database(format!("a stored controller's {what} is not valid"));
+    let mut controllers = Vec::new();
+    for row in rows {
+        let (name, public_key, signing_key, endpoint, subnet, ipv4) = row.map_err(database)?;
+        controllers.push(Controller {
+            name: Name::parse(&name).map_err(|_| corrupt("name"))?,
+            public_key,
+            signing_key,
+            endpoint,
+            prefix: network.prefix.controller_prefix(subnet as u16),
+            ipv4: ipv4.parse().map_err(|_| corrupt("IPv4 address"))?,
+        });
+    }
+    Ok(controllers)
+}
+
 fn key(blob: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
     blob.try_into().map_err(|_| rusqlite::Error::InvalidQuery)
 }
@@ -173,6 +210,17 @@ fn exists(transaction: &Transaction<'_>, query: &str, value: &dyn rusqlite::ToSq
     transaction.query_row(query, [value], |_| Ok(())).optional().ok().flatten().is_some()
 }
 
+/// An IPv4 address from the pool for `name`, checked against every member's and
+/// controller's.
+fn allocate_v4(transaction: &Transaction<'_>, network: &Network, name: &Name) -> Result<Ipv4Addr> {
+    let taken = |address: Ipv4Addr| {
+        let text = address.to_string();
+        exists(transaction, "SELECT 1 FROM members WHERE ipv4 = ?1", &text)
+            || exists(transaction, "SELECT 1 FROM controllers WHERE ipv4 = ?1", &text)
+    };
+    addressing::allocate_member_v4(network.ipv4_pool, name, taken).map_err(StoreError::Allocation)
+}
+
 /// Adds `member` inside `transaction`: addresses derived and checked against the stored ones.
 fn insert_member(transaction: &Transaction<'_>, member: &NewMember) -> Result<Member> {
     let network = read_network(transaction)?;
@@ -204,10 +252,7 @@ fn insert_member(transaction: &Transaction<'_>, member: &NewMember) -> Result<Me
         |a: Ipv6Addr| exists(transaction, "SELECT 1 FROM members WHERE ipv6 = ?1", &a.to_string());
     let ipv6 = addressing::allocate_member_v6(prefix, &member.name, taken_v6)
         .map_err(StoreError::Allocation)?;
-    let taken_v4 =
-        |a: Ipv4Addr| exists(transaction, "SELECT 1 FROM members WHERE ipv4 = ?1", &a.to_string());
-    let ipv4 = addressing::allocate_member_v4(network.ipv4_pool, &member.name, taken_v4)
-        .map_err(StoreError::Allocation)?;
+    let ipv4 = allocate_v4(transaction, &network, &member.name)?;
     transaction
         .execute(
             "INSERT INTO members (name, public_key, kind, controller, ipv6, ipv4)
@@ -259,7 +304,21 @@ impl NetworkStore for SqliteStore {
         read_network(&self.connection)
     }
 
-    fn add_controller(&mut self, name: &Name, public_key: [u8; 32]) -> Result<Controller> {
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        // A read transaction: the four reads see one state of the database.
+        let transaction = self.connection.transaction().map_err(database)?;
+        let snapshot = Snapshot {
+            network: read_network(&transaction)?,
+            controllers: read_controllers(&transaction)?,
+            members: read_members(&transaction, None)?,
+            routes: read_routes(&transaction)?,
+        };
+        transaction.commit().map_err(database)?;
+        Ok(snapshot)
+    }
+
+    fn add_controller(&mut self, controller: &NewController) -> Result<Controller> {
+        let name = &controller.name;
         let transaction = self.write()?;
         let network = read_network(&transaction)?;
         if exists(&transaction, "SELECT 1 FROM controllers WHERE name = ?1", &name.as_str())
@@ -272,16 +331,25 @@ impl NetworkStore for SqliteStore {
         };
         let subnet =
             addressing::allocate_controller_subnet(name, taken).map_err(StoreError::Allocation)?;
+        let ipv4 = allocate_v4(&transaction, &network, name)?;
         transaction
             .execute(
-                "INSERT INTO controllers (name, public_key, subnet) VALUES (?1, ?2, ?3)",
-                params![name.as_str(), public_key.as_slice(), i64::from(subnet)],
+                "INSERT INTO controllers (name, public_key, signing_key, endpoint, subnet, ipv4)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    name.as_str(),
+                    controller.public_key.as_slice(),
+                    controller.signing_key.as_slice(),
+                    controller.endpoint,
+                    i64::from(subnet),
+                    ipv4.to_string()
+                ],
             )
             .map_err(|e| match e {
                 rusqlite::Error::SqliteFailure(f, _)
                     if f.code == rusqlite::ErrorCode::ConstraintViolation =>
                 {
-                    StoreError::AlreadyExists("a controller with this public key".to_string())
+                    StoreError::AlreadyExists("a controller with this key".to_string())
                 }
                 e => database(e),
             })?;
@@ -289,33 +357,16 @@ impl NetworkStore for SqliteStore {
         transaction.commit().map_err(database)?;
         Ok(Controller {
             name: name.clone(),
-            public_key,
+            public_key: controller.public_key,
+            signing_key: controller.signing_key,
+            endpoint: controller.endpoint.clone(),
             prefix: network.prefix.controller_prefix(subnet),
+            ipv4,
         })
     }
 
     fn controllers(&self) -> Result<Vec<Controller>> {
-        let network = read_network(&self.connection)?;
-        let mut statement = self
-            .connection
-            .prepare("SELECT name, public_key, subnet FROM controllers ORDER BY name")
-            .map_err(database)?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, key(row.get(1)?)?, row.get::<_, i64>(2)?))
-            })
-            .map_err(database)?;
-        let mut controllers = Vec::new();
-        for row in rows {
-            let (name, public_key, subnet) = row.map_err(database)?;
-            controllers.push(Controller {
-                name: Name::parse(&name)
-                    .map_err(|_| StoreError::Database("a stored controller's name".to_string()))?,
-                public_key,
-                prefix: network.prefix.controller_prefix(subnet as u16),
-            });
-        }
-        Ok(controllers)
+        read_controllers(&self.connection)
     }
 
     fn add_member(&mut self, member: &NewMember) -> Result<Member> {
@@ -437,26 +488,7 @@ impl NetworkStore for SqliteStore {
     }
 
     fn routes(&self) -> Result<Vec<Route>> {
-        let mut statement = self
-            .connection
-            .prepare("SELECT member, prefix, state FROM routes ORDER BY member, prefix")
-            .map_err(database)?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?))
-            })
-            .map_err(database)?;
-        let corrupt = || StoreError::Database("a stored route is not valid".to_string());
-        let mut routes = Vec::new();
-        for row in rows {
-            let (member, prefix, state) = row.map_err(database)?;
-            routes.push(Route {
-                member: Name::parse(&member).map_err(|_| corrupt())?,
-                prefix: prefix.parse().map_err(|_| corrupt())?,
-                state: parse_state(&state).ok_or_else(corrupt)?,
-            });
-        }
-        Ok(routes)
+        read_routes(&self.connection)
     }
 
     fn audit(&mut self, now: u64, event: &str) -> Result<()> {
@@ -476,6 +508,28 @@ impl NetworkStore for SqliteStore {
             .map_err(database)?;
         rows.collect::<rusqlite::Result<_>>().map_err(database)
     }
+}
+
+fn read_routes(connection: &Connection) -> Result<Vec<Route>> {
+    let mut statement = connection
+        .prepare("SELECT member, prefix, state FROM routes ORDER BY member, prefix")
+        .map_err(database)?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?))
+        })
+        .map_err(database)?;
+    let corrupt = || StoreError::Database("a stored route is not valid".to_string());
+    let mut routes = Vec::new();
+    for row in rows {
+        let (member, prefix, state) = row.map_err(database)?;
+        routes.push(Route {
+            member: Name::parse(&member).map_err(|_| corrupt())?,
+            prefix: prefix.parse().map_err(|_| corrupt())?,
+            state: parse_state(&state).ok_or_else(corrupt)?,
+        });
+    }
+    Ok(routes)
 }
 
 fn parse_state(text: &str) -> Option<RouteState> {

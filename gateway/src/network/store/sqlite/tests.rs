@@ -30,8 +30,17 @@ fn new_member(text: &str, key: u8) -> NewMember {
 fn store() -> SqliteStore {
     let mut store = SqliteStore::in_memory().unwrap();
     store.create_network(&network()).unwrap();
-    store.add_controller(&name("vps"), [1; 32]).unwrap();
+    store.add_controller(&new_controller("vps", 1)).unwrap();
     store
+}
+
+fn new_controller(text: &str, key: u8) -> NewController {
+    NewController {
+        name: name(text),
+        public_key: [key; 32],
+        signing_key: [key + 100; 32],
+        endpoint: format!("{text}.example.net:51820"),
+    }
 }
 
 struct TempDir(std::path::PathBuf);
@@ -79,7 +88,7 @@ fn the_network_is_created_once_and_survives_a_reopen() {
         store.create_network(&network()).unwrap_err().to_string(),
         "the network `home' already exists"
     );
-    let vps = store.add_controller(&name("vps"), [1; 32]).unwrap();
+    let vps = store.add_controller(&new_controller("vps", 1)).unwrap();
     let nas = store.add_member(&new_member("nas", 2)).unwrap();
     drop(store);
     let store = SqliteStore::open(&path).unwrap();
@@ -231,4 +240,26 @@ fn the_audit_log_keeps_its_order() {
         store.audit(at, event).unwrap();
     }
     assert_eq!(store.audit_log(2).unwrap(), [(2, "b".to_string()), (3, "c".to_string())]);
+}
+
+#[test]
+fn controllers_get_a_56_and_an_ipv4_address_apart_from_the_members() {
+    let mut store = store();
+    let nas = store.add_member(&new_member("nas", 2)).unwrap();
+    let vps2 = store.add_controller(&new_controller("vps2", 3)).unwrap();
+    let vps = store.controllers().unwrap().remove(0);
+    assert_ne!(vps.prefix, vps2.prefix);
+    assert!(network().prefix.net().contains(&vps2.prefix));
+    assert_eq!(vps2.prefix.prefix_len(), 56);
+    let v4s = [vps.ipv4, vps2.ipv4, nas.ipv4];
+    assert!(v4s.iter().all(|a| DEFAULT_IPV4_POOL.contains(a)));
+    assert!(v4s[0] != v4s[1] && v4s[1] != v4s[2] && v4s[0] != v4s[2], "{v4s:?}");
+    assert_eq!(store.controllers().unwrap()[1], vps2);
+    for (refused, message) in [
+        (new_controller("nas", 9), "the name `nas' already exists"),
+        (new_controller("vps", 9), "the name `vps' already exists"),
+        (new_controller("other", 3), "a controller with this key already exists"),
+    ] {
+        assert_eq!(store.add_controller(&refused).unwrap_err().to_string(), message);
+    }
 }
