@@ -3,11 +3,14 @@
 //! - [`name`]: member and network names (DNS labels).
 //! - [`addressing`]: the network's addresses (a ULA /40, a /56 per controller, member
 //!   addresses derived from names and collision-checked, an IPv4 pool).
+//! - [`controller`]: the controller: invitations, enrollment, removal, the signed map, its
+//!   interface's peers.
 //! - [`invite`]: invitations (the token `invite` prints and `join` reads).
 //! - [`map`]: the network map (signed, versioned) and the peers it gives each machine.
 //! - [`store`]: the controller's state in SQLite, behind one interface, with migrations.
 
 pub mod addressing;
+pub mod controller;
 pub mod invite;
 pub mod map;
 pub mod name;

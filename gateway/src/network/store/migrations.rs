@@ -32,6 +32,9 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TABLE invites (
         id TEXT PRIMARY KEY,
         secret_hash BLOB NOT NULL CHECK (length(secret_hash) = 32),
+        controller TEXT NOT NULL REFERENCES controllers (name),
+        enrollment_key BLOB NOT NULL UNIQUE CHECK (length(enrollment_key) = 32),
+        enrollment_address TEXT NOT NULL UNIQUE,
         reusable INTEGER NOT NULL CHECK (reusable IN (0, 1)),
         expires_at INTEGER NOT NULL,
         uses INTEGER NOT NULL DEFAULT 0

@@ -90,6 +90,12 @@ pub struct Invite {
     pub id: String,
     /// BLAKE2s-256 of the secret the token carries.
     pub secret_hash: [u8; 32],
+    /// The controller that issued it, whose interface has the enrollment peer.
+    pub controller: Name,
+    /// The public half of the one-time key the token carries (see `invite`).
+    pub enrollment_key: [u8; 32],
+    /// The one address the enrollment key may use.
+    pub enrollment_address: Ipv6Addr,
     pub reusable: bool,
     /// Unix seconds.
     pub expires_at: u64,
@@ -169,6 +175,10 @@ pub trait NetworkStore {
 
     /// Records an invitation.
     fn add_invite(&mut self, invite: &Invite) -> Result<()>;
+    /// Every invitation still known (used single-use ones included until forgotten).
+    fn invites(&self) -> Result<Vec<Invite>>;
+    /// Forgets an invitation (expired, or used up).
+    fn forget_invite(&mut self, id: &str) -> Result<()>;
     /// Uses an invitation for `member`, in the transaction that adds it: refused if the
     /// invitation is unknown, expired at `now` (Unix seconds), or single-use and used.
     fn enroll(

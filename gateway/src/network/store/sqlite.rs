@@ -398,11 +398,15 @@ impl NetworkStore for SqliteStore {
         read_network(&transaction)?;
         transaction
             .execute(
-                "INSERT INTO invites (id, secret_hash, reusable, expires_at, uses)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO invites (id, secret_hash, controller, enrollment_key,
+                    enrollment_address, reusable, expires_at, uses)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     invite.id,
                     invite.secret_hash.as_slice(),
+                    invite.controller.as_str(),
+                    invite.enrollment_key.as_slice(),
+                    invite.enrollment_address.to_string(),
                     invite.reusable,
                     invite.expires_at as i64,
                     invite.uses
@@ -410,6 +414,53 @@ impl NetworkStore for SqliteStore {
             )
             .map_err(database)?;
         transaction.commit().map_err(database)
+    }
+
+    fn invites(&self) -> Result<Vec<Invite>> {
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT id, secret_hash, controller, enrollment_key, enrollment_address,
+                    reusable, expires_at, uses FROM invites ORDER BY id",
+            )
+            .map_err(database)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    key(row.get(1)?)?,
+                    row.get::<_, String>(2)?,
+                    key(row.get(3)?)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, bool>(5)?,
+                    row.get::<_, i64>(6)?,
+                    row.get::<_, u32>(7)?,
+                ))
+            })
+            .map_err(database)?;
+        let corrupt =
+            |what: &str| StoreError::Database(format!("a stored invitation's {what} is not valid"));
+        let mut invites = Vec::new();
+        for row in rows {
+            let (id, secret_hash, controller, enrollment_key, address, reusable, expires, uses) =
+                row.map_err(database)?;
+            invites.push(Invite {
+                id,
+                secret_hash,
+                controller: Name::parse(&controller).map_err(|_| corrupt("controller"))?,
+                enrollment_key,
+                enrollment_address: address.parse().map_err(|_| corrupt("address"))?,
+                reusable,
+                expires_at: expires as u64,
+                uses,
+            });
+        }
+        Ok(invites)
+    }
+
+    fn forget_invite(&mut self, id: &str) -> Result<()> {
+        self.connection.execute("DELETE FROM invites WHERE id = ?1", [id]).map_err(database)?;
+        Ok(())
     }
 
     fn enroll(

@@ -193,12 +193,19 @@ fn routes_are_stored_truncated_and_decided() {
 fn invitations_are_used_once_unless_reusable_and_expire() {
     let mut store = store();
     let hash = [7u8; 32];
-    let invite = |id: &str, reusable| Invite {
-        id: id.to_string(),
-        secret_hash: hash,
-        reusable,
-        expires_at: 1000,
-        uses: 0,
+    let mut next = 0u8;
+    let mut invite = |id: &str, reusable| {
+        next += 1;
+        Invite {
+            id: id.to_string(),
+            secret_hash: hash,
+            controller: name("vps"),
+            enrollment_key: [next; 32],
+            enrollment_address: format!("fd00::{next}").parse().unwrap(),
+            reusable,
+            expires_at: 1000,
+            uses: 0,
+        }
     };
     store.add_invite(&invite("once", false)).unwrap();
     store.add_invite(&invite("many", true)).unwrap();
@@ -231,6 +238,11 @@ fn invitations_are_used_once_unless_reusable_and_expire() {
     );
     store.enroll("fresh", &hash, 10, &new_member("tablet", 6)).unwrap();
     assert_eq!(store.members().unwrap().len(), 4);
+    let uses: Vec<(String, u32)> =
+        store.invites().unwrap().into_iter().map(|i| (i.id, i.uses)).collect();
+    assert_eq!(uses, [("fresh".to_string(), 1), ("many".to_string(), 2), ("once".to_string(), 1)]);
+    store.forget_invite("once").unwrap();
+    assert_eq!(store.invites().unwrap().len(), 2);
 }
 
 #[test]
