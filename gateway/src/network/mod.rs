@@ -7,6 +7,7 @@
 //!   interface's peers.
 //! - [`invite`]: invitations (the token `invite` prints and `join` reads).
 //! - [`map`]: the network map (signed, versioned) and the peers it gives each machine.
+//! - [`peers`]: an interface's network-managed peers kept in step, as one `wg set` update.
 //! - [`store`]: the controller's state in SQLite, behind one interface, with migrations.
 
 pub mod addressing;
@@ -14,4 +15,5 @@ pub mod controller;
 pub mod invite;
 pub mod map;
 pub mod name;
+pub mod peers;
 pub mod store;
