@@ -5,6 +5,7 @@
 //!   addresses derived from names and collision-checked, an IPv4 pool).
 //! - [`controller`]: the controller: invitations, enrollment, removal, the signed map, its
 //!   interface's peers.
+//! - [`dns`]: the network's names (`member.network`), served with Hickory DNS.
 //! - [`invite`]: invitations (the token `invite` prints and `join` reads).
 //! - [`map`]: the network map (signed, versioned) and the peers it gives each machine.
 //! - [`peers`]: an interface's network-managed peers kept in step, as one `wg set` update.
@@ -12,6 +13,7 @@
 
 pub mod addressing;
 pub mod controller;
+pub mod dns;
 pub mod invite;
 pub mod map;
 pub mod name;
