@@ -11,7 +11,8 @@ use aya_ebpf::{
 use gateway_common::maps::{
     Config, DEFAULT_MAX_ALLOWED_IPS, DEFAULT_MAX_PEERS, DEFAULT_MAX_SESSIONS, ENTRY_PORTS_LEN,
     ENTRY_PROGRAM_FORWARD, EntryForward, FlowKey, FlowNat, MAX_ENTRY_FLOWS, MAX_ENTRY_FORWARDS,
-    MAX_MASQ_FLOWS, MAX_PROXY_FLOWS, MasqFlow, Masquerade, Peer, ReplyTo, STAT_COUNT, Session, Stat, UNDERLAY_GENERIC_CHECKSUM,
+    MAX_MASQ_FLOWS, MAX_PROXY_FLOWS, MasqFlow, Masquerade, Peer, ReplyTo, STAT_COUNT, Session,
+    Stat, UNDERLAY_GENERIC_CHECKSUM,
 };
 
 use crate::packet::L3;

@@ -84,7 +84,9 @@ fn transport(head: &[u32; 16], len: u32, echo: u8) -> Option<Flow> {
         IPPROTO_TCP if inner.len >= 40 => {
             Some(Flow { proto: IPPROTO_TCP, ports: head[5], flags: byte(head, 33) })
         }
-        IPPROTO_UDP if inner.len >= 28 => Some(Flow { proto: IPPROTO_UDP, ports: head[5], flags: 0 }),
+        IPPROTO_UDP if inner.len >= 28 => {
+            Some(Flow { proto: IPPROTO_UDP, ports: head[5], flags: 0 })
+        }
         IPPROTO_ICMP if inner.len >= 28 && byte(head, 20) == echo && byte(head, 21) == 0 => {
             let id = head[6] & 0xffff;
             let ports = if echo == ICMP_ECHO_REQUEST { id } else { id << 16 };
@@ -163,7 +165,14 @@ fn set_reply_key(key: &mut FlowKey, f: &Flow, remote: u32, public: u32, port: u1
 /// The `MASQ_OUT` key of the inside flow from `inside`:`port` to `remote`, whose port on
 /// the remote end is the high half of `remote_port` (memory order; ICMP: 0).
 #[inline(always)]
-fn set_inside_key(key: &mut FlowKey, proto: u8, inside: u32, port: u16, remote: u32, remote_port: u32) {
+fn set_inside_key(
+    key: &mut FlowKey,
+    proto: u8,
+    inside: u32,
+    port: u16,
+    remote: u32,
+    remote_port: u32,
+) {
     let ports = port as u32 | (remote_port & 0xffff_0000);
     flow::set_key(key, L3::V4, proto, ports, &[inside, 0, 0, 0], &[remote, 0, 0, 0]);
 }
@@ -208,7 +217,11 @@ pub unsafe fn outbound(ctx: *mut c_void, s: &mut Scratch) -> i32 {
     if let Some(mapping) = masq_out(&s.flow.key) {
         // SAFETY: a live map value.
         let (state, last_seen, p) = unsafe {
-            (read_volatile(&(*mapping).state), read_volatile(&(*mapping).last_seen_ns), (*mapping).port)
+            (
+                read_volatile(&(*mapping).state),
+                read_volatile(&(*mapping).last_seen_ns),
+                (*mapping).port,
+            )
         };
         if !masq_expired(f.proto, state, last_seen, now) {
             touch(mapping, f.proto, f.flags, true, now);
@@ -322,12 +335,20 @@ pub unsafe fn inbound(ctx: *mut c_void, s: &mut Scratch) -> i32 {
         // The stack answers "time exceeded".
         return next;
     }
-    flow::set_key(&mut s.flow.key, L3::V4, f.proto, f.ports, &[remote, 0, 0, 0], &[public, 0, 0, 0]);
+    flow::set_key(
+        &mut s.flow.key,
+        L3::V4,
+        f.proto,
+        f.ports,
+        &[remote, 0, 0, 0],
+        &[public, 0, 0, 0],
+    );
     let Some(held) = masq_in(&s.flow.key) else {
         return next;
     };
     // SAFETY: a live map value.
-    let (inside, inside_port) = unsafe { (u32::from_ne_bytes(read_volatile(&(*held).addr)), (*held).port) };
+    let (inside, inside_port) =
+        unsafe { (u32::from_ne_bytes(read_volatile(&(*held).addr)), (*held).port) };
     let holder = &mut s.flow.masq_keys[1];
     // The reply's source port is the inside flow's destination port.
     set_inside_key(holder, f.proto, inside, inside_port, remote, f.ports << 16);
@@ -345,8 +366,7 @@ pub unsafe fn inbound(ctx: *mut c_void, s: &mut Scratch) -> i32 {
     touch(mapping, f.proto, f.flags, false, now);
     // SAFETY: helpers on the program's own skb.
     let done = unsafe {
-        rewrite(skb, &f, IP_DST, dst, inside, inside_port, 16)
-            && decrement_ttl(skb, ttl_proto)
+        rewrite(skb, &f, IP_DST, dst, inside, inside_port, 16) && decrement_ttl(skb, ttl_proto)
     };
     if !done {
         count(Stat::Error);
@@ -399,8 +419,13 @@ unsafe fn rewrite(
     unsafe {
         bpf_l3_csum_replace(skb, IP_CHECK, from as u64, to as u64, 4) == 0
             && (pseudo == 0
-                || bpf_l4_csum_replace(skb, check, from as u64, to as u64, pseudo | zero_means_none | 4)
-                    == 0)
+                || bpf_l4_csum_replace(
+                    skb,
+                    check,
+                    from as u64,
+                    to as u64,
+                    pseudo | zero_means_none | 4,
+                ) == 0)
             && bpf_l4_csum_replace(skb, check, old_port as u64, port as u64, zero_means_none | 2)
                 == 0
             && bpf_skb_store_bytes(skb, addr_off, &addr as *const u32 as *const c_void, 4, 0) == 0

@@ -30,7 +30,9 @@ const RESERVED_PORTS: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
 pub enum Translator {
     Ebpf,
     /// The kernel, through this nftables table (family ip).
-    Kernel { table: String },
+    Kernel {
+        table: String,
+    },
 }
 
 /// What `--masquerade` set up; dropping it undoes it (the programs go with the data plane).
@@ -51,9 +53,8 @@ impl Masquerade {
         tunnel: &str,
         sink: Option<&mut EbpfSink>,
     ) -> Result<Masquerade, String> {
-        let (ifindex, name) = Interface::from(outif)
-            .resolve()
-            .map_err(|e| format!("--masquerade {outif}: {e}"))?;
+        let (ifindex, name) =
+            Interface::from(outif).resolve().map_err(|e| format!("--masquerade {outif}: {e}"))?;
         let addr = outside_address(&name)?;
         let mut masquerade = Masquerade {
             interface: name.clone(),
@@ -114,7 +115,9 @@ impl Drop for Masquerade {
             tracing::warn!("masquerade: removing nftables table {table}: {e}");
         }
         for (path, value) in self.restore.drain(..).rev() {
-            if let Err(e) = std::fs::write(&path, &value) {
+            // With its newline: an empty write leaves a list (reserved ports) unchanged, "\n"
+            // empties it.
+            if let Err(e) = std::fs::write(&path, format!("{value}\n")) {
                 tracing::warn!("masquerade: restoring {path}: {e}");
             }
         }

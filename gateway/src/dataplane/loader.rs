@@ -15,9 +15,9 @@ use aya::{
 use gateway_common::maps::{
     Config, DEFAULT_MAX_ALLOWED_IPS, DEFAULT_MAX_PEERS, DEFAULT_MAX_SESSIONS,
     ENTRY_PROGRAM_FORWARD, MAP_ALLOWED_V4, MAP_ALLOWED_V6, MAP_CONFIG, MAP_ENTRY_FLOWS,
-    MAP_ENTRY_FORWARDS, MAP_ENTRY_PORTS, MAP_ENTRY_PROGRAMS, MAP_MASQ_IN, MAP_MASQ_OUT, MAP_MASQUERADE, MAP_PEERS, MAP_PROXY_FLOWS,
-    MAP_REDIRECT_IFACES, MAP_REPLY_TO, MAP_RX_INDEX, MAP_SESSIONS, MAP_STATS, MAP_UNDERLAYS, Peer,
-    Session,
+    MAP_ENTRY_FORWARDS, MAP_ENTRY_PORTS, MAP_ENTRY_PROGRAMS, MAP_MASQ_IN, MAP_MASQ_OUT,
+    MAP_MASQUERADE, MAP_PEERS, MAP_PROXY_FLOWS, MAP_REDIRECT_IFACES, MAP_REPLY_TO, MAP_RX_INDEX,
+    MAP_SESSIONS, MAP_STATS, MAP_UNDERLAYS, Peer, Session,
 };
 
 use tracing::warn;
@@ -26,8 +26,8 @@ use super::allowed_ips::AllowedIpMaps;
 use super::attach::Attachments;
 use super::config::ConfigMap;
 use super::entry::EntryMaps;
-use super::masquerade::MasqueradeMaps;
 use super::error::{DataplaneError, Result};
+use super::masquerade::MasqueradeMaps;
 use super::mmap::MappedArray;
 use super::peers::PeerMaps;
 use super::programs::Program;
