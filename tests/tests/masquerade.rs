@@ -16,16 +16,19 @@
 //! | at exit: reserved ports and forwarding restored, no table left | ✓ | ✓        |
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Context as _, Result, bail, ensure};
 use gateway_common::maps::{MASQ_DEFAULT_FIRST_PORT, MASQ_DEFAULT_PORT_COUNT, Stat};
-use gateway_tests::gatewayd::{DataPath, Gatewayd, GatewaydOptions, XdpPass};
+use gateway_tests::gatewayd::{
+    DataPath, Gatewayd, GatewaydOptions, XdpPass, gatewayd_binary, leftovers,
+};
 use gateway_tests::pair::{TUNNEL_MTU, tunnel_addresses};
 use gateway_tests::topology::Exit;
 use gateway_tests::traffic::{PeerReportServer, ping, tcp_exchange, udp_exchange};
 use gateway_tests::wg::{Implementation, KeyPair, WgPeer};
-use gateway_tests::{TestDir, require_root, require_tools, unique_ifname};
+use gateway_tests::{Netns, TestDir, require_root, require_tools, unique_ifname};
 
 const TOOLS: &[&str] = &["ip", "nft", "ping", "wg", "wireguard-go", "ethtool"];
 const LISTEN_PORT: u16 = 51820;
@@ -47,6 +50,62 @@ fn the_phone_reaches_the_internet_as_the_vps_in_ebpf() -> Result<()> {
 #[test]
 fn the_phone_reaches_the_internet_as_the_vps_without_ebpf() -> Result<()> {
     exit_node(DataPath::Userspace)
+}
+
+/// `--masquerade` on an interface that does not exist, or has no IPv4 address: one line
+/// naming it, a failed exit, and nothing left behind (interface, socket, reserved ports).
+#[test]
+fn a_masquerade_interface_that_cannot_serve_is_refused() -> Result<()> {
+    require_root()?;
+    require_tools(&["ip"])?;
+    let netns = Netns::new("msq")?;
+    let bare = unique_ifname("vx")?;
+    netns.ip(&["link", "add", &bare, "type", "veth", "peer", "name", &unique_ifname("vy")?])?;
+    let reserved = || -> Result<String> {
+        Ok(netns.run("sysctl", &["-n", RESERVED_PORTS])?.trim().to_string())
+    };
+    let reserved_before = reserved()?;
+    for (outif, naming) in
+        [("gtnosuch0", "unknown interface gtnosuch0"), (&bare, "no IPv4 address")]
+    {
+        for data_path in ["--no-ebpf", "--xdp-mode=native"] {
+            let name = unique_ifname("gw")?;
+            let stderr = refused_start(&netns, &["-f", data_path, "--masquerade", outif, &name])?;
+            let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+            ensure!(
+                lines.len() == 1 && lines[0].contains(naming),
+                "--masquerade {outif} ({data_path}): expected one line naming {naming:?}, got \
+                 {stderr:?}"
+            );
+            let left = leftovers(&netns, &name, &[])?;
+            ensure!(left.is_empty(), "a refused --masquerade {outif} left {left:?}");
+            ensure!(reserved()? == reserved_before, "a refused start changed {RESERVED_PORTS}");
+        }
+    }
+    Ok(())
+}
+
+/// Runs `gatewayd args...` in `netns`, expecting it to refuse within 10 s: its stderr.
+fn refused_start(netns: &Netns, args: &[&str]) -> Result<String> {
+    let mut child = netns
+        .command(gatewayd_binary()?)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting gatewayd")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait()?.is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            bail!("`gatewayd {}` did not refuse to start", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output()?;
+    ensure!(!output.status.success(), "`gatewayd {}` exited successfully", args.join(" "));
+    Ok(String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 fn exit_node(data_path: DataPath) -> Result<()> {

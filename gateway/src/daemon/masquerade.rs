@@ -44,18 +44,34 @@ pub struct Masquerade {
     restore: Vec<(String, String)>,
 }
 
-impl Masquerade {
-    /// Sets up masquerading out of `outif` for the tunnel `tunnel`, in eBPF through `sink`
-    /// when it can, else in the kernel. An error names what is wrong, and leaves nothing
-    /// changed.
-    pub fn start(
-        outif: &str,
-        tunnel: &str,
-        sink: Option<&mut EbpfSink>,
-    ) -> Result<Masquerade, String> {
+/// The interface `--masquerade` names, checked before anything is created.
+#[derive(Debug, Clone)]
+pub struct Target {
+    ifindex: u32,
+    name: String,
+    addr: Ipv4Addr,
+}
+
+impl Target {
+    /// OUTIF exists and has an IPv4 address, or one line saying which is not so.
+    pub fn resolve(outif: &str) -> Result<Target, String> {
         let (ifindex, name) =
             Interface::from(outif).resolve().map_err(|e| format!("--masquerade {outif}: {e}"))?;
         let addr = outside_address(&name)?;
+        Ok(Target { ifindex, name, addr })
+    }
+}
+
+impl Masquerade {
+    /// Sets up masquerading out of `target` for the tunnel `tunnel`, in eBPF through `sink`
+    /// when it can, else in the kernel. An error names what is wrong, and leaves nothing
+    /// changed.
+    pub fn start(
+        target: Target,
+        tunnel: &str,
+        sink: Option<&mut EbpfSink>,
+    ) -> Result<Masquerade, String> {
+        let Target { ifindex, name, addr } = target;
         let mut masquerade = Masquerade {
             interface: name.clone(),
             translator: Translator::Ebpf,

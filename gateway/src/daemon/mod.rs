@@ -139,6 +139,12 @@ fn acquire(options: &Options) -> Result<Setup, DaemonError> {
         .map(crate::metrics::server::bind)
         .transpose()
         .map_err(DaemonError::Metrics)?;
+    let masquerade_target = options
+        .masquerade
+        .as_deref()
+        .map(masquerade::Target::resolve)
+        .transpose()
+        .map_err(DaemonError::Masquerade)?;
     let queues = std::thread::available_parallelism().map_or(1, |n| n.get());
     let tun = Tun::create(&options.interface, queues).map_err(DaemonError::Tun)?;
     tun.set_mtu(tun::DEFAULT_MTU).map_err(|e| DaemonError::Io("set the interface MTU", e))?;
@@ -171,10 +177,8 @@ fn acquire(options: &Options) -> Result<Setup, DaemonError> {
             }
         }
     };
-    let masquerade = options
-        .masquerade
-        .as_deref()
-        .map(|outif| masquerade::Masquerade::start(outif, &options.interface, ebpf.as_mut()))
+    let masquerade = masquerade_target
+        .map(|target| masquerade::Masquerade::start(target, &options.interface, ebpf.as_mut()))
         .transpose()
         .map_err(DaemonError::Masquerade)?;
     Ok(Setup { tun, sockets, uapi, ebpf, entry, metrics, masquerade })
