@@ -31,6 +31,9 @@ pub const MAP_PROXY_FLOWS: &str = "PROXY_FLOWS";
 pub const MAP_REPLY_TO: &str = "REPLY_TO";
 pub const MAP_ENTRY_PROGRAMS: &str = "ENTRY_PROGRAMS";
 pub const MAP_ENTRY_TRAFFIC: &str = "ENTRY_TRAFFIC";
+pub const MAP_MASQUERADE: &str = "MASQUERADE";
+pub const MAP_MASQ_OUT: &str = "MASQ_OUT";
+pub const MAP_MASQ_IN: &str = "MASQ_IN";
 
 /// `UNDERLAYS` value bits (key: ifindex).
 /// The interface completes a CHECKSUM_PARTIAL skb as `csum_start`/`csum_offset` say,
@@ -398,10 +401,104 @@ pub enum Stat {
     ReplyToTunnel,
     /// As `ReplyToTunnel`, but the driver keeps no XDP metadata to hand it over with: dropped.
     ReplyToDropped,
+    /// Masquerade: a packet from a tunnel peer leaving the masquerade interface, its source
+    /// now the interface's address and an allocated port (or ICMP echo identifier).
+    MasqueradeOut,
+    /// Masquerade: a reply to a masqueraded flow, its destination restored to the peer's
+    /// address and port, handed to the tunnel's egress.
+    MasqueradeIn,
+    /// Masquerade: every probed port for a new flow was taken: left untranslated (the
+    /// internet drops a private source; the peer's stack retries).
+    MasqueradeNoPort,
+    /// Masquerade: a packet from a tunnel peer the program cannot translate (a fragment, IP
+    /// options, IPv6, neither TCP, UDP nor ICMP echo): left to the stack untouched.
+    MasqueradeUntranslated,
     /// A program hit an error it could not attribute (a helper failed).
     Error,
 }
 pub const STAT_COUNT: u32 = Stat::Error as u32 + 1;
+
+// ---------------------------------------------------------------------------------------
+// Masquerade: the host as an exit node (`gatewayd --masquerade OUTIF`).
+//
+// IPv4 from a tunnel peer (its source in a peer's AllowedIPs) that the stack routes out of
+// OUTIF gets OUTIF's address and a port of `Masquerade`'s range as its source at OUTIF's TC
+// egress (`masq_out`); the mapping is remembered both ways: `MASQ_OUT` keyed by the inside
+// flow (peer → remote), `MASQ_IN` keyed by the reply as it arrives (remote → public
+// address:port). Replies arriving on OUTIF are found in `MASQ_IN` at its TC ingress
+// (`masq_in`), get the peer's address and port back as destination, and are handed to the
+// tunnel's egress, where the send program seals them. ICMP echo is mapped by its identifier
+// (in the key's source port for requests, destination port for replies; the other 0).
+
+/// `MASQUERADE[0]`: where and as what the programs masquerade. `ifindex` 0: off.
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct Masquerade {
+    /// OUTIF: packets leaving through it are translated, replies arriving on it restored.
+    pub ifindex: u32,
+    /// OUTIF's IPv4 address, network byte order: the source the internet sees.
+    pub addr: [u8; 4],
+    /// The ports (and echo identifiers) mappings take: `first_port..first_port + port_count`,
+    /// host order; the daemon reserves them from the kernel (`ip_local_reserved_ports`).
+    pub first_port: u16,
+    pub port_count: u16,
+    pub _pad: u32,
+}
+
+/// `MASQ_OUT` and `MASQ_IN` values: the address and port that replace the packet's (out: its
+/// source, in: its destination) and, in `MASQ_OUT`, what decides the mapping's timeout.
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct MasqFlow {
+    /// Network byte order.
+    pub addr: [u8; 4],
+    /// Network byte order.
+    pub port: u16,
+    /// `MASQ_STATE_*` (`MASQ_OUT` only; the in direction updates the `MASQ_OUT` entry).
+    pub state: u16,
+    /// CLOCK_MONOTONIC time the flow was last seen in either direction (`MASQ_OUT`; refreshed
+    /// at most once a second). In `MASQ_IN`: when the mapping was made.
+    pub last_seen_ns: u64,
+}
+
+/// A TCP connection whose SYN went out but whose peer has not answered, or one that has
+/// seen a FIN or RST: RFC 5382's transitory state.
+pub const MASQ_STATE_TRANSITORY: u16 = 0;
+/// A TCP connection the remote end answered; for UDP and ICMP: a reply came back.
+pub const MASQ_STATE_ESTABLISHED: u16 = 1;
+/// A TCP connection after a FIN or RST in either direction.
+pub const MASQ_STATE_CLOSING: u16 = 2;
+
+/// The port range mappings take by default, above Linux's default ephemeral range
+/// (32768–60999), so the host's own connections never pick them even before the daemon
+/// reserves them.
+pub const MASQ_DEFAULT_FIRST_PORT: u16 = 61000;
+pub const MASQ_DEFAULT_PORT_COUNT: u16 = 4536;
+/// Capacity of `MASQ_OUT` and `MASQ_IN` (LRU: the least recently used mapping goes first).
+pub const MAX_MASQ_FLOWS: u32 = 65_536;
+/// Ports a new flow probes (from a hash of its inside flow) before giving up.
+pub const MASQ_PROBES: u32 = 8;
+
+/// IP protocol numbers the masquerade translates besides TCP and UDP.
+pub const IPPROTO_ICMP: u8 = 1;
+
+/// How long a mapping lives unused, by protocol and state, after the RFCs on NAT behaviour:
+/// TCP established 2 h 4 min and transitory (opening, closing) 4 min (RFC 5382, REQ-5), UDP
+/// 2 min (RFC 4787, REQ-5), ICMP echo 60 s (RFC 5508, REQ-1).
+pub const fn masq_timeout_ns(proto: u8, state: u16) -> u64 {
+    const S: u64 = 1_000_000_000;
+    match (proto, state) {
+        (6, MASQ_STATE_ESTABLISHED) => 7440 * S,
+        (6, _) => 240 * S,
+        (17, _) => 120 * S,
+        _ => 60 * S,
+    }
+}
+
+/// Whether a mapping last seen at `last_seen` is gone at `now` (both CLOCK_MONOTONIC ns).
+pub const fn masq_expired(proto: u8, state: u16, last_seen: u64, now: u64) -> bool {
+    now > last_seen && now - last_seen >= masq_timeout_ns(proto, state)
+}
 
 #[cfg(feature = "user")]
 mod pod {
@@ -415,4 +512,6 @@ mod pod {
     unsafe impl aya::Pod for super::FlowNat {}
     unsafe impl aya::Pod for super::EntryTraffic {}
     unsafe impl aya::Pod for super::ReplyTo {}
+    unsafe impl aya::Pod for super::Masquerade {}
+    unsafe impl aya::Pod for super::MasqFlow {}
 }

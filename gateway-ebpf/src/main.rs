@@ -9,6 +9,8 @@
 //! | `wg_tx_lan` | XDP (frags) on LAN interfaces | send forwarded LAN traffic before the stack |
 //! | `entry_forward` | XDP (frags), tail-called by `wg_rx_xdp` | an entry point's tcp/udp forwards |
 //! | `entry_proxy_tun` | TC egress on the TUN, before `wg_tx_tun` | proxied connections: the client's source |
+//! | `masq_out` | TC egress on `--masquerade OUTIF` | peers' traffic leaves with OUTIF's address |
+//! | `masq_in` | TC ingress on OUTIF, first | replies back to the peers, into the tunnel |
 //! | `xdp_pass` | XDP | nothing (veth peers need a program to receive XDP frames) |
 #![no_std]
 #![no_main]
@@ -20,6 +22,7 @@ mod encap;
 mod entry;
 mod flow;
 mod maps;
+mod masquerade;
 mod nat;
 mod packet;
 mod parse;
@@ -171,6 +174,25 @@ pub fn entry_proxy_tun(ctx: TcContext) -> i32 {
         return TC_ACT_UNSPEC;
     };
     unsafe { proxy::steer(ctx.as_ptr(), s) }
+}
+
+/// Masquerade, outbound: see `masquerade`. Always continues to the next program.
+#[classifier]
+pub fn masq_out(ctx: TcContext) -> i32 {
+    let Some(s) = scratch(SCRATCH_TC_EGRESS) else {
+        return TC_ACT_UNSPEC;
+    };
+    unsafe { masquerade::outbound(ctx.as_ptr(), s) }
+}
+
+/// Masquerade, replies: see `masquerade`. What is not a reply continues to the next program
+/// (the receive handoff).
+#[classifier]
+pub fn masq_in(ctx: TcContext) -> i32 {
+    let Some(s) = scratch(SCRATCH_TC_INGRESS) else {
+        return TC_ACT_UNSPEC;
+    };
+    unsafe { masquerade::inbound(ctx.as_ptr(), s) }
 }
 
 #[xdp(frags)]

@@ -2,7 +2,7 @@
 //! typed accessors for them.
 
 use aya_ebpf::{
-    bindings::BPF_F_MMAPABLE,
+    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST},
     macros::map,
     maps::{
         Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, lpm_trie::Key,
@@ -11,8 +11,8 @@ use aya_ebpf::{
 use gateway_common::maps::{
     Config, DEFAULT_MAX_ALLOWED_IPS, DEFAULT_MAX_PEERS, DEFAULT_MAX_SESSIONS, ENTRY_PORTS_LEN,
     ENTRY_PROGRAM_FORWARD, EntryForward, EntryTraffic, FlowKey, FlowNat, MAX_ENTRY_FLOWS,
-    MAX_ENTRY_FORWARDS, MAX_PROXY_FLOWS, Peer, ReplyTo, STAT_COUNT, Session, Stat,
-    UNDERLAY_GENERIC_CHECKSUM,
+    MAX_ENTRY_FORWARDS, MAX_MASQ_FLOWS, MAX_PROXY_FLOWS, MasqFlow, Masquerade, Peer, ReplyTo,
+    STAT_COUNT, Session, Stat, UNDERLAY_GENERIC_CHECKSUM,
 };
 
 use crate::packet::L3;
@@ -74,6 +74,18 @@ static REPLY_TO: LruHashMap<FlowKey, ReplyTo> = LruHashMap::with_max_entries(MAX
 /// Entry point: programs the underlay's XDP program tail-calls (`ENTRY_PROGRAM_*`).
 #[map]
 static ENTRY_PROGRAMS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Masquerade: OUTIF, its address, the port range (`MASQUERADE[0]`).
+#[map]
+static MASQUERADE: Array<Masquerade> = Array::with_max_entries(1, 0);
+
+/// Masquerade: the inside flow (peer → remote) → the public address and port it leaves with.
+#[map]
+static MASQ_OUT: LruHashMap<FlowKey, MasqFlow> = LruHashMap::with_max_entries(MAX_MASQ_FLOWS, 0);
+
+/// Masquerade: the reply as it arrives (remote → public address and port) → the peer's.
+#[map]
+static MASQ_IN: LruHashMap<FlowKey, MasqFlow> = LruHashMap::with_max_entries(MAX_MASQ_FLOWS, 0);
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
@@ -258,4 +270,34 @@ pub fn record_reply_to(key: &FlowKey, value: &ReplyTo) -> bool {
 pub unsafe fn tail_call_entry_forward<C: aya_ebpf::EbpfContext>(ctx: &C) {
     // SAFETY: the context is the caller's own; the program array holds XDP programs only.
     unsafe { ENTRY_PROGRAMS.tail_call(ctx, ENTRY_PROGRAM_FORWARD) };
+}
+
+#[inline(always)]
+pub fn masquerade() -> Option<&'static Masquerade> {
+    MASQUERADE.get(0)
+}
+
+/// A masqueraded flow's mapping by its inside flow, writable in place (state, last seen).
+#[inline(always)]
+pub fn masq_out(key: &FlowKey) -> Option<*mut MasqFlow> {
+    MASQ_OUT.get_ptr_mut(key)
+}
+
+#[inline(always)]
+pub fn record_masq_out(key: &FlowKey, value: &MasqFlow) -> bool {
+    MASQ_OUT.insert(key, value, 0).is_ok()
+}
+
+/// A masqueraded flow's mapping by its reply.
+#[inline(always)]
+pub fn masq_in(key: &FlowKey) -> Option<*const MasqFlow> {
+    MASQ_IN.get_ptr(key)
+}
+
+/// Enters a reply's mapping; with `only_new`, fails if the key is there already (another
+/// inside flow holds the port towards this remote end).
+#[inline(always)]
+pub fn record_masq_in(key: &FlowKey, value: &MasqFlow, only_new: bool) -> bool {
+    let flags = if only_new { BPF_NOEXIST as u64 } else { 0 };
+    MASQ_IN.insert(key, value, flags).is_ok()
 }

@@ -3,7 +3,7 @@
 
 use gateway_common::{
     aead::Poly1305,
-    maps::{FlowKey, FlowNat, ReplyTo},
+    maps::{FlowKey, FlowNat, MasqFlow, ReplyTo},
 };
 
 /// The AEAD loop's state (see `crypto`).
@@ -92,6 +92,10 @@ pub struct Flow {
     pub key: FlowKey,
     pub nat: FlowNat,
     pub reply_to: ReplyTo,
+    /// Masquerade (`masquerade`): a mapping's other key, and the key of the inside flow that
+    /// holds a probed port.
+    pub masq_keys: [FlowKey; 2],
+    pub masq: MasqFlow,
 }
 
 pub const BULK_BYTES: usize = 512;

@@ -60,6 +60,8 @@ pub struct GatewaydOptions {
     pub entry_peers: Vec<String>,
     /// `--metrics=VALUE`: serve Prometheus metrics ("" for the default, 127.0.0.1:9586).
     pub metrics: Option<String>,
+    /// `--masquerade OUTIF`: the host as an exit node out of OUTIF.
+    pub masquerade: Option<String>,
 }
 
 impl GatewaydOptions {
@@ -72,6 +74,7 @@ impl GatewaydOptions {
             tun_gso: true,
             entry_peers: Vec::new(),
             metrics: None,
+            masquerade: None,
         }
     }
 
@@ -100,6 +103,9 @@ impl GatewaydOptions {
         // With `=`: a bare `--metrics` would take the interface name after it as its value.
         if let Some(metrics) = &self.metrics {
             args.push(format!("--metrics={metrics}"));
+        }
+        if let Some(outif) = &self.masquerade {
+            args.extend(["--masquerade".to_string(), outif.clone()]);
         }
         args
     }

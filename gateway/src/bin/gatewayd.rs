@@ -61,6 +61,11 @@ struct Args {
     /// value.
     #[arg(long, value_name = "ADDR[:PORT]", num_args = 0..=1, default_missing_value = "")]
     metrics: Option<String>,
+    /// Make this host an exit node: IPv4 from the tunnel's peers routed out of OUTIF leaves
+    /// with OUTIF's address (source NAT of TCP, UDP and ICMP echo, in eBPF; the kernel's
+    /// nftables NAT with --no-ebpf).
+    #[arg(long, value_name = "OUTIF")]
+    masquerade: Option<String>,
     /// Where the interface's state (its forwards) is kept [default: /var/lib/gatewayd/<ifname>].
     #[arg(long, value_name = "DIR")]
     state_dir: Option<std::path::PathBuf>,
@@ -161,6 +166,7 @@ fn main() -> ExitCode {
         state_directory,
         entry_peers,
         metrics,
+        masquerade: args.masquerade,
     };
     match daemon::run(options) {
         Ok(()) => ExitCode::SUCCESS,

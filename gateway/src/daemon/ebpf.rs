@@ -17,7 +17,8 @@ use super::core::EventSink;
 use super::proxy_nat::OutboundTranslation;
 use super::status::{EntryDataplane, PathCounters};
 use crate::dataplane::{
-    AttachPreference, Dataplane, PeerActivitySnapshot, Program, TunnelConfig, TunnelSends,
+    AttachPreference, Dataplane, MasqueradeConfig, PeerActivitySnapshot, Program, TunnelConfig,
+    TunnelSends,
 };
 use gateway_common::maps::EntryTraffic;
 
@@ -60,7 +61,20 @@ pub struct EbpfSink {
     forwards_pending: Option<ForwardTable>,
     /// Whether the first forward's preparations were made (`prepare_entry`).
     entry_prepared: bool,
+    /// `--masquerade` in the programs: what they were told, and when to sweep next.
+    masquerade: Option<MasqueradeState>,
 }
+
+/// The programs' masquerade, as the sink keeps it up to date.
+struct MasqueradeState {
+    config: MasqueradeConfig,
+    interface: String,
+    next_sweep: Instant,
+}
+
+/// How often timed-out masquerade mappings are swept out of the maps (and OUTIF's address
+/// read again): mappings time out after a minute at the least.
+const MASQUERADE_SWEEP: Duration = Duration::from_secs(10);
 
 impl EbpfSink {
     /// Attaches to the tunnel, the LAN interfaces and the named underlays. Any failure here
@@ -108,6 +122,7 @@ impl EbpfSink {
             seen: HashMap::new(),
             forwards_pending: None,
             entry_prepared: false,
+            masquerade: None,
         })
     }
 
@@ -188,6 +203,57 @@ impl EbpfSink {
         }
     }
 
+    /// Masquerades out of `interface` in the programs (`--masquerade`): writes where and as
+    /// what, then attaches them. Fails, with nothing left attached, if the kernel refused
+    /// either program or attaching failed.
+    pub fn start_masquerade(
+        &mut self,
+        config: MasqueradeConfig,
+        interface: &str,
+    ) -> crate::dataplane::Result<()> {
+        for program in [Program::MasqOut, Program::MasqIn] {
+            if !self.dp.is_loaded(program) {
+                return Err(crate::dataplane::DataplaneError::Unsupported(format!(
+                    "the kernel refused {}",
+                    program.name()
+                )));
+            }
+        }
+        self.dp.set_masquerade(Some(config))?;
+        if let Err(e) = self.dp.attach_masquerade(config.ifindex) {
+            let _ = self.dp.set_masquerade(None);
+            return Err(e);
+        }
+        self.masquerade = Some(MasqueradeState {
+            config,
+            interface: interface.to_string(),
+            next_sweep: Instant::now() + MASQUERADE_SWEEP,
+        });
+        Ok(())
+    }
+
+    /// Every `MASQUERADE_SWEEP`: OUTIF's address again (a DHCP lease may move it), and the
+    /// timed-out mappings out of the maps.
+    fn maintain_masquerade(&mut self, now: Instant) {
+        let Some(state) = self.masquerade.as_mut() else { return };
+        if now < state.next_sweep {
+            return;
+        }
+        state.next_sweep = now + MASQUERADE_SWEEP;
+        if let Ok(addr) = super::masquerade::outside_address(&state.interface)
+            && addr != state.config.addr
+        {
+            tracing::info!("masquerade: {} is now {addr}", state.interface);
+            state.config.addr = addr;
+            if let Err(e) = self.dp.set_masquerade(Some(state.config)) {
+                tracing::warn!("masquerade: {e}");
+            }
+        }
+        if let Err(e) = self.dp.sweep_masquerade(crate::dataplane::monotonic_now_ns()) {
+            tracing::warn!("masquerade: sweeping timed-out mappings: {e}");
+        }
+    }
+
     /// The interfaces peers are reached through get the receive programs, once. The one a
     /// peer's endpoint routes through is the one the mirror wrote with it.
     fn ensure_underlays(&mut self, views: &[PeerView]) {
@@ -241,6 +307,7 @@ impl EventSink for EbpfSink {
     }
 
     fn tick(&mut self, device: &mut Device, now: Instant) {
+        self.maintain_masquerade(now);
         if let Some(table) = self.forwards_pending.take() {
             self.publish_forwards(&table);
         }
@@ -266,7 +333,8 @@ impl EventSink for EbpfSink {
     }
 
     fn tick_every(&self) -> Option<Duration> {
-        (!self.mirror.is_empty() || self.forwards_pending.is_some()).then_some(ACTIVITY_TICK)
+        let busy = !self.mirror.is_empty() || self.forwards_pending.is_some();
+        (busy || self.masquerade.is_some()).then_some(ACTIVITY_TICK)
     }
 
     fn forwards_changed(&mut self, table: &ForwardTable) {

@@ -15,6 +15,7 @@ pub mod forward_socket;
 pub mod forwards;
 pub mod io;
 pub mod link;
+pub mod masquerade;
 pub mod notify;
 pub mod proxy_nat;
 pub mod status;
@@ -57,6 +58,8 @@ pub struct Options {
     pub entry_peers: Vec<[u8; 32]>,
     /// Where the Prometheus metrics are served (`--metrics`); None: nowhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `--masquerade OUTIF`: peers' traffic out of OUTIF leaves with its address.
+    pub masquerade: Option<String>,
 }
 
 #[derive(Debug)]
@@ -71,6 +74,8 @@ pub enum DaemonError {
     Forwards(String),
     /// The metrics address cannot be listened on.
     Metrics(crate::metrics::server::BindError),
+    /// `--masquerade` cannot be set up.
+    Masquerade(String),
 }
 
 impl std::fmt::Display for DaemonError {
@@ -86,6 +91,7 @@ impl std::fmt::Display for DaemonError {
             DaemonError::Io(what, e) => write!(f, "{what}: {e}"),
             DaemonError::Forwards(e) => f.write_str(e),
             DaemonError::Metrics(e) => e.fmt(f),
+            DaemonError::Masquerade(e) => f.write_str(e),
         }
     }
 }
@@ -102,6 +108,8 @@ struct Setup {
     entry: EntryPoint,
     /// The metrics endpoint's listening socket (`--metrics`).
     metrics: Option<std::net::TcpListener>,
+    /// `--masquerade`: undone when dropped, after the data plane.
+    masquerade: Option<masquerade::Masquerade>,
 }
 
 /// CAP_NET_ADMIN, from the effective capability set in /proc/self/status.
@@ -131,11 +139,17 @@ fn acquire(options: &Options) -> Result<Setup, DaemonError> {
         .map(crate::metrics::server::bind)
         .transpose()
         .map_err(DaemonError::Metrics)?;
+    let masquerade_target = options
+        .masquerade
+        .as_deref()
+        .map(masquerade::Target::resolve)
+        .transpose()
+        .map_err(DaemonError::Masquerade)?;
     let queues = std::thread::available_parallelism().map_or(1, |n| n.get());
     let tun = Tun::create(&options.interface, queues).map_err(DaemonError::Tun)?;
     tun.set_mtu(tun::DEFAULT_MTU).map_err(|e| DaemonError::Io("set the interface MTU", e))?;
     let sockets = Sockets::bind(0, 0).map_err(DaemonError::Udp)?;
-    let ebpf = match &options.ebpf {
+    let mut ebpf = match &options.ebpf {
         None => None,
         Some(ebpf_options) => {
             let mtu = tun.mtu().unwrap_or(tun::DEFAULT_MTU);
@@ -163,7 +177,11 @@ fn acquire(options: &Options) -> Result<Setup, DaemonError> {
             }
         }
     };
-    Ok(Setup { tun, sockets, uapi, ebpf, entry, metrics })
+    let masquerade = masquerade_target
+        .map(|target| masquerade::Masquerade::start(target, &options.interface, ebpf.as_mut()))
+        .transpose()
+        .map_err(DaemonError::Masquerade)?;
+    Ok(Setup { tun, sockets, uapi, ebpf, entry, metrics, masquerade })
 }
 
 /// Forks; the parent exits at once (without running destructors: the child owns everything
@@ -210,7 +228,7 @@ pub fn run(options: Options) -> Result<(), DaemonError> {
 }
 
 async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
-    let Setup { tun, sockets, uapi, ebpf, entry, metrics } = setup;
+    let Setup { tun, sockets, uapi, ebpf, entry, metrics, masquerade } = setup;
     let now = Instant::now();
     let mut device_options = DeviceOptions {
         timer_scale: TimerScale { divisor: options.timer_divisor.max(1) },
@@ -351,5 +369,7 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
     shared.sockets().shutdown();
     // Detach every program before the process goes (the TUN and sockets go with it).
     drop(shared.lock().sink.take());
+    // Then the kernel's NAT table and the sysctls `--masquerade` changed.
+    drop(masquerade);
     Ok(())
 }

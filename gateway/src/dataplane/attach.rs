@@ -390,6 +390,48 @@ impl Attachments {
         Ok(())
     }
 
+    /// Puts the masquerade programs on the interface peers' traffic leaves by: `masq_out` on
+    /// its egress, `masq_in` on its ingress before every other program there (the receive
+    /// handoff ends the chain for the frames it does not redirect).
+    pub(super) fn attach_masquerade(
+        &mut self,
+        programs: &mut Programs,
+        iface: impl Into<Interface>,
+    ) -> Result<()> {
+        let (ifindex, name) = iface.into().resolve()?;
+        self.attach_tc(programs, Program::MasqOut, &name, ifindex, TcAttachType::Egress)?;
+        if let Err(e) = self.attach_tc_ordered(
+            programs,
+            Program::MasqIn,
+            &name,
+            ifindex,
+            TcAttachType::Ingress,
+            LinkOrder::first(),
+        ) {
+            self.detach_program(ifindex, Program::MasqOut);
+            return Err(e);
+        }
+        info!("data plane: masquerading out of {name} with TC egress and ingress");
+        Ok(())
+    }
+
+    /// Detaches one program from one interface (nothing if it is not there).
+    fn detach_program(&mut self, ifindex: u32, program: Program) {
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.links)
+            .into_iter()
+            .partition(|a| a.ifindex == ifindex && a.program == program);
+        self.links = kept;
+        for a in gone {
+            let r = match a.link {
+                AttachedLink::Xdp(l) => l.detach(),
+                AttachedLink::Tc(l) => l.detach(),
+            };
+            if let Err(e) = r {
+                warn!("data plane: detaching {}: {e}", program.name());
+            }
+        }
+    }
+
     /// Puts the LAN send program on a LAN interface (driver XDP, else generic) and lets the
     /// receive path redirect decrypted packets out of it.
     pub(super) fn attach_lan(

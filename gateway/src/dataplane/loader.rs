@@ -15,9 +15,9 @@ use aya::{
 use gateway_common::maps::{
     Config, DEFAULT_MAX_ALLOWED_IPS, DEFAULT_MAX_PEERS, DEFAULT_MAX_SESSIONS,
     ENTRY_PROGRAM_FORWARD, MAP_ALLOWED_V4, MAP_ALLOWED_V6, MAP_CONFIG, MAP_ENTRY_FLOWS,
-    MAP_ENTRY_FORWARDS, MAP_ENTRY_PORTS, MAP_ENTRY_PROGRAMS, MAP_ENTRY_TRAFFIC, MAP_PEERS,
-    MAP_PROXY_FLOWS, MAP_REDIRECT_IFACES, MAP_REPLY_TO, MAP_RX_INDEX, MAP_SESSIONS, MAP_STATS,
-    MAP_UNDERLAYS, Peer, Session,
+    MAP_ENTRY_FORWARDS, MAP_ENTRY_PORTS, MAP_ENTRY_PROGRAMS, MAP_ENTRY_TRAFFIC, MAP_MASQ_IN,
+    MAP_MASQ_OUT, MAP_MASQUERADE, MAP_PEERS, MAP_PROXY_FLOWS, MAP_REDIRECT_IFACES, MAP_REPLY_TO,
+    MAP_RX_INDEX, MAP_SESSIONS, MAP_STATS, MAP_UNDERLAYS, Peer, Session,
 };
 
 use tracing::warn;
@@ -27,6 +27,7 @@ use super::attach::Attachments;
 use super::config::ConfigMap;
 use super::entry::EntryMaps;
 use super::error::{DataplaneError, Result};
+use super::masquerade::MasqueradeMaps;
 use super::mmap::MappedArray;
 use super::peers::PeerMaps;
 use super::programs::Program;
@@ -115,6 +116,7 @@ pub(super) struct Loaded {
     pub(super) config: ConfigMap,
     pub(super) stats: StatsMap,
     pub(super) entry: EntryMaps,
+    pub(super) masquerade: MasqueradeMaps,
 }
 
 /// Loads the object with the given capacities and verifies every program.
@@ -169,6 +171,11 @@ pub(super) fn load(capacities: Capacities) -> Result<Loaded> {
         HashMap::try_from(take(&mut ebpf, MAP_REPLY_TO)?).map_err(map_type)?,
         PerCpuArray::try_from(take(&mut ebpf, MAP_ENTRY_TRAFFIC)?).map_err(map_type)?,
     );
+    let masquerade = MasqueradeMaps::new(
+        Array::try_from(take(&mut ebpf, MAP_MASQUERADE)?).map_err(map_type)?,
+        HashMap::try_from(take(&mut ebpf, MAP_MASQ_OUT)?).map_err(map_type)?,
+        HashMap::try_from(take(&mut ebpf, MAP_MASQ_IN)?).map_err(map_type)?,
+    );
     Ok(Loaded {
         programs: Programs { ebpf, reports, _entry_programs: entry_programs },
         attachments: Attachments::new(redirect_ifaces, underlays),
@@ -178,6 +185,7 @@ pub(super) fn load(capacities: Capacities) -> Result<Loaded> {
         config: ConfigMap::new(config),
         stats: StatsMap::new(stats),
         entry,
+        masquerade,
     })
 }
 

@@ -31,6 +31,7 @@ mod config;
 mod entry;
 mod error;
 mod loader;
+mod masquerade;
 mod mirror_ops;
 mod mmap;
 mod netdev;
@@ -51,6 +52,7 @@ pub use config::TunnelConfig;
 pub use entry::{EntryTransport, ForwardSlot};
 pub use error::{DataplaneError, Result};
 pub use loader::{Capacities, embedded_object};
+pub use masquerade::MasqueradeConfig;
 pub use mmap::MappedArray;
 pub use netdev::{
     TxChecksum, enable_entry_routing, gso_max_segs, ipv6_forwarding_enabled, tx_checksum,
@@ -70,7 +72,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use gateway_common::maps::{
-    EntryForward, EntryTraffic, FlowKey, FlowNat, ReplyTo, SessionCounters,
+    EntryForward, EntryTraffic, FlowKey, FlowNat, MasqFlow, ReplyTo, SessionCounters,
 };
 use ipnet::IpNet;
 
@@ -79,6 +81,7 @@ use self::attach::Attachments;
 use self::config::ConfigMap;
 use self::entry::EntryMaps;
 use self::loader::Programs;
+use self::masquerade::MasqueradeMaps;
 use self::peers::PeerMaps;
 use self::sessions::SessionMaps;
 use self::stats::StatsMap;
@@ -95,6 +98,7 @@ pub struct Dataplane {
     config: ConfigMap,
     stats: StatsMap,
     entry: EntryMaps,
+    masquerade: MasqueradeMaps,
     capacities: Capacities,
 }
 
@@ -111,6 +115,7 @@ impl Dataplane {
             config: loaded.config,
             stats: loaded.stats,
             entry: loaded.entry,
+            masquerade: loaded.masquerade,
             capacities,
         })
     }
@@ -475,5 +480,28 @@ impl Dataplane {
     /// The flows whose replies go back to an entry peer (`REPLY_TO`).
     pub fn reply_to_flows(&self) -> Vec<(FlowKey, ReplyTo)> {
         self.entry.reply_to()
+    }
+
+    // Masquerade.
+
+    /// Puts the masquerade programs on `iface`: `masq_out` on its egress, `masq_in` first on
+    /// its ingress (before the receive handoff, which ends the chain for what it passes).
+    pub fn attach_masquerade(&mut self, iface: impl Into<Interface>) -> Result<()> {
+        self.attachments.attach_masquerade(&mut self.programs, iface)
+    }
+
+    /// Writes (None: clears) where and as what the programs masquerade.
+    pub fn set_masquerade(&mut self, config: Option<MasqueradeConfig>) -> Result<()> {
+        self.masquerade.set(config)
+    }
+
+    /// The masquerade's mappings, by inside flow (diagnostics and tests).
+    pub fn masquerade_mappings(&self) -> Vec<(FlowKey, MasqFlow)> {
+        self.masquerade.mappings()
+    }
+
+    /// Removes the mappings that timed out at `now_ns` (CLOCK_MONOTONIC); returns how many.
+    pub fn sweep_masquerade(&mut self, now_ns: u64) -> Result<usize> {
+        self.masquerade.sweep(now_ns)
     }
 }

@@ -19,12 +19,17 @@ pub enum Program {
     /// TC egress on the TUN, before `TxTun`: the client's address as the source of proxied
     /// (tls/http) connections.
     EntryProxy,
+    /// TC egress on the masquerade interface: peers' packets leave with its address.
+    MasqOut,
+    /// TC ingress on the masquerade interface, first: replies to masqueraded flows, back into
+    /// the tunnel.
+    MasqIn,
     /// XDP that passes everything (veth peers need one to receive XDP_TX/redirected frames).
     XdpPass,
 }
 
 impl Program {
-    pub const ALL: [Program; 8] = [
+    pub const ALL: [Program; 10] = [
         Program::RxXdp,
         Program::RxHandoff,
         Program::RxTc,
@@ -32,6 +37,8 @@ impl Program {
         Program::TxLan,
         Program::EntryForward,
         Program::EntryProxy,
+        Program::MasqOut,
+        Program::MasqIn,
         Program::XdpPass,
     ];
 
@@ -44,6 +51,8 @@ impl Program {
             Program::TxLan => "wg_tx_lan",
             Program::EntryForward => "entry_forward",
             Program::EntryProxy => "entry_proxy_tun",
+            Program::MasqOut => "masq_out",
+            Program::MasqIn => "masq_in",
             Program::XdpPass => "xdp_pass",
         }
     }
@@ -63,6 +72,9 @@ impl Program {
             Program::EntryProxy => {
                 "proxied connections reach their backends from the tunnel address, not the \
                  client's"
+            }
+            Program::MasqOut | Program::MasqIn => {
+                "the kernel masquerades (an nftables table of gatewayd's own)"
             }
             Program::XdpPass => "nothing: the daemon does not use it",
         }

@@ -67,6 +67,10 @@ stats! {
     reply_to_sent => ReplyToSent,
     reply_to_tunnel => ReplyToTunnel,
     reply_to_dropped => ReplyToDropped,
+    masquerade_out => MasqueradeOut,
+    masquerade_in => MasqueradeIn,
+    masquerade_no_port => MasqueradeNoPort,
+    masquerade_untranslated => MasqueradeUntranslated,
     error => Error,
 }
 

@@ -6,9 +6,12 @@
 //!   relays between phone and home, and the home reaches it only through a masquerade.
 //! - [`Entry`]: client — internet — two VPSes, and a home behind carrier NAT with a NAS and a
 //!   second host on its LAN: services on the home LAN exposed on the VPSes' addresses.
+//! - [`Exit`]: phone — internet — VPS: the phone's traffic leaves through the VPS
+//!   (`--masquerade`) to a site on the internet.
 
 mod direct;
 mod entry;
+mod exit;
 mod hub;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -18,6 +21,7 @@ use anyhow::{Context as _, Result};
 
 pub use direct::Direct;
 pub use entry::Entry;
+pub use exit::Exit;
 pub use hub::Hub;
 
 use crate::Netns;
