@@ -38,7 +38,7 @@ pub trait EntryHost: Send + Sync {
 }
 
 pub struct EntryPoint {
-    directory: PathBuf,
+    home: store::ForwardsHome,
     /// The table as saved and published. Held for the whole of a change: changes are made
     /// one at a time.
     table: Mutex<Arc<ForwardTable>>,
@@ -54,13 +54,20 @@ impl EntryPoint {
         let table = store::load(&directory).map_err(|e| e.to_string())?;
         ForwardPlan::of(&table)
             .map_err(|e| format!("{}: {e}", store::path_in(&directory).display()))?;
-        let table = Arc::new(table);
-        let (changes, _) = watch::channel(Arc::clone(&table));
-        Ok(EntryPoint { directory, table: Mutex::new(table), changes })
+        Ok(EntryPoint::with_table(store::ForwardsHome::StateDirectory(directory), table))
     }
 
-    pub fn directory(&self) -> &Path {
-        &self.directory
+    /// `table` (already checked, as `config::load` checks a file's forwards), kept in `home`
+    /// from the next change on.
+    pub fn with_table(home: store::ForwardsHome, table: ForwardTable) -> EntryPoint {
+        let table = Arc::new(table);
+        let (changes, _) = watch::channel(Arc::clone(&table));
+        EntryPoint { home, table: Mutex::new(table), changes }
+    }
+
+    /// Where the forwards are kept.
+    pub fn home(&self) -> &store::ForwardsHome {
+        &self.home
     }
 
     /// The forwards now.
@@ -116,7 +123,7 @@ impl EntryPoint {
         current: &mut Arc<ForwardTable>,
         table: ForwardTable,
     ) -> Result<(), String> {
-        store::save(&self.directory, &table).map_err(|e| e.to_string())?;
+        self.home.save(&table).map_err(|e| e.to_string())?;
         host.publish(&table);
         *current = Arc::new(table);
         self.changes.send_replace(Arc::clone(current));

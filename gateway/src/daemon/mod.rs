@@ -8,6 +8,7 @@
 //! taken, metrics address taken, missing privileges, no eBPF) fails before the process
 //! detaches, with one line naming the problem and nothing left behind.
 
+pub mod config_file;
 pub mod control;
 pub mod core;
 pub mod ebpf;
@@ -57,6 +58,9 @@ pub struct Options {
     pub entry_peers: Vec<[u8; 32]>,
     /// Where the Prometheus metrics are served (`--metrics`); None: nowhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// What `--config` applies at start (keys, peers, addresses, routes, forwards); None: the
+    /// interface starts empty and is configured over UAPI.
+    pub config: Option<config_file::StartConfig>,
 }
 
 #[derive(Debug)]
@@ -71,6 +75,8 @@ pub enum DaemonError {
     Forwards(String),
     /// The metrics address cannot be listened on.
     Metrics(crate::metrics::server::BindError),
+    /// The configuration file (`--config`) could not be applied.
+    Config(String),
 }
 
 impl std::fmt::Display for DaemonError {
@@ -86,6 +92,7 @@ impl std::fmt::Display for DaemonError {
             DaemonError::Io(what, e) => write!(f, "{what}: {e}"),
             DaemonError::Forwards(e) => f.write_str(e),
             DaemonError::Metrics(e) => e.fmt(f),
+            DaemonError::Config(e) => f.write_str(e),
         }
     }
 }
@@ -122,7 +129,14 @@ fn acquire(options: &Options) -> Result<Setup, DaemonError> {
         return Err(DaemonError::Privileges);
     }
     // The saved forwards before anything is created: a damaged file is the operator's to fix.
-    let entry = EntryPoint::open(options.state_directory.clone()).map_err(DaemonError::Forwards)?;
+    let entry = match &options.config {
+        // The file's forwards, already checked with it, and kept in it from now on.
+        Some(start) => EntryPoint::with_table(
+            crate::entry::store::ForwardsHome::ConfigFile(start.path.clone()),
+            start.forwards.clone(),
+        ),
+        None => EntryPoint::open(options.state_directory.clone()).map_err(DaemonError::Forwards)?,
+    };
     let socket_path = uapi::socket_path(&options.interface).map_err(DaemonError::Uapi)?;
     // The socket first: if another daemon owns the name, say so rather than "interface exists".
     let uapi = uapi::bind_listener(&socket_path).map_err(DaemonError::Uapi)?;
@@ -133,8 +147,12 @@ fn acquire(options: &Options) -> Result<Setup, DaemonError> {
         .map_err(DaemonError::Metrics)?;
     let queues = std::thread::available_parallelism().map_or(1, |n| n.get());
     let tun = Tun::create(&options.interface, queues).map_err(DaemonError::Tun)?;
-    tun.set_mtu(tun::DEFAULT_MTU).map_err(|e| DaemonError::Io("set the interface MTU", e))?;
-    let sockets = Sockets::bind(0, 0).map_err(DaemonError::Udp)?;
+    let mtu = options.config.as_ref().map_or(tun::DEFAULT_MTU, |start| start.mtu);
+    tun.set_mtu(mtu).map_err(|e| DaemonError::Io("set the interface MTU", e))?;
+    // The file's port and mark from the first bind: a port in use fails here, before detaching.
+    let (port, fwmark) =
+        options.config.as_ref().map_or((0, 0), |start| (start.listen_port, start.fwmark));
+    let sockets = Sockets::bind(port, fwmark).map_err(DaemonError::Udp)?;
     let ebpf = match &options.ebpf {
         None => None,
         Some(ebpf_options) => {
@@ -163,6 +181,9 @@ fn acquire(options: &Options) -> Result<Setup, DaemonError> {
             }
         }
     };
+    if let Some(start) = &options.config {
+        config_file::configure_link(&options.interface, start).map_err(DaemonError::Config)?;
+    }
     Ok(Setup { tun, sockets, uapi, ebpf, entry, metrics })
 }
 
@@ -247,6 +268,12 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
     io::start_timer(&shared).map_err(|e| DaemonError::Io("start a thread", e))?;
 
     let control = Arc::new(Control { shared: Arc::clone(&shared), rebind: Box::new(start_udp) });
+    if let Some(start) = &options.config {
+        // Through the same path as `wg set`, before anything is served or announced ready.
+        uapi::UapiHandler::set(&*control, start.update.clone()).map_err(|e| {
+            DaemonError::Config(format!("{}: cannot apply it: {e}", start.path.display()))
+        })?;
+    }
     let server = UapiServer::from_listener(uapi.0, uapi.1, control).map_err(DaemonError::Uapi)?;
 
     // The forwards: published as loaded, then changed over the control socket.

@@ -13,9 +13,9 @@
 
 mod daemon;
 mod dns;
-mod network;
+pub(crate) mod network;
 mod save;
-mod system;
+pub(crate) mod system;
 
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::os::unix::fs::PermissionsExt as _;
