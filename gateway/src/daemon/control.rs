@@ -17,6 +17,8 @@ pub type Rebinder = Box<dyn Fn(&Arc<Shared>, &Arc<Sockets>) + Send + Sync>;
 pub struct Control {
     pub shared: Arc<Shared>,
     pub rebind: Rebinder,
+    /// The configuration file every successful change is written back to (`--config`).
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 impl Control {
@@ -91,7 +93,17 @@ impl UapiHandler for Control {
         if let Some(sockets) = new_sockets {
             self.swap_sockets(sockets);
         }
-        result.map_err(|e| UapiError::Rejected(e.to_string()))
+        result.map_err(|e| UapiError::Rejected(e.to_string()))?;
+        if let Some(path) = &self.config_file {
+            // The device has changed whatever happens to the file: a failed write is the
+            // operator's to know about, not a reason to report the change as refused.
+            let snapshot = self.get();
+            match crate::config::write_back::save_device(path, &update, &snapshot) {
+                Ok(()) => tracing::debug!("{} updated", path.display()),
+                Err(e) => tracing::error!("the change is applied but not saved: {e}"),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -267,13 +267,17 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
     io::start_tun_readers(&shared).map_err(|e| DaemonError::Io("start a thread", e))?;
     io::start_timer(&shared).map_err(|e| DaemonError::Io("start a thread", e))?;
 
-    let control = Arc::new(Control { shared: Arc::clone(&shared), rebind: Box::new(start_udp) });
+    let mut control =
+        Control { shared: Arc::clone(&shared), rebind: Box::new(start_udp), config_file: None };
     if let Some(start) = &options.config {
-        // Through the same path as `wg set`, before anything is served or announced ready.
-        uapi::UapiHandler::set(&*control, start.update.clone()).map_err(|e| {
+        // Through the same path as `wg set`, before anything is served or announced ready;
+        // written back from then on (not now: the file is what was just applied).
+        uapi::UapiHandler::set(&control, start.update.clone()).map_err(|e| {
             DaemonError::Config(format!("{}: cannot apply it: {e}", start.path.display()))
         })?;
+        control.config_file = Some(start.path.clone());
     }
+    let control = Arc::new(control);
     let server = UapiServer::from_listener(uapi.0, uapi.1, control).map_err(DaemonError::Uapi)?;
 
     // The forwards: published as loaded, then changed over the control socket.
