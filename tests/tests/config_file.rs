@@ -9,7 +9,7 @@
 //!
 //! gatewayd runs `--no-ebpf`: what is tested is the file around it, not the data path.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::Duration;
@@ -20,24 +20,38 @@ use gateway_tests::gatewayd::{DetachedGatewayd, gateway_cli_binary, gatewayd_bin
 use gateway_tests::pair::{GATEWAYD_TUNNEL, PEER_PORT, PEER_TUNNEL, TUNNEL_MTU, tunnel_cidrs};
 use gateway_tests::topology::{Direct, TopologyOptions};
 use gateway_tests::traffic::{ping_until_clean, wait_for_ping};
-use gateway_tests::wg::{Implementation, KeyPair, WgPeer};
+use gateway_tests::wg::{Implementation, KeyPair, WgDump, WgPeer};
 use gateway_tests::{Netns, Probe, TestDir, require_root, require_tools, unique_ifname};
 
 const TOOLS: &[&str] = &["ip", "ping", "wg", "wireguard-go"];
 const TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The peer on `server`: wireguard-go knowing our key and tunnel address, no endpoint.
-fn start_peer(direct: &Direct, dir: &TestDir, ours: &KeyPair, theirs: &KeyPair) -> Result<WgPeer> {
+/// A peer on `server`: wireguard-go on `port`, knowing our key and our tunnel address `ours_ip`,
+/// with `addresses` on its interface; no endpoint.
+fn start_peer(
+    direct: &Direct,
+    dir: &TestDir,
+    (ours, theirs): (&KeyPair, &KeyPair),
+    port: u16,
+    ours_ip: Ipv4Addr,
+    addresses: &[(IpAddr, u8)],
+) -> Result<WgPeer> {
     let peer =
         WgPeer::start(Implementation::WireguardGo, &direct.server, dir, &unique_ifname("wg")?)?;
     peer.setconf(&format!(
-        "[Interface]\nPrivateKey = {}\nListenPort = {PEER_PORT}\n\n\
-         [Peer]\nPublicKey = {}\nAllowedIPs = {}/32\n",
-        theirs.private_key, ours.public_key, GATEWAYD_TUNNEL.0
+        "[Interface]\nPrivateKey = {}\nListenPort = {port}\n\n\
+         [Peer]\nPublicKey = {}\nAllowedIPs = {ours_ip}/32\n",
+        theirs.private_key, ours.public_key
     ))?;
-    peer.bring_up(&tunnel_cidrs(PEER_TUNNEL), TUNNEL_MTU)?;
+    peer.bring_up(addresses, TUNNEL_MTU)?;
     Ok(peer)
 }
+
+/// The second peer's overlay, beside the first's: its own subnet, so that both wireguard-go
+/// interfaces live in one namespace without their routes colliding.
+const SECOND_OURS: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
+const SECOND_PEER: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 2);
+const SECOND_PORT: u16 = PEER_PORT + 1;
 
 fn config_text(ours: &KeyPair, theirs: &KeyPair, endpoint: &str) -> String {
     format!(
@@ -95,7 +109,13 @@ fn a_config_file_brings_the_interface_up_and_keeps_up_with_changes() -> Result<(
     let direct = Direct::build(&TopologyOptions::default())?;
     let ifname = unique_ifname("cf")?;
     let (ours, theirs) = (KeyPair::generate()?, KeyPair::generate()?);
-    let _peer = start_peer(&direct, &dir, &ours, &theirs)?;
+    let first = (&ours, &theirs);
+    let _peer =
+        start_peer(&direct, &dir, first, PEER_PORT, GATEWAYD_TUNNEL.0, &tunnel_cidrs(PEER_TUNNEL))?;
+    let second = KeyPair::generate()?;
+    let second_address = [(IpAddr::V4(SECOND_PEER), 24)];
+    let _second_peer =
+        start_peer(&direct, &dir, (&ours, &second), SECOND_PORT, SECOND_OURS, &second_address)?;
     let endpoint = format!("{}:{PEER_PORT}", direct.server_if.v4);
     let key_file = dir.file(&format!("{}.key", short(&ours.public_key)));
     std::fs::write(&key_file, format!("{}\n", ours.private_key))?;
@@ -153,6 +173,9 @@ fn a_config_file_brings_the_interface_up_and_keeps_up_with_changes() -> Result<(
         ensure!(reread.forwards.len() == 1, "forwards read back:\n{text}");
         ping_until_clean(client, IpAddr::V4(PEER_TUNNEL.0), 3, TIMEOUT)?;
 
+        reload_keeps_sessions(client, &dir, &config, &ifname, daemon.pid, &theirs, &second)?;
+        bad_reloads_change_nothing(client, &config, &ifname)?;
+
         client.ip(&["link", "delete", "dev", &ifname])?;
         dir.wait_for("gatewayd to exit", TIMEOUT, || {
             Ok(if daemon.alive() { Probe::NotYet("alive".into()) } else { Probe::Ready(()) })
@@ -163,4 +186,132 @@ fn a_config_file_brings_the_interface_up_and_keeps_up_with_changes() -> Result<(
     })();
     drop(daemon);
     result.map_err(|error| dir.attach_logs(error))
+}
+
+/// The device as `wg show IFACE dump` reports it.
+fn dump(client: &Netns, ifname: &str) -> Result<WgDump> {
+    WgDump::parse(&client.run("wg", &["show", ifname, "dump"])?)
+}
+
+/// Adds the second peer and an address for it, and changes the first peer's keepalive, then
+/// applies the file with SIGHUP and again (unchanged) with `gateway reload`: the second peer
+/// answers pings, the first keeps its session (same handshake) and its traffic.
+fn reload_keeps_sessions(
+    client: &Netns,
+    dir: &TestDir,
+    config: &Path,
+    ifname: &str,
+    pid: u32,
+    first: &KeyPair,
+    second: &KeyPair,
+) -> Result<()> {
+    let before = dump(client, ifname)?;
+    let handshake = before.peer(&first.public_key)?.latest_handshake;
+    ensure!(handshake.is_some(), "no handshake with the first peer before the reload");
+    let text =
+        read(config)?.replace("persistent_keepalive = 25", "persistent_keepalive = 15").replace(
+            &format!("addresses = [\"{}/24\"]", GATEWAYD_TUNNEL.0),
+            &format!("addresses = [\"{}/24\", \"{SECOND_OURS}/24\"]", GATEWAYD_TUNNEL.0),
+        );
+    let endpoint = format!("{}:{SECOND_PORT}", direct_server_address(&before, &first.public_key)?);
+    let text = format!(
+        "{text}\n# added for the reload\n[[peer]]\npublic_key = \"{}\"\nendpoint = \"{endpoint}\"\n\
+         allowed_ips = [\"{SECOND_PEER}/32\"]\n",
+        second.public_key
+    );
+    std::fs::write(config, &text)?;
+    // SAFETY: a plain syscall on the pid of the daemon this test started.
+    ensure!(unsafe { libc::kill(pid as i32, libc::SIGHUP) } == 0, "cannot signal gatewayd");
+    dir.wait_for("the SIGHUP reload to add the second peer", TIMEOUT, || {
+        let now = dump(client, ifname)?;
+        Ok(if now.peer(&second.public_key).is_ok() {
+            Probe::Ready(())
+        } else {
+            Probe::NotYet(format!("{now:?}"))
+        })
+    })?;
+    wait_for_ping(client, IpAddr::V4(SECOND_PEER), TIMEOUT)?;
+    ping_until_clean(client, IpAddr::V4(PEER_TUNNEL.0), 3, TIMEOUT)?;
+    let said = gateway(client, &["reload", ifname])?;
+    ensure!(said.contains("peers +0 -0 ~0"), "an unchanged file changed something: {said}");
+    let after = dump(client, ifname)?;
+    let kept = after.peer(&first.public_key)?;
+    ensure!(kept.persistent_keepalive == Some(15), "keepalive not reloaded: {kept:?}");
+    ensure!(
+        kept.latest_handshake == handshake,
+        "the first peer's session was dropped: handshake {handshake:?} became {:?}",
+        kept.latest_handshake
+    );
+    ensure!(read(config)?.contains("# added for the reload"), "the file was rewritten");
+    Ok(())
+}
+
+/// Where the first peer's endpoint points: the server's underlay address.
+fn direct_server_address(dump: &WgDump, public_key: &str) -> Result<IpAddr> {
+    Ok(dump.peer(public_key)?.endpoint.context("the first peer has no endpoint")?.ip())
+}
+
+/// A bad key and a metrics address already taken: the reload fails with one line naming file,
+/// line and field, and the device, and the metrics endpoint, are as they were.
+fn bad_reloads_change_nothing(client: &Netns, config: &Path, ifname: &str) -> Result<()> {
+    let metrics = format!("127.0.0.1:{}", free_port(client)?);
+    let good = format!("{}\n[metrics]\nlisten = \"{metrics}\"\n", read(config)?);
+    std::fs::write(config, &good)?;
+    let said = gateway(client, &["reload", ifname])?;
+    ensure!(said.contains(&format!("metrics at {metrics}")), "metrics not started: {said}");
+    ensure!(scrape(client, &metrics)?.contains("gateway_"), "metrics do not serve");
+
+    let before = dump(client, ifname)?;
+    let bad_key = good.replacen("public_key = \"", "public_key = \"x", 1);
+    std::fs::write(config, &bad_key)?;
+    let line = bad_key
+        .lines()
+        .position(|l| l.starts_with("public_key = \"x"))
+        .context("no bad key written")?
+        + 1;
+    let refused = refused_reload(client, ifname)?;
+    let expected = format!("{}:{line}: peer[0].public_key: not a base64 key", config.display());
+    ensure!(refused.contains(&expected), "expected `{expected}`, got: {refused}");
+
+    let taken = {
+        let _inside = client.enter()?;
+        std::net::TcpListener::bind("127.0.0.1:0")?
+    };
+    let taken_port = taken.local_addr()?.port();
+    std::fs::write(config, good.replace(&metrics, &format!("127.0.0.1:{taken_port}")))?;
+    let refused = refused_reload(client, ifname)?;
+    ensure!(refused.contains("metrics.listen"), "the taken address is not named: {refused}");
+    ensure!(scrape(client, &metrics)?.contains("gateway_"), "the old metrics endpoint stopped");
+    ensure!(dump(client, ifname)?.peers == before.peers, "a refused reload changed the device");
+    std::fs::write(config, &good)?;
+    Ok(())
+}
+
+/// `gateway reload` that must fail: its one line.
+fn refused_reload(client: &Netns, ifname: &str) -> Result<String> {
+    let output = client.command(gateway_cli_binary()?).args(["reload", ifname]).output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    ensure!(!output.status.success(), "a bad reload succeeded: {stderr}");
+    ensure!(stderr.trim().lines().count() == 1, "not one line: {stderr}");
+    Ok(stderr)
+}
+
+/// A TCP port nobody listens on in `netns` now.
+fn free_port(netns: &Netns) -> Result<u16> {
+    let _inside = netns.enter()?;
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// GET /metrics at `address` inside `netns`.
+fn scrape(netns: &Netns, address: &str) -> Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = {
+        let _inside = netns.enter()?;
+        std::net::TcpStream::connect(address).with_context(|| format!("connecting to {address}"))?
+    };
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
 }

@@ -123,6 +123,9 @@ enum Command {
         /// The same configuration file or interface name as for `up`.
         config: String,
     },
+    /// Apply an edited configuration file to the running gatewayd (started with --config):
+    /// what changed only, established sessions kept. Same as `systemctl reload gatewayd@IFACE`.
+    Reload { interface: String },
     /// Forward this host's public ports (or TLS/HTTP names) to hosts behind the tunnel.
     Forward {
         #[command(subcommand)]
@@ -290,6 +293,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Up { config, daemon_args } => gateway::quick::up(&config, &daemon_args),
         Command::Down { config } => gateway::quick::down(&config),
         Command::Forward { command } => forward(command),
+        Command::Reload { interface } => gateway::cli::reload::reload(&interface),
         Command::Genkey => {
             println!("{}", keys::new_private_key().to_base64());
             Ok(())

@@ -76,7 +76,7 @@ pub struct InterfaceSection {
 }
 
 /// The data-path options (gatewayd's command-line options of the same names).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataplaneSection {
     /// false: the userspace data path only.

@@ -12,14 +12,18 @@
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
 
+use std::collections::HashMap;
+
 use ipnet::IpNet;
+
+use crate::config::file::DataplaneSection;
 
 use crate::config::load::GatewayConfig;
 use crate::config::routes;
 use crate::config::wg_quick::Table;
 use crate::entry::table::ForwardTable;
 use crate::quick::network;
-use crate::uapi::DeviceUpdate;
+use crate::uapi::{DeviceUpdate, Key};
 
 /// The part of a configuration file the daemon applies itself at start.
 #[derive(Debug, Clone)]
@@ -34,6 +38,13 @@ pub struct StartConfig {
     pub mtu: u32,
     pub table: Table,
     pub forwards: ForwardTable,
+    /// The file's data-path options: a reload may not change them.
+    pub dataplane: DataplaneSection,
+    /// Each peer's endpoint as the file writes it: a reload sets an endpoint only where the
+    /// file's changed, not where the peer has roamed since.
+    pub endpoints: HashMap<Key, Option<String>>,
+    /// The file's metrics address (the command line's `--metrics` may have overridden it).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl StartConfig {
@@ -58,10 +69,18 @@ impl StartConfig {
             mtu,
             table: config.table.clone(),
             forwards: config.forwards.clone(),
+            dataplane: config.dataplane.clone(),
+            endpoints: config
+                .device
+                .peers
+                .iter()
+                .map(|peer| (peer.public_key, peer.endpoint.clone()))
+                .collect(),
+            metrics: config.metrics,
         })
     }
 
-    fn allowed_ips(&self) -> impl Iterator<Item = IpNet> + '_ {
+    pub(crate) fn allowed_ips(&self) -> impl Iterator<Item = IpNet> + '_ {
         self.update.peers.iter().flat_map(|peer| {
             peer.allowed_ips.iter().filter_map(|change| match change {
                 crate::uapi::AllowedIpChange::Add(prefix) => Some(*prefix),

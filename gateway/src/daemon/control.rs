@@ -39,6 +39,26 @@ impl Control {
         }
     }
 
+    /// Applies `update` as a `wg set` would, without writing it back into the configuration
+    /// file: for changes that come from the file (a reload).
+    pub fn apply(&self, update: &DeviceUpdate) -> Result<(), UapiError> {
+        let new_sockets = self.prepare_sockets(update)?;
+        if let Some(mark) = update.fwmark
+            && new_sockets.is_none()
+        {
+            self.shared
+                .sockets()
+                .set_fwmark(mark)
+                .map_err(|e| UapiError::PortInUse(format!("cannot set fwmark: {e}")))?;
+        }
+        let port = new_sockets.as_ref().map(|s| s.port);
+        let result = self.shared.step(|core| apply(&mut core.device, update, port));
+        if let Some(sockets) = new_sockets {
+            self.swap_sockets(sockets);
+        }
+        result.map_err(|e| UapiError::Rejected(e.to_string()))
+    }
+
     fn swap_sockets(&self, new: Sockets) {
         let new = Arc::new(new);
         let old = self.shared.replace_sockets(Arc::clone(&new));
@@ -79,21 +99,7 @@ impl UapiHandler for Control {
     }
 
     fn set(&self, update: DeviceUpdate) -> Result<(), UapiError> {
-        let new_sockets = self.prepare_sockets(&update)?;
-        if let Some(mark) = update.fwmark
-            && new_sockets.is_none()
-        {
-            self.shared
-                .sockets()
-                .set_fwmark(mark)
-                .map_err(|e| UapiError::PortInUse(format!("cannot set fwmark: {e}")))?;
-        }
-        let port = new_sockets.as_ref().map(|s| s.port);
-        let result = self.shared.step(|core| apply(&mut core.device, &update, port));
-        if let Some(sockets) = new_sockets {
-            self.swap_sockets(sockets);
-        }
-        result.map_err(|e| UapiError::Rejected(e.to_string()))?;
+        self.apply(&update)?;
         if let Some(path) = &self.config_file {
             // The device has changed whatever happens to the file: a failed write is the
             // operator's to know about, not a reason to report the change as refused.

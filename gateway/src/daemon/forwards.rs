@@ -111,6 +111,13 @@ impl EntryPoint {
         Ok(removed)
     }
 
+    /// Replaces the whole table with `table`, already checked (a reloaded configuration file's
+    /// forwards, `config::load`); saved where the forwards are kept, then published.
+    pub fn replace(&self, host: &dyn EntryHost, table: ForwardTable) -> Result<(), String> {
+        let mut current = self.lock();
+        self.commit(host, &mut current, table)
+    }
+
     /// Makes the data plane carry the forwards as they are (at start, once it exists).
     pub fn publish(&self, host: &dyn EntryHost) {
         host.publish(&self.lock());

@@ -18,6 +18,7 @@ pub mod io;
 pub mod link;
 pub mod notify;
 pub mod proxy_nat;
+pub mod reload;
 pub mod status;
 pub mod steering;
 pub mod udp;
@@ -278,15 +279,61 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
         control.config_file = Some(start.path.clone());
     }
     let control = Arc::new(control);
-    let server = UapiServer::from_listener(uapi.0, uapi.1, control).map_err(DaemonError::Uapi)?;
+    let server = UapiServer::from_listener(uapi.0, uapi.1, Arc::clone(&control))
+        .map_err(DaemonError::Uapi)?;
 
     // The forwards: published as loaded, then changed over the control socket.
     let entry = Arc::new(entry);
     let host: Arc<dyn forwards::EntryHost> = Arc::new(DaemonHost(Arc::clone(&shared)));
     entry.publish(&*host);
+
+    // The metrics endpoint, started again on another listener when a reload moves it.
+    let start_metrics: reload::MetricsStarter = {
+        let (shared, entry) = (Arc::clone(&shared), Arc::clone(&entry));
+        let interface = options.interface.clone();
+        Box::new(move |listener| {
+            let metrics = crate::metrics::DaemonMetrics {
+                shared: Arc::clone(&shared),
+                entry: Arc::clone(&entry),
+                interface: interface.clone(),
+                programs: programs.clone(),
+            };
+            tokio::spawn(crate::metrics::serve(listener, metrics)).abort_handle()
+        })
+    };
+    let metrics_task = metrics.map(&start_metrics);
+    let reloader = options.config.clone().map(|start| {
+        Arc::new(reload::Reloader::new(
+            options.interface.clone(),
+            start,
+            Arc::clone(&control),
+            Arc::clone(&entry),
+            Arc::clone(&host),
+            start_metrics,
+            metrics_task,
+        ))
+    });
     let (control_listener, _control_guard) = forward_socket::bind(&options.interface)
         .map_err(|e| DaemonError::Io("bind the forwards' control socket", e))?;
-    tokio::spawn(forward_socket::serve(control_listener, Arc::clone(&entry), Arc::clone(&host)));
+    tokio::spawn(forward_socket::serve(
+        control_listener,
+        Arc::clone(&entry),
+        Arc::clone(&host),
+        reloader.clone(),
+    ));
+    if let Some(reloader) = reloader {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| DaemonError::Io("install the SIGHUP handler", e))?;
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                let reloader = Arc::clone(&reloader);
+                let result = tokio::task::spawn_blocking(move || reloader.reload())
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
+                reload::log(&result, "SIGHUP");
+            }
+        });
+    }
     // The proxy follows the same table; dropped (listening sockets closed) when serve ends.
     let _proxy = steering::start_proxy(&shared, entry.subscribe());
 
@@ -298,17 +345,6 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
         Arc::clone(&entry),
         options.interface.clone(),
     ));
-    if let Some(listener) = metrics {
-        tokio::spawn(crate::metrics::serve(
-            listener,
-            crate::metrics::DaemonMetrics {
-                shared: Arc::clone(&shared),
-                entry: Arc::clone(&entry),
-                interface: options.interface.clone(),
-                programs,
-            },
-        ));
-    }
 
     let link_shared = Arc::clone(&shared);
     let name = options.interface.clone();
