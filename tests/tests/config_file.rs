@@ -315,3 +315,56 @@ fn scrape(netns: &Netns, address: &str) -> Result<String> {
     stream.read_to_string(&mut answer)?;
     Ok(answer)
 }
+
+/// `gateway up IFACE.toml` / `gateway down IFACE.toml`: gatewayd started with the file, which
+/// it applies itself; down deletes the interface and the daemon goes, nothing left. A bad file
+/// is refused in one line before anything starts.
+#[test]
+fn gateway_up_and_down_take_a_toml_file() -> Result<()> {
+    require_root()?;
+    require_tools(&["ip"])?;
+    let dir = TestDir::new("config-file-up")?;
+    let netns = Netns::new("cfu")?;
+    let ifname = unique_ifname("cu")?;
+    let key = KeyPair::generate()?;
+    let config = dir.file(&format!("{ifname}.toml"));
+    let text = format!(
+        "[interface]\nprivate_key = \"{}\"\naddresses = [\"10.79.0.1/24\"]\nmtu = 1300\n",
+        key.private_key
+    );
+    std::fs::write(&config, &text)?;
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600))?;
+    let path = config.to_string_lossy().into_owned();
+
+    let up = gateway(&netns, &["up", &path, "--", "--no-ebpf"]);
+    let daemon = DetachedGatewayd::find(&ifname)?;
+    let result = (|| -> Result<()> {
+        up?;
+        let daemon = daemon.as_ref().context("no gatewayd after gateway up")?;
+        let link = netns.ip(&["-o", "link", "show", "dev", &ifname])?;
+        ensure!(link.contains("mtu 1300 ") && link.contains("UP"), "link: {link}");
+        let addresses = netns.ip(&["-o", "address", "show", "dev", &ifname])?;
+        ensure!(addresses.contains("10.79.0.1/24"), "addresses: {addresses}");
+        gateway(&netns, &["down", &path])?;
+        dir.wait_for("gatewayd to exit after gateway down", TIMEOUT, || {
+            Ok(if daemon.alive() { Probe::NotYet("alive".into()) } else { Probe::Ready(()) })
+        })?;
+        let left = leftovers(&netns, &ifname, &[])?;
+        ensure!(left.is_empty(), "left behind: {left:?}");
+        Ok(())
+    })();
+    drop(daemon);
+    result.map_err(|error| dir.attach_logs(error))?;
+
+    std::fs::write(&config, text.replace("mtu = 1300", "mtu = 1300\nmtus = 1"))?;
+    let output = netns.command(gateway_cli_binary()?).args(["up", &path]).output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(!output.status.success(), "a bad file was brought up");
+    ensure!(
+        stderr.trim().lines().count() == 1
+            && stderr.contains(&format!("{path}:5: interface.mtus: unknown field `mtus`")),
+        "not one line naming file, line and field: {stderr}"
+    );
+    ensure!(DetachedGatewayd::find(&ifname)?.is_none(), "a gatewayd started for a bad file");
+    Ok(())
+}

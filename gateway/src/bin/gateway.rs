@@ -109,10 +109,11 @@ enum Command {
     },
     /// Remove a peer, named by its public key or a prefix of it no other peer's key has.
     RemovePeer { interface: String, peer: String },
-    /// Bring an interface up from a wg-quick configuration, with gatewayd (like `wg-quick up`).
+    /// Bring an interface up from a wg-quick configuration, with gatewayd (like `wg-quick up`),
+    /// or from a gateway configuration file (`<interface>.toml`, applied by gatewayd itself).
     Up {
-        /// A configuration file `<interface>.conf`, or an interface name for
-        /// /etc/wireguard/<interface>.conf.
+        /// A configuration file `<interface>.conf` or `<interface>.toml`, or an interface name
+        /// for /etc/gateway/<interface>.toml if it exists, else /etc/wireguard/<interface>.conf.
         config: String,
         /// Options for gatewayd, after `--` (e.g. `-- --no-ebpf`, `-- --lan-iface eth1`).
         #[arg(last = true)]
