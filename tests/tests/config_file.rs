@@ -144,6 +144,10 @@ fn a_config_file_brings_the_interface_up_and_keeps_up_with_changes() -> Result<(
         ping_until_clean(client, IpAddr::V4(PEER_TUNNEL.0), 3, TIMEOUT)?;
         let forwards = gateway(client, &["forward", "list", &ifname])?;
         ensure!(forwards.contains("2222"), "the file's forward is not served: {forwards}");
+        let peers = gateway(client, &["peers", &ifname])?;
+        ensure!(peers.contains("server "), "the peer's name is not shown: {peers}");
+        let json = gateway(client, &["peers", "--json", &ifname])?;
+        ensure!(json.contains("\"name\": \"server\""), "no name in peers --json: {json}");
 
         // Changes while running land in the file, the operator's comments kept.
         let backend = format!("{}:53", PEER_TUNNEL.0);

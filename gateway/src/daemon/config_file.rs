@@ -25,6 +25,10 @@ use crate::entry::table::ForwardTable;
 use crate::quick::network;
 use crate::uapi::{DeviceUpdate, Key};
 
+/// The operators' names for peers (`name` in the file), by public key: shown by the status
+/// socket, replaced by a reload.
+pub type PeerNames = std::sync::Arc<std::sync::RwLock<HashMap<Key, String>>>;
+
 /// The part of a configuration file the daemon applies itself at start.
 #[derive(Debug, Clone)]
 pub struct StartConfig {
@@ -45,6 +49,7 @@ pub struct StartConfig {
     pub endpoints: HashMap<Key, Option<String>>,
     /// The file's metrics address (the command line's `--metrics` may have overridden it).
     pub metrics: Option<SocketAddr>,
+    pub peer_names: HashMap<Key, String>,
 }
 
 impl StartConfig {
@@ -77,6 +82,7 @@ impl StartConfig {
                 .map(|peer| (peer.public_key, peer.endpoint.clone()))
                 .collect(),
             metrics: config.metrics,
+            peer_names: config.peer_names.clone(),
         })
     }
 

@@ -302,6 +302,9 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
         })
     };
     let metrics_task = metrics.map(&start_metrics);
+    let names: config_file::PeerNames = Arc::new(std::sync::RwLock::new(
+        options.config.as_ref().map(|start| start.peer_names.clone()).unwrap_or_default(),
+    ));
     let reloader = options.config.clone().map(|start| {
         Arc::new(reload::Reloader::new(
             options.interface.clone(),
@@ -311,6 +314,7 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
             Arc::clone(&host),
             start_metrics,
             metrics_task,
+            Arc::clone(&names),
         ))
     });
     let (control_listener, _control_guard) = forward_socket::bind(&options.interface)
@@ -344,6 +348,7 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
         Arc::clone(&shared),
         Arc::clone(&entry),
         options.interface.clone(),
+        names,
     ));
 
     let link_shared = Arc::clone(&shared);

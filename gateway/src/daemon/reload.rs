@@ -43,6 +43,7 @@ pub struct Reloader {
     entry: Arc<EntryPoint>,
     host: Arc<dyn EntryHost>,
     start_metrics: MetricsStarter,
+    names: super::config_file::PeerNames,
     /// Held for the whole of a reload: reloads are made one at a time.
     applied: Mutex<Applied>,
 }
@@ -58,6 +59,7 @@ impl Reloader {
         host: Arc<dyn EntryHost>,
         start_metrics: MetricsStarter,
         metrics_task: Option<tokio::task::AbortHandle>,
+        names: super::config_file::PeerNames,
     ) -> Reloader {
         Reloader {
             interface,
@@ -66,6 +68,7 @@ impl Reloader {
             entry,
             host,
             start_metrics,
+            names,
             applied: Mutex::new(Applied { start, metrics_task }),
         }
     }
@@ -115,6 +118,7 @@ impl Reloader {
                 None => "metrics off".to_string(),
             });
         }
+        *self.names.write().unwrap_or_else(|e| e.into_inner()) = start.peer_names.clone();
         applied.start = start;
         Ok(format!("{}: {}", self.path.display(), summary.join(", ")))
     }
