@@ -306,16 +306,15 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
         options.config.as_ref().map(|start| start.peer_names.clone()).unwrap_or_default(),
     ));
     let reloader = options.config.clone().map(|start| {
-        Arc::new(reload::Reloader::new(
-            options.interface.clone(),
-            start,
-            Arc::clone(&control),
-            Arc::clone(&entry),
-            Arc::clone(&host),
+        let targets = reload::Targets {
+            interface: options.interface.clone(),
+            control: Arc::clone(&control),
+            entry: Arc::clone(&entry),
+            host: Arc::clone(&host),
             start_metrics,
-            metrics_task,
-            Arc::clone(&names),
-        ))
+            names: Arc::clone(&names),
+        };
+        Arc::new(reload::Reloader::new(targets, start, metrics_task))
     });
     let (control_listener, _control_guard) = forward_socket::bind(&options.interface)
         .map_err(|e| DaemonError::Io("bind the forwards' control socket", e))?;

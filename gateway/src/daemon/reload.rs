@@ -36,14 +36,19 @@ struct Applied {
     metrics_task: Option<tokio::task::AbortHandle>,
 }
 
+/// The parts of the running daemon a reload changes.
+pub struct Targets {
+    pub interface: String,
+    pub control: Arc<Control>,
+    pub entry: Arc<EntryPoint>,
+    pub host: Arc<dyn EntryHost>,
+    pub start_metrics: MetricsStarter,
+    pub names: super::config_file::PeerNames,
+}
+
 pub struct Reloader {
-    interface: String,
     path: PathBuf,
-    control: Arc<Control>,
-    entry: Arc<EntryPoint>,
-    host: Arc<dyn EntryHost>,
-    start_metrics: MetricsStarter,
-    names: super::config_file::PeerNames,
+    targets: Targets,
     /// Held for the whole of a reload: reloads are made one at a time.
     applied: Mutex<Applied>,
 }
@@ -52,23 +57,13 @@ impl Reloader {
     /// The reloader of a daemon started from `start`, whose metrics, if any, are served by
     /// `metrics_task`.
     pub fn new(
-        interface: String,
+        targets: Targets,
         start: StartConfig,
-        control: Arc<Control>,
-        entry: Arc<EntryPoint>,
-        host: Arc<dyn EntryHost>,
-        start_metrics: MetricsStarter,
         metrics_task: Option<tokio::task::AbortHandle>,
-        names: super::config_file::PeerNames,
     ) -> Reloader {
         Reloader {
-            interface,
             path: start.path.clone(),
-            control,
-            entry,
-            host,
-            start_metrics,
-            names,
+            targets,
             applied: Mutex::new(Applied { start, metrics_task }),
         }
     }
@@ -95,12 +90,12 @@ impl Reloader {
             _ => None,
         };
 
-        let snapshot = self.control.get();
+        let snapshot = self.targets.control.get();
         let (update, peers) = peer_changes(&snapshot, &applied, &config, &start);
-        self.control.apply(&update).map_err(|e| format!("{}: {e}", self.path.display()))?;
-        let forwards = forward_changes(&self.entry.table(), &start.forwards);
+        self.targets.control.apply(&update).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let forwards = forward_changes(&self.targets.entry.table(), &start.forwards);
         if forwards != (0, 0) {
-            self.entry.replace(&*self.host, start.forwards.clone())?;
+            self.targets.entry.replace(&*self.targets.host, start.forwards.clone())?;
         }
         let link = self.apply_link(&applied.start, &start)?;
         let mut summary = vec![
@@ -112,20 +107,21 @@ impl Reloader {
             if let Some(task) = applied.metrics_task.take() {
                 task.abort();
             }
-            applied.metrics_task = metrics_listener.map(|listener| (self.start_metrics)(listener));
+            applied.metrics_task =
+                metrics_listener.map(|listener| (self.targets.start_metrics)(listener));
             summary.push(match config.metrics {
                 Some(address) => format!("metrics at {address}"),
                 None => "metrics off".to_string(),
             });
         }
-        *self.names.write().unwrap_or_else(|e| e.into_inner()) = start.peer_names.clone();
+        *self.targets.names.write().unwrap_or_else(|e| e.into_inner()) = start.peer_names.clone();
         applied.start = start;
         Ok(format!("{}: {}", self.path.display(), summary.join(", ")))
     }
 
     /// Addresses, MTU and routes brought from `old` to `new`; what changed, in words.
     fn apply_link(&self, old: &StartConfig, new: &StartConfig) -> Result<Vec<String>, String> {
-        let interface = &self.interface;
+        let interface = &self.targets.interface;
         let mut changed = Vec::new();
         for address in new.addresses.iter().filter(|a| !old.addresses.contains(a)) {
             network::add_address(interface, address)?;
