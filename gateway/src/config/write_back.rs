@@ -58,7 +58,10 @@ pub fn set_device(
         .filter(|peer| peer.preshared_key.is_some())
         .map(|peer| peer.public_key)
         .collect();
-    let mut written = vec![false; snapshot.peers.len()];
+    // Peers of an included wg-quick file stay there: a table for one here would repeat it.
+    let included = included_peers(interface, folder);
+    let mut written: Vec<bool> =
+        snapshot.peers.iter().map(|peer| included.contains(&peer.public_key)).collect();
     let mut peers = ArrayOfTables::new();
     if let Some(existing) = document.get("peer").and_then(Item::as_array_of_tables) {
         for table in existing.iter() {
@@ -93,6 +96,17 @@ pub fn set_device(
         document.insert("peer", Item::ArrayOfTables(peers));
     }
     Ok(())
+}
+
+/// The public keys of the peers in the wg-quick file `include` names, if any (one that cannot
+/// be read now was read when the file was loaded: none, then).
+fn included_peers(interface: &Table, folder: &Path) -> Vec<Key> {
+    let Some(include) = interface.get("include").and_then(Item::as_str) else { return Vec::new() };
+    std::fs::read_to_string(folder.join(include))
+        .ok()
+        .and_then(|text| super::wg_quick::parse(&text).ok())
+        .map(|quick| quick.device.peers.iter().map(|peer| peer.public_key).collect())
+        .unwrap_or_default()
 }
 
 /// Makes a peer's table say what the device holds for it, touching only what differs.
@@ -342,5 +356,34 @@ allowed_ips = ["10.8.0.3/32"]
         assert!(text.contains("listen_port = 51820"), "{text}");
         let reread = crate::config::load::parse(Path::new("wg0.toml"), &text).unwrap();
         assert_eq!(reread.device.peers.len(), 2);
+    }
+
+    #[test]
+    fn peers_of_an_included_file_are_not_repeated_here() {
+        let folder =
+            std::env::temp_dir().join(format!("gateway-write-back-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        let laptop = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=";
+        std::fs::write(
+            folder.join("wg0.conf"),
+            format!("[Peer]\nPublicKey = {laptop}\nAllowedIPs = 10.8.0.3/32\n"),
+        )
+        .unwrap();
+        let text = PEERS.replace("listen_port = 51820\n", "include = \"wg0.conf\"\n");
+        let text = text[..text.find("# the laptop").unwrap()].to_string();
+        let snapshot = DeviceSnapshot {
+            private_key: None,
+            listen_port: 0,
+            fwmark: 0,
+            peers: vec![
+                peer("AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=", &["10.8.0.2/32"], 25),
+                peer(laptop, &["10.8.0.3/32"], 0),
+            ],
+        };
+        let mut document: DocumentMut = text.parse().unwrap();
+        set_device(&mut document, &DeviceUpdate::default(), &snapshot, &folder).unwrap();
+        let written = document.to_string();
+        std::fs::remove_dir_all(&folder).unwrap();
+        assert_eq!(written, text, "an included peer was written here");
     }
 }
