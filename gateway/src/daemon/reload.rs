@@ -261,3 +261,106 @@ fn forward_changes(old: &ForwardTable, new: &ForwardTable) -> (usize, usize) {
     let removed = old.iter().filter(|f| !new.contains(f)).count();
     (added, removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::uapi::PeerSnapshot;
+
+    const KEY: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    const PHONE: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+    const HOME: &str = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=";
+
+    /// A file whose MTU is given: preparing it runs no `ip route get`.
+    fn file(extra: &str) -> String {
+        format!(
+            "[interface]\nprivate_key = \"{KEY}\"\nmtu = 1420\nlisten_port = 51820\n\
+             [[peer]]\npublic_key = \"{PHONE}\"\nallowed_ips = [\"10.8.0.2/32\"]\n\
+             persistent_keepalive = 25\nendpoint = \"192.0.2.2:51820\"\n{extra}"
+        )
+    }
+
+    fn prepared(text: &str) -> (GatewayConfig, StartConfig) {
+        let config = load::parse(Path::new("wg0.toml"), text).unwrap();
+        let start = StartConfig::prepare(&config).unwrap();
+        (config, start)
+    }
+
+    /// The device as the file `text` left it, the phone roamed to another endpoint.
+    fn device(text: &str) -> DeviceSnapshot {
+        let (config, start) = prepared(text);
+        DeviceSnapshot {
+            private_key: config.device.private_key,
+            listen_port: start.listen_port,
+            fwmark: start.fwmark,
+            peers: config
+                .device
+                .peers
+                .iter()
+                .map(|peer| PeerSnapshot {
+                    public_key: peer.public_key,
+                    preshared_key: None,
+                    endpoint: Some("198.51.100.9:4444".parse().unwrap()),
+                    last_handshake: None,
+                    rx_bytes: 0,
+                    tx_bytes: 0,
+                    persistent_keepalive_interval: peer.persistent_keepalive.unwrap_or(0),
+                    allowed_ips: peer.allowed_ips.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn diff(old: &str, new: &str) -> (DeviceUpdate, (usize, usize, usize)) {
+        let applied = Applied { start: prepared(old).1, metrics_task: None };
+        let (config, start) = prepared(new);
+        peer_changes(&device(old), &applied, &config, &start)
+    }
+
+    #[test]
+    fn an_unchanged_file_changes_nothing_not_even_a_roamed_endpoint() {
+        let (update, counts) = diff(&file(""), &file("# a comment\n"));
+        assert_eq!(update, DeviceUpdate::default());
+        assert_eq!(counts, (0, 0, 0));
+    }
+
+    #[test]
+    fn only_what_differs_is_in_the_update() {
+        let home = format!("[[peer]]\npublic_key = \"{HOME}\"\nallowed_ips = [\"10.8.0.3/32\"]\n");
+        let changed = file(&home).replace("persistent_keepalive = 25", "persistent_keepalive = 15");
+        let (update, counts) = diff(&file(""), &changed);
+        assert_eq!(counts, (1, 0, 1));
+        assert_eq!((update.private_key, update.listen_port, update.fwmark), (None, None, None));
+        assert!(!update.replace_peers);
+        let phone = &update.peers[0];
+        assert_eq!(phone.public_key, Key::from_base64(PHONE).unwrap());
+        assert!(phone.update_only && !phone.remove);
+        assert_eq!(phone.persistent_keepalive_interval, Some(15));
+        assert!(phone.endpoint.is_none() && phone.allowed_ips.is_empty());
+        assert!(phone.preshared_key.is_none());
+        assert_eq!(update.peers[1].public_key, Key::from_base64(HOME).unwrap());
+        assert!(!update.peers[1].update_only);
+
+        let (update, counts) =
+            diff(&file(&home), &file("").replace("51820\n[[peer]]", "51821\n[[peer]]"));
+        assert_eq!(counts, (0, 1, 0));
+        assert_eq!(update.listen_port, Some(51821));
+        assert!(update.peers[0].remove);
+        assert_eq!(update.peers[0].public_key, Key::from_base64(HOME).unwrap());
+
+        let moved = file("").replace("192.0.2.2:51820", "192.0.2.3:51820");
+        let (update, counts) = diff(&file(""), &moved);
+        assert_eq!(counts, (0, 0, 1));
+        assert_eq!(update.peers[0].endpoint, Some("192.0.2.3:51820".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_dataplane_change_is_named() {
+        let old = DataplaneSection::default();
+        let new = DataplaneSection { max_peers: Some(8), ..DataplaneSection::default() };
+        assert_eq!(changed_dataplane_field(&old, &new), Some("max_peers"));
+        assert_eq!(changed_dataplane_field(&old, &old.clone()), None);
+    }
+}
