@@ -177,11 +177,16 @@ pub fn save_forwards(path: &Path, table: &ForwardTable) -> Result<(), String> {
     edit(path, |document| set_forwards(document, table))
 }
 
+/// Held for the whole of an edit: the forwards' control socket and the UAPI socket are served
+/// by different threads, and two read-modify-write cycles at once would lose one change.
+static EDITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Reads the file at `path`, lets `change` edit it, and writes it back if it changed.
 fn edit(
     path: &Path,
     change: impl FnOnce(&mut DocumentMut) -> Result<(), String>,
 ) -> Result<(), String> {
+    let _editing = EDITING.lock().unwrap_or_else(|e| e.into_inner());
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {} to update it: {e}", path.display()))?;
     let mut document: DocumentMut =
