@@ -11,6 +11,8 @@
 //!   a host name, a listen address not of this host, more forwards on one port than the data
 //!   plane chains), or naming an entry peer that is not a key (`gatewayd --entry-peer`): one
 //!   line naming the problem, and the forwards, listed and saved, are what they were.
+//! - Starting from a bad configuration file (`gatewayd --config`, with and without `--check`):
+//!   one line naming file, line and field; a listen port in use: one line; nothing left.
 
 use std::net::{IpAddr, UdpSocket};
 use std::path::PathBuf;
@@ -593,5 +595,78 @@ fn refuse_peer_commands(
         );
     }
     ensure!(!std::path::Path::new(&unwritable).exists(), "a PNG appeared at {unwritable}");
+    Ok(())
+}
+
+/// `gatewayd --config FILE`: a file with a mistake (unknown key, wrong type, bad key, bad
+/// CIDR, bad endpoint, a peer twice, a missing or unreadable key file, a missing file) and a
+/// listen port in use: one line naming file, line and field, in the foreground and not, with
+/// and without `--check`, and no interface, socket or process left.
+#[test]
+fn bad_config_files_fail_with_one_line_naming_file_line_and_field() -> Result<()> {
+    require_root()?;
+    require_tools(TOOLS)?;
+    let dir = TestDir::new("bad-config-files")?;
+    let netns = Netns::new("bcf")?;
+    let (key, peer) = (KeyPair::generate()?, KeyPair::generate()?);
+    let good = |extra_interface: &str, extra_peer: &str| {
+        format!(
+            "# a gateway\n[interface]\nprivate_key = \"{}\"\n{extra_interface}\n\n[[peer]]\n\
+             public_key = \"{}\"\nallowed_ips = [\"10.77.0.2/32\"]\n{extra_peer}\n",
+            key.private_key, peer.public_key
+        )
+    };
+    let twice = format!("{}[[peer]]\npublic_key = \"{}\"\n", good("", ""), peer.public_key);
+    let cases: Vec<(String, &str)> = vec![
+        (good("listen_prot = 1", ""), ":4: interface.listen_prot: unknown field `listen_prot`"),
+        (good("listen_port = \"x\"", ""), ":4: interface.listen_port: invalid type: string"),
+        (good("", "preshared_key = \"abc\""), ":9: peer[0].preshared_key: not a base64 key"),
+        (good("addresses = [\"10.77.0.1/40\"]", ""), ":4: interface.addresses[0]: `10.77.0.1/40'"),
+        (good("", "endpoint = \"nowhere\""), ":9: peer[0].endpoint: `nowhere' is not host:port"),
+        (twice, ":11: peer[1].public_key: the same peer as peer[0] (line 7)"),
+        (
+            good("", "").replace(
+                &format!("private_key = \"{}\"", key.private_key),
+                "private_key_file = \"absent.key\"",
+            ),
+            ":3: interface.private_key_file: cannot read ",
+        ),
+    ];
+    for (index, (text, naming)) in cases.iter().enumerate() {
+        let name = unique_ifname("cf")?;
+        let file = dir.file(&format!("bad{index}.toml"));
+        std::fs::write(&file, text)?;
+        let path = file.display().to_string();
+        let expected = format!("{path}{naming}");
+        for args in [
+            vec!["--config", &path, "--check"],
+            vec!["-f", "--no-ebpf", "--config", &path, &name],
+            vec!["--no-ebpf", "--config", &path, &name],
+        ] {
+            let refusal = refused_start(&netns, &[], &args)?;
+            check_refusal(&refusal, &expected)
+                .with_context(|| format!("gatewayd {}\n{text}", args.join(" ")))?;
+        }
+        let left = leftovers(&netns, &name, &[])?;
+        ensure!(left.is_empty(), "a refused --config start left {left:?}");
+    }
+    let absent = dir.file("absent.toml").display().to_string();
+    let refusal = refused_start(&netns, &[], &["--config", &absent, "--check"])?;
+    check_refusal(&refusal, &format!("{absent}: no such file"))?;
+
+    // A listen port in use: found when binding, before the interface is configured.
+    let entered = netns.enter()?;
+    let holder = UdpSocket::bind("0.0.0.0:0");
+    drop(entered);
+    let holder = holder?;
+    let port = holder.local_addr()?.port();
+    let file = dir.file("port.toml");
+    std::fs::write(&file, good(&format!("listen_port = {port}"), ""))?;
+    let name = unique_ifname("cf")?;
+    let path = file.display().to_string();
+    let refusal = refused_start(&netns, &[], &["-f", "--no-ebpf", "--config", &path, &name])?;
+    check_refusal(&refusal, &format!("UDP port {port} is already in use"))?;
+    let left = leftovers(&netns, &name, &[])?;
+    ensure!(left.is_empty(), "a start on a port in use left {left:?}");
     Ok(())
 }

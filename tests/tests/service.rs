@@ -3,15 +3,17 @@
 //! setpriv) and `NOTIFY_SOCKET` naming a datagram socket the test listens on, as the service
 //! manager's.
 //!
-//! - READY=1 arrives once the daemon serves: when it does, the interface exists, `wg` reaches
-//!   the UAPI socket and the status socket reports the eBPF data path (the capabilities are
-//!   enough for the programs). The unit's ExecStartPost step (`gatewayd-configure apply`, also
-//!   under those capabilities) then configures the interface from a wg-quick file: the peer,
-//!   the address, link up, the route for the peer's LAN. SIGTERM brings STOPPING=1, exit 0,
-//!   and the interface is gone.
+//! - The unit's ExecStart (`gatewayd --foreground --config /etc/gateway/%i.toml %i`, the file
+//!   the test's): READY=1 arrives once the daemon serves and has applied the file: when it
+//!   does, the interface exists, `wg` reaches the UAPI socket and shows the file's peer and
+//!   port, the interface has the file's address, is up and routes the peer's LAN, and the status
+//!   socket reports the eBPF data path (the capabilities are enough for the programs). The
+//!   unit's ExecReload (SIGHUP) applies an edited file. SIGTERM brings STOPPING=1, exit 0, and
+//!   the interface is gone.
 //! - A start gatewayd refuses (a name too long) exits non-zero without READY=1.
-//! - The ExecStartPre step (`gatewayd-configure check`) refuses, with one line naming file,
-//!   line and key, what the service could not undo when gatewayd stops.
+//! - The ExecStartPre step (`gatewayd --config … --check`) refuses a bad file with one line
+//!   naming file, line and field, including what the service could not undo when gatewayd
+//!   stops (a default route with table = "auto") and the example's placeholders.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -24,7 +26,7 @@ use gateway_tests::gatewayd::{gatewayd_binary, read_status};
 use gateway_tests::wg::KeyPair;
 use gateway_tests::{Netns, Process, TestDir, require_root, require_tools, unique_ifname};
 
-const TOOLS: &[&str] = &["ip", "wg", "setpriv", "bash"];
+const TOOLS: &[&str] = &["ip", "wg", "setpriv"];
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -58,6 +60,18 @@ fn with_units_capabilities(netns: &Netns, unit: &str, program: &Path) -> Result<
     let mut command = netns.command("setpriv");
     command.args(["--bounding-set", &bounding_set(unit)?, "--inh-caps=-all"]).arg(program);
     Ok(command)
+}
+
+/// A command line of the unit (ExecStart, ExecStartPre) as it runs for instance `ifname`
+/// with `config` as its configuration file: the words after the program.
+fn unit_arguments(command: &str, ifname: &str, config: &Path) -> Vec<String> {
+    command
+        .split_whitespace()
+        .skip(1)
+        .map(|word| {
+            word.replace("/etc/gateway/%i.toml", &config.to_string_lossy()).replace("%i", ifname)
+        })
+        .collect()
 }
 
 /// The next notification, while `process` runs (its exit is an error).
@@ -102,12 +116,25 @@ fn ready_once_serving_with_the_units_capabilities_then_stopping() -> Result<()> 
         "ExecStart does not keep gatewayd in the foreground"
     );
 
+    ensure!(
+        unit_setting(&unit, "ExecReload").as_deref() == Some("/bin/kill -HUP $MAINPID"),
+        "the unit does not reload with SIGHUP"
+    );
+
     let netns = Netns::new("svc")?;
     let ifname = unique_ifname("sv")?;
+    let (own, peer) = (KeyPair::generate()?, KeyPair::generate()?);
+    let config = dir.file(&format!("{ifname}.toml"));
+    let text = format!(
+        "[interface]\nprivate_key = \"{}\"\naddresses = [\"10.77.0.1/24\"]\nlisten_port = 51877\n\n\
+         [[peer]]\npublic_key = \"{}\"\nallowed_ips = [\"10.77.0.3/32\", \"192.168.77.0/24\"]\n",
+        own.private_key, peer.public_key
+    );
+    std::fs::write(&config, &text)?;
     let notify_path = dir.file("notify.sock");
     let notify = UnixDatagram::bind(&notify_path)?;
     let mut command = with_units_capabilities(&netns, &unit, &gatewayd_binary()?)?;
-    command.args(["--foreground", &ifname]).env("NOTIFY_SOCKET", &notify_path);
+    command.args(unit_arguments(&exec_start, &ifname, &config)).env("NOTIFY_SOCKET", &notify_path);
     let mut gatewayd = Process::spawn(&dir, &ifname, &mut command)?;
     let result = (|| -> Result<()> {
         let ready = next_notification(&notify, &mut gatewayd, READY_TIMEOUT)?;
@@ -126,38 +153,36 @@ fn ready_once_serving_with_the_units_capabilities_then_stopping() -> Result<()> 
             gatewayd.log()
         );
 
-        // ExecStartPost: the wg-quick file applied to the running interface.
-        let (own, peer) = (KeyPair::generate()?, KeyPair::generate()?);
-        let config = dir.file(&format!("{ifname}.conf"));
-        std::fs::write(
-            &config,
-            format!(
-                "[Interface]\nPrivateKey = {}\nAddress = 10.77.0.1/24\nListenPort = 51877\n\n\
-                 [Peer]\nPublicKey = {}\nAllowedIPs = 10.77.0.3/32, 192.168.77.0/24\n",
-                own.private_key, peer.public_key
-            ),
-        )?;
-        let mut configure =
-            with_units_capabilities(&netns, &unit, &dist("systemd/gatewayd-configure"))?;
-        configure.arg("apply").arg(&ifname).arg(&config);
-        let output = configure.output()?;
-        ensure!(
-            output.status.success(),
-            "gatewayd-configure apply: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        // What ExecStart applied from the file before READY=1.
         let peers = netns.run("wg", &["show", &ifname, "peers"])?;
-        ensure!(peers.trim() == peer.public_key, "peers after apply: {peers:?}");
+        ensure!(peers.trim() == peer.public_key, "peers at READY=1: {peers:?}");
         let port = netns.run("wg", &["show", &ifname, "listen-port"])?;
-        ensure!(port.trim() == "51877", "listen port after apply: {port:?}");
+        ensure!(port.trim() == "51877", "listen port at READY=1: {port:?}");
         let link = netns.ip(&["-o", "address", "show", "dev", &ifname])?;
-        ensure!(link.contains("inet 10.77.0.1/24"), "addresses after apply: {link}");
+        ensure!(link.contains("inet 10.77.0.1/24"), "addresses at READY=1: {link}");
         let flags = netns.ip(&["-o", "link", "show", "dev", &ifname])?;
-        ensure!(flags.contains(",UP"), "the link after apply: {flags}");
+        ensure!(flags.contains(",UP"), "the link at READY=1: {flags}");
         let routes = netns.ip(&["route", "show", "dev", &ifname])?;
-        ensure!(routes.contains("192.168.77.0/24"), "routes after apply: {routes}");
+        ensure!(routes.contains("192.168.77.0/24"), "routes at READY=1: {routes}");
         // 10.77.0.3/32 is inside the address's /24: no route of its own, as wg-quick.
-        ensure!(!routes.contains("10.77.0.3"), "routes after apply: {routes}");
+        ensure!(!routes.contains("10.77.0.3"), "routes at READY=1: {routes}");
+
+        // ExecReload: SIGHUP applies the edited file.
+        let second = KeyPair::generate()?;
+        let edited = format!(
+            "{text}\n[[peer]]\npublic_key = \"{}\"\nallowed_ips = [\"10.77.0.4/32\"]\n",
+            second.public_key
+        );
+        std::fs::write(&config, edited)?;
+        gatewayd.signal(libc::SIGHUP);
+        dir.wait_for("the reload to add the second peer", READY_TIMEOUT, || {
+            let peers = netns.run("wg", &["show", &ifname, "peers"])?;
+            Ok(if peers.contains(&second.public_key) {
+                gateway_tests::Probe::Ready(())
+            } else {
+                gateway_tests::Probe::NotYet(peers)
+            })
+        })?;
 
         gatewayd.signal(libc::SIGTERM);
         let stopping = next_notification(&notify, &mut gatewayd, EXIT_TIMEOUT)?;
@@ -198,65 +223,62 @@ fn a_refused_start_sends_no_readiness() -> Result<()> {
     }
 }
 
-/// `gatewayd-configure check` on `text` (written as `dir/wg9.conf`): its exit and stderr.
+/// The unit's ExecStartPre (`gatewayd --config … --check`) on `text`, written as
+/// `dir/wg9.toml`: its exit and stderr.
 fn check(dir: &TestDir, text: &str) -> Result<(bool, String)> {
-    let path = dir.file("wg9.conf");
+    let path = dir.file("wg9.toml");
     std::fs::write(&path, text)?;
-    let output = Command::new(dist("systemd/gatewayd-configure"))
-        .arg("check")
-        .arg("wg9")
-        .arg(&path)
-        .output()?;
+    check_file(&path)
+}
+
+fn check_file(path: &Path) -> Result<(bool, String)> {
+    let unit = std::fs::read_to_string(dist("systemd/gatewayd@.service"))?;
+    let pre = unit_setting(&unit, "ExecStartPre").context("the unit has no ExecStartPre")?;
+    ensure!(pre.contains("--check"), "ExecStartPre does not check: {pre}");
+    let output =
+        Command::new(gatewayd_binary()?).args(unit_arguments(&pre, "wg9", path)).output()?;
     Ok((output.status.success(), String::from_utf8_lossy(&output.stderr).trim().to_string()))
 }
 
 #[test]
 fn the_start_check_refuses_what_the_service_cannot_undo() -> Result<()> {
-    require_tools(&["bash"])?;
     let dir = TestDir::new("service-check")?;
     let key = "eFMYgDy5lbB9RH8TJ6qYVOcUPjPGOO4ON7MdJfz2fnY=";
-    let interface = format!("[Interface]\nPrivateKey = {key}\nAddress = 10.9.0.1/24\n");
-    let peer = "[Peer]\nPublicKey = VCxVk4u5rgRMG8bpkVGfOwrNm7P5j4DWx5mjLLmd3Ek=\n";
+    let interface =
+        format!("[interface]\nprivate_key = \"{key}\"\naddresses = [\"10.9.0.1/24\"]\n");
+    let peer = "[[peer]]\npublic_key = \"VCxVk4u5rgRMG8bpkVGfOwrNm7P5j4DWx5mjLLmd3Ek=\"\n";
 
-    let (ok, said) = check(&dir, &format!("{interface}{peer}AllowedIPs = 10.9.0.2/32\n"))?;
+    let (ok, said) = check(&dir, &format!("{interface}{peer}allowed_ips = [\"10.9.0.2/32\"]\n"))?;
     ensure!(ok && said.is_empty(), "a plain file was refused: {said}");
     let (ok, said) =
-        check(&dir, &format!("{interface}Table = off\n{peer}AllowedIPs = 0.0.0.0/0\n"))?;
-    ensure!(ok, "a default route with Table = off was refused: {said}");
+        check(&dir, &format!("{interface}table = \"off\"\n{peer}allowed_ips = [\"0.0.0.0/0\"]\n"))?;
+    ensure!(ok, "a default route with table = off was refused: {said}");
 
     for (text, expected) in [
-        (format!("{interface}DNS = 1.1.1.1\n"), "line 4: DNS"),
-        (format!("{interface}PostUp = iptables -A FORWARD\n"), "line 4: PostUp"),
-        (format!("{interface}SaveConfig = true\n"), "line 4: SaveConfig = true"),
+        (format!("{interface}dns = [\"1.1.1.1\"]\n"), ":4: interface.dns: unknown field `dns`"),
+        (format!("{interface}post_up = \"iptables -A FORWARD\"\n"), ":4: interface.post_up"),
         (
-            format!("{interface}{peer}AllowedIPs = 10.9.0.2/32, ::/0\n"),
-            "AllowedIPs ::/0 with Table = auto",
+            format!("{interface}{peer}allowed_ips = [\"10.9.0.2/32\", \"::/0\"]\n"),
+            "interface.table: a peer's allowed_ips hold the default route ::/0",
         ),
-        (
-            "[Interface]\nPrivateKey = REPLACE_ME\n".to_string(),
-            "PrivateKey is missing or not a key",
-        ),
-        (format!("{interface}MTU = big\n"), "MTU = big is not a number"),
+        (format!("{interface}mtu = \"big\"\n"), ":4: interface.mtu: invalid type: string"),
     ] {
         let (ok, said) = check(&dir, &text)?;
         ensure!(!ok, "accepted, expected a refusal with {expected:?}:\n{text}");
         ensure!(said.lines().count() == 1, "more than one line: {said}");
         ensure!(
-            said.contains(expected) && said.contains("wg9.conf"),
+            said.contains(expected) && said.contains("wg9.toml"),
             "expected {expected:?} naming the file, got: {said}"
         );
     }
     let (ok, said) = check(&dir, "")?;
-    ensure!(!ok && said.contains("PrivateKey"), "an empty file: {said}");
-    let missing = Command::new(dist("systemd/gatewayd-configure"))
-        .arg("check")
-        .arg("wg9")
-        .arg(dir.file("absent.conf"))
-        .output()?;
-    let said = String::from_utf8_lossy(&missing.stderr);
+    ensure!(!ok && said.contains("wg9.toml: interface: missing"), "an empty file: {said}");
+    let (ok, said) = check_file(&dist("etc/gateway/wg0.toml"))?;
     ensure!(
-        !missing.status.success() && said.contains("absent.conf' does not exist"),
-        "a missing file: {said}"
+        !ok && said.contains("wg0.toml:11: interface.private_key: not a base64 key"),
+        "the example's placeholder key: {said}"
     );
+    let (ok, said) = check_file(&dir.file("absent.toml"))?;
+    ensure!(!ok && said.contains("absent.toml: no such file"), "a missing file: {said}");
     Ok(())
 }

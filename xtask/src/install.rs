@@ -1,4 +1,4 @@
-//! `cargo xtask install`: the release binaries, the systemd unit, its helper and an example
+//! `cargo xtask install`: the release binaries, the systemd unit and an example
 //! configuration, where a service finds them (see dist/ and the README's "Run it as a
 //! service"). Each step is one line; `--dry-run` prints them without doing anything.
 //!
@@ -9,9 +9,8 @@
 //! |---|---|
 //! | gatewayd | PREFIX/sbin/gatewayd |
 //! | gateway | PREFIX/bin/gateway |
-//! | gatewayd-configure | PREFIX/libexec/gatewayd/gatewayd-configure |
 //! | gatewayd@.service | /etc/systemd/system/gatewayd@.service (its paths under PREFIX) |
-//! | wg0.conf, wg0.env | /etc/gateway/ (kept if they exist) |
+//! | wg0.toml | /etc/gateway/ (kept if it exists) |
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
@@ -26,11 +25,10 @@ use crate::{build, run};
 /// The prefix the unit in dist/ is written for.
 const UNIT_PREFIX: &str = "/usr/local";
 const UNIT_NAME: &str = "gatewayd@.service";
-const HELPER_NAME: &str = "gatewayd-configure";
 
 #[derive(Args, Debug)]
 pub struct Options {
-    /// Where the programs go: PREFIX/sbin, PREFIX/bin, PREFIX/libexec/gatewayd.
+    /// Where the programs go: PREFIX/sbin, PREFIX/bin.
     #[arg(long, default_value = UNIT_PREFIX)]
     prefix: PathBuf,
     /// Install under this staging root (for packages); no daemon-reload, no root needed.
@@ -137,19 +135,14 @@ fn plan(root: &Path, release: &Path, prefix: &Path) -> Result<Vec<Item>> {
     Ok(vec![
         program(release.join("gatewayd"), prefix.join("sbin/gatewayd")),
         program(release.join("gateway"), prefix.join("bin/gateway")),
-        program(
-            dist.join("systemd").join(HELPER_NAME),
-            prefix.join("libexec/gatewayd").join(HELPER_NAME),
-        ),
         Item {
             source: Source::Text { from: unit_path, text: unit },
             target: Path::new("/etc/systemd/system").join(UNIT_NAME),
             mode: 0o644,
             keep_existing: false,
         },
-        // The private key goes in here: readable by root alone, as wg-quick wants it.
-        config("wg0.conf", 0o600),
-        config("wg0.env", 0o644),
+        // The private key goes in here: readable by root alone.
+        config("wg0.toml", 0o600),
     ])
 }
 

@@ -109,10 +109,11 @@ enum Command {
     },
     /// Remove a peer, named by its public key or a prefix of it no other peer's key has.
     RemovePeer { interface: String, peer: String },
-    /// Bring an interface up from a wg-quick configuration, with gatewayd (like `wg-quick up`).
+    /// Bring an interface up from a wg-quick configuration, with gatewayd (like `wg-quick up`),
+    /// or from a gateway configuration file (`<interface>.toml`, applied by gatewayd itself).
     Up {
-        /// A configuration file `<interface>.conf`, or an interface name for
-        /// /etc/wireguard/<interface>.conf.
+        /// A configuration file `<interface>.conf` or `<interface>.toml`, or an interface name
+        /// for /etc/gateway/<interface>.toml if it exists, else /etc/wireguard/<interface>.conf.
         config: String,
         /// Options for gatewayd, after `--` (e.g. `-- --no-ebpf`, `-- --lan-iface eth1`).
         #[arg(last = true)]
@@ -123,6 +124,9 @@ enum Command {
         /// The same configuration file or interface name as for `up`.
         config: String,
     },
+    /// Apply an edited configuration file to the running gatewayd (started with --config):
+    /// what changed only, established sessions kept. Same as `systemctl reload gatewayd@IFACE`.
+    Reload { interface: String },
     /// Forward this host's public ports (or TLS/HTTP names) to hosts behind the tunnel.
     Forward {
         #[command(subcommand)]
@@ -290,6 +294,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Up { config, daemon_args } => gateway::quick::up(&config, &daemon_args),
         Command::Down { config } => gateway::quick::down(&config),
         Command::Forward { command } => forward(command),
+        Command::Reload { interface } => gateway::cli::reload::reload(&interface),
         Command::Genkey => {
             println!("{}", keys::new_private_key().to_base64());
             Ok(())

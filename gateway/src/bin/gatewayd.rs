@@ -4,6 +4,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
+use gateway::config::load::GatewayConfig;
+use gateway::config::values::XdpMode as FileXdpMode;
+use gateway::daemon::config_file::StartConfig;
 use gateway::daemon::ebpf::EbpfOptions;
 use gateway::daemon::{self, Options};
 use gateway::dataplane::{AttachPreference, Capacities, TunnelSends};
@@ -31,9 +34,10 @@ struct Args {
     /// packets for the LAN are redirected (repeatable).
     #[arg(long = "lan-iface", value_name = "IFACE")]
     lan_ifaces: Vec<String>,
-    /// How to attach to underlays: native XDP, generic XDP or TC (each falls back to the next).
-    #[arg(long, value_enum, default_value_t = XdpMode::Native)]
-    xdp_mode: XdpMode,
+    /// How to attach to underlays: native XDP, generic XDP or TC (each falls back to the next)
+    /// [default: native].
+    #[arg(long, value_enum)]
+    xdp_mode: Option<XdpMode>,
     /// Send hub and LAN traffic through the stack (nftables FORWARD rules apply) instead of
     /// re-encrypting or redirecting it in XDP.
     #[arg(long)]
@@ -43,12 +47,13 @@ struct Args {
     /// it seals with SIMD and sends in one call: faster for bulk, where a program has no SIMD.
     #[arg(long)]
     no_tun_gso: bool,
-    /// Sessions (keypairs) the eBPF maps hold at once (three per peer at most).
-    #[arg(long, default_value_t = gateway_common::maps::DEFAULT_MAX_SESSIONS)]
-    max_sessions: u32,
-    /// Peers the eBPF maps hold.
-    #[arg(long, default_value_t = gateway_common::maps::DEFAULT_MAX_PEERS)]
-    max_peers: u32,
+    /// Sessions (keypairs) the eBPF maps hold at once (three per peer at most)
+    /// [default: 4096].
+    #[arg(long)]
+    max_sessions: Option<u32>,
+    /// Peers the eBPF maps hold [default: 16384].
+    #[arg(long)]
+    max_peers: Option<u32>,
     /// A peer (its base64 public key) that brings in traffic from the internet, with the
     /// clients' addresses as sources: a VPS forwarding its public ports here (repeatable).
     /// Peers whose AllowedIPs hold 0.0.0.0/0 or ::/0 are entry points without it; name the
@@ -72,8 +77,17 @@ struct Args {
     /// Shorten every protocol timer by this factor. For interoperability tests only.
     #[arg(long, hide = true, default_value_t = 1)]
     test_timer_divisor: u32,
+    /// The interface's configuration file (TOML, see docs/CONFIG.md), applied at start and kept
+    /// up to date with changes made while running. Options given here override the file's.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Only check the --config file (keys, addresses, peers, forwards) and exit: 0 if it is
+    /// good, 1 with one line naming file, line and field if not.
+    #[arg(long, requires = "config")]
+    check: bool,
     /// Name of the interface to create (at most 15 characters).
-    interface: String,
+    #[arg(required_unless_present = "check")]
+    interface: Option<String>,
 }
 
 /// wireguard-go's LOG_LEVEL (verbose, error, silent) maps onto tracing levels; RUST_LOG,
@@ -114,9 +128,73 @@ fn entry_peers(keys: &[String]) -> Result<Vec<[u8; 32]>, String> {
         .collect()
 }
 
+impl From<FileXdpMode> for XdpMode {
+    fn from(mode: FileXdpMode) -> XdpMode {
+        match mode {
+            FileXdpMode::Native => XdpMode::Native,
+            FileXdpMode::Generic => XdpMode::Generic,
+            FileXdpMode::Tc => XdpMode::Tc,
+        }
+    }
+}
+
+/// The command line with the file's settings under it: an option given overrides the file's,
+/// a flag that turns something off wins over the file turning it on.
+fn merge_file(args: &mut Args, file: &GatewayConfig) {
+    let dataplane = &file.dataplane;
+    args.no_ebpf |= !dataplane.ebpf;
+    args.no_fast_forward |= !dataplane.fast_forward;
+    args.no_tun_gso |= !dataplane.tun_gso;
+    args.xdp_mode = args.xdp_mode.or(Some(dataplane.xdp_mode.into()));
+    args.max_sessions = args.max_sessions.or(dataplane.max_sessions);
+    args.max_peers = args.max_peers.or(dataplane.max_peers);
+    if args.xdp_ifaces.is_empty() {
+        args.xdp_ifaces = dataplane.underlays.iter().map(|name| name.0.clone()).collect();
+    }
+    if args.lan_ifaces.is_empty() {
+        args.lan_ifaces = dataplane.lan.iter().map(|name| name.0.clone()).collect();
+    }
+    if args.entry_peers.is_empty() {
+        args.entry_peers = dataplane.entry_peers.iter().map(|key| key.0.to_base64()).collect();
+    }
+    if args.metrics.is_none() {
+        args.metrics = file.metrics.map(|address| address.to_string());
+    }
+    if args.masquerade.is_none() {
+        args.masquerade = dataplane.masquerade.as_ref().map(|name| name.0.clone());
+    }
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
     init_logging();
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("gatewayd: {e}");
+        ExitCode::FAILURE
+    };
+    let file = match args.config.as_deref().map(gateway::config::load::load).transpose() {
+        Ok(file) => file,
+        Err(e) => return fail(&e),
+    };
+    if args.check {
+        if let Some(file) = &file {
+            println!("{}: good", file.path.display());
+        }
+        return ExitCode::SUCCESS;
+    }
+    let Some(interface) = args.interface.clone() else {
+        return fail(&"no interface named");
+    };
+    let start = match &file {
+        Some(file) => {
+            merge_file(&mut args, file);
+            match StartConfig::prepare(file) {
+                Ok(start) => Some(start),
+                Err(e) => return fail(&e),
+            }
+        }
+        None => None,
+    };
     let entry_peers = match entry_peers(&args.entry_peers) {
         Ok(keys) => keys,
         Err(e) => {
@@ -134,17 +212,17 @@ fn main() -> ExitCode {
     let state_directory = args
         .state_dir
         .clone()
-        .unwrap_or_else(|| daemon::forwards::default_state_directory(&args.interface));
+        .unwrap_or_else(|| daemon::forwards::default_state_directory(&interface));
     let foreground =
         args.foreground || std::env::var("WG_PROCESS_FOREGROUND").is_ok_and(|v| v == "1");
     let keep_output = std::env::var("LOG_LEVEL").is_ok_and(|v| v != "silent");
     let options = Options {
-        interface: args.interface,
+        interface,
         foreground,
         keep_output,
         timer_divisor: args.test_timer_divisor,
         ebpf: (!args.no_ebpf).then_some(EbpfOptions {
-            prefer: match args.xdp_mode {
+            prefer: match args.xdp_mode.unwrap_or(XdpMode::Native) {
                 XdpMode::Native => AttachPreference::Native,
                 XdpMode::Generic => AttachPreference::Generic,
                 XdpMode::Tc => AttachPreference::Tc,
@@ -159,14 +237,15 @@ fn main() -> ExitCode {
             },
         }),
         capacities: Capacities {
-            sessions: args.max_sessions,
-            peers: args.max_peers,
+            sessions: args.max_sessions.unwrap_or(gateway_common::maps::DEFAULT_MAX_SESSIONS),
+            peers: args.max_peers.unwrap_or(gateway_common::maps::DEFAULT_MAX_PEERS),
             ..Capacities::default()
         },
         state_directory,
         entry_peers,
         metrics,
         masquerade: args.masquerade,
+        config: start,
     };
     match daemon::run(options) {
         Ok(()) => ExitCode::SUCCESS,

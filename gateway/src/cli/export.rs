@@ -157,7 +157,10 @@ pub fn export(request: &Export<'_>) -> Result<(), String> {
     let daemon = Daemon::read(request.interface)?;
     let server_public = daemon.public_key()?;
     let peer = daemon.peer(request.peer)?;
-    let name = short_key(&peer.public_key.to_base64());
+    let key = peer.public_key.to_base64();
+    let named =
+        daemon.status.peers.iter().find(|p| p.public_key == key).and_then(|p| p.name.clone());
+    let name = named.unwrap_or_else(|| short_key(&key));
     let private = match request.private_key {
         Some(path) => {
             let private = read_private_key(path)?;

@@ -16,6 +16,7 @@ pub mod forwards;
 pub mod human;
 pub mod keys;
 pub mod peers;
+pub mod reload;
 pub mod routes;
 pub mod source;
 pub mod status;

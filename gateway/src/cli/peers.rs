@@ -15,6 +15,9 @@ use crate::daemon::status::PathCounters;
 pub struct PeerView {
     /// The whole public key (base64).
     pub public_key: String,
+    /// The operator's name for it (`name` in gatewayd's configuration file), if any.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Where its packets go now (`ip:port`), if known.
     pub endpoint: Option<String>,
     /// The data path that carries its transport packets: "ebpf" or "userspace" (the
@@ -68,6 +71,7 @@ impl PeersView {
                     allowed_ips: peer.allowed_ips.iter().map(|ip| ip.to_string()).collect(),
                     ebpf: counted.map(|p| p.ebpf).unwrap_or_default(),
                     userspace: counted.map(|p| p.userspace).unwrap_or_default(),
+                    name: counted.and_then(|p| p.name.clone()),
                     public_key: key,
                 }
             })
@@ -98,6 +102,9 @@ impl PeersView {
         .right(&[4, 5, 6, 7]);
         for peer in &self.peers {
             let mut key = short_key(&peer.public_key);
+            if let Some(name) = &peer.name {
+                key = format!("{name} {key}");
+            }
             if peer.entry_point {
                 key += " (entry)";
             }
@@ -155,6 +162,7 @@ mod tests {
     fn view(key: &str, ago: Option<u64>, ips: &[&str]) -> PeerView {
         PeerView {
             public_key: key.into(),
+            name: None,
             endpoint: Some("192.0.2.7:51820".into()),
             path: "ebpf".into(),
             entry_point: false,
@@ -187,6 +195,9 @@ mod tests {
         );
         assert!(lines[1].ends_with("10.0.0.2/32"), "{text}");
         assert!(lines[2].contains("never") && lines[2].ends_with("(none)"), "{text}");
+        let mut named = peers.clone();
+        named.peers[1].name = Some("phone".into());
+        assert!(named.table().lines().nth(2).unwrap().starts_with("phone TrMvSoP4jY…"));
         // Right-aligned numbers end in the same column.
         let end = |line: &str, what: &str| {
             line[..line.find(what).unwrap()].chars().count() + what.chars().count()

@@ -390,7 +390,7 @@ fn push_hook(hooks: &mut Vec<String>, value: &str) {
 }
 
 /// An address with or without a prefix length.
-fn parse_address(item: &str) -> Result<IpNet, String> {
+pub(crate) fn parse_address(item: &str) -> Result<IpNet, String> {
     let parsed = match item.split_once('/') {
         Some(_) => item.parse::<IpNet>().ok(),
         None => item.parse::<IpAddr>().ok().map(IpNet::from),
@@ -413,7 +413,7 @@ fn parse_dns_entry(dns: &mut Dns, item: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_mtu(value: &str) -> Result<u32, String> {
+pub(crate) fn parse_mtu(value: &str) -> Result<u32, String> {
     // 68 is the least IPv4 allows; the kernel refuses more than 65535 for a TUN device.
     match value.parse::<u32>() {
         Ok(mtu) if (68..=65535).contains(&mtu) => Ok(mtu),
@@ -421,7 +421,7 @@ fn parse_mtu(value: &str) -> Result<u32, String> {
     }
 }
 
-fn parse_table(value: &str) -> Result<Table, String> {
+pub(crate) fn parse_table(value: &str) -> Result<Table, String> {
     if value.eq_ignore_ascii_case("auto") {
         Ok(Table::Auto)
     } else if value.eq_ignore_ascii_case("off") {
@@ -465,7 +465,7 @@ fn parse_fwmark(value: &str) -> Result<u32, String> {
 }
 
 /// `host:port` or `[v6 address]:port`; the host is resolved later.
-fn parse_endpoint(value: &str) -> Result<String, String> {
+pub(crate) fn parse_endpoint(value: &str) -> Result<String, String> {
     let bad = || format!("bad Endpoint `{value}': host:port or [IPv6]:port");
     let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
     port.parse::<u16>().map_err(|_| bad())?;

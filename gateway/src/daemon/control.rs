@@ -17,6 +17,8 @@ pub type Rebinder = Box<dyn Fn(&Arc<Shared>, &Arc<Sockets>) + Send + Sync>;
 pub struct Control {
     pub shared: Arc<Shared>,
     pub rebind: Rebinder,
+    /// The configuration file every successful change is written back to (`--config`).
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 impl Control {
@@ -35,6 +37,26 @@ impl Control {
             },
             _ => Ok(None),
         }
+    }
+
+    /// Applies `update` as a `wg set` would, without writing it back into the configuration
+    /// file: for changes that come from the file (a reload).
+    pub fn apply(&self, update: &DeviceUpdate) -> Result<(), UapiError> {
+        let new_sockets = self.prepare_sockets(update)?;
+        if let Some(mark) = update.fwmark
+            && new_sockets.is_none()
+        {
+            self.shared
+                .sockets()
+                .set_fwmark(mark)
+                .map_err(|e| UapiError::PortInUse(format!("cannot set fwmark: {e}")))?;
+        }
+        let port = new_sockets.as_ref().map(|s| s.port);
+        let result = self.shared.step(|core| apply(&mut core.device, update, port));
+        if let Some(sockets) = new_sockets {
+            self.swap_sockets(sockets);
+        }
+        result.map_err(|e| UapiError::Rejected(e.to_string()))
     }
 
     fn swap_sockets(&self, new: Sockets) {
@@ -77,21 +99,17 @@ impl UapiHandler for Control {
     }
 
     fn set(&self, update: DeviceUpdate) -> Result<(), UapiError> {
-        let new_sockets = self.prepare_sockets(&update)?;
-        if let Some(mark) = update.fwmark
-            && new_sockets.is_none()
-        {
-            self.shared
-                .sockets()
-                .set_fwmark(mark)
-                .map_err(|e| UapiError::PortInUse(format!("cannot set fwmark: {e}")))?;
+        self.apply(&update)?;
+        if let Some(path) = &self.config_file {
+            // The device has changed whatever happens to the file: a failed write is the
+            // operator's to know about, not a reason to report the change as refused.
+            let snapshot = self.get();
+            match crate::config::write_back::save_device(path, &update, &snapshot) {
+                Ok(()) => tracing::debug!("{} updated", path.display()),
+                Err(e) => tracing::error!("the change is applied but not saved: {e}"),
+            }
         }
-        let port = new_sockets.as_ref().map(|s| s.port);
-        let result = self.shared.step(|core| apply(&mut core.device, &update, port));
-        if let Some(sockets) = new_sockets {
-            self.swap_sockets(sockets);
-        }
-        result.map_err(|e| UapiError::Rejected(e.to_string()))
+        Ok(())
     }
 }
 

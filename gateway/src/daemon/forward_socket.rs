@@ -7,7 +7,11 @@
 //! {"add": {"protocol": "tcp", "ports": "8000-8010", "to": "10.0.0.2:9000"}}
 //! {"remove": {"protocol": "tls", "ports": "443", "sni": "a.example"}}
 //! "list"
+//! "reload"
 //! ```
+//!
+//! `reload` (`gateway reload`) reads the configuration file again (`daemon::reload`) and is
+//! answered `{"reloaded": "what changed"}`, or an error if the daemon has no file.
 //!
 //! answered `{"added": {...}}`, `{"removed": {...}}`, `{"forwards": [...]}` or
 //! `{"error": "no peer's AllowedIPs route 192.0.2.9"}`. Forwards travel as the `forward add`
@@ -25,6 +29,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::forwards::{EntryHost, EntryPoint};
+use super::reload::Reloader;
 use super::status::{STATUS_DIRECTORY, SocketGuard};
 use crate::entry::forward::{Selector, SelectorArgs};
 use crate::entry::store::ForwardRecord;
@@ -74,6 +79,7 @@ pub enum Request {
     Add(ForwardRecord),
     Remove(SelectorRecord),
     List,
+    Reload,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +88,7 @@ pub enum Response {
     Added(ForwardRecord),
     Removed(ForwardRecord),
     Forwards(Vec<ForwardRecord>),
+    Reloaded(String),
     Error(String),
 }
 
@@ -100,6 +107,7 @@ pub fn handle(entry: &EntryPoint, host: &dyn EntryHost, request: Request) -> Res
         Request::List => Ok(Response::Forwards(
             entry.table().forwards().iter().map(ForwardRecord::from).collect(),
         )),
+        Request::Reload => Err("gatewayd was not started with --config: nothing to reload".into()),
     };
     result.unwrap_or_else(Response::Error)
 }
@@ -117,15 +125,26 @@ pub fn bind(interface: &str) -> std::io::Result<(UnixListener, SocketGuard)> {
 }
 
 /// Answers requests until the runtime stops.
-pub async fn serve(listener: UnixListener, entry: Arc<EntryPoint>, host: Arc<dyn EntryHost>) {
+/// `reloader`: the daemon's configuration file, if it was started with one.
+pub async fn serve(
+    listener: UnixListener,
+    entry: Arc<EntryPoint>,
+    host: Arc<dyn EntryHost>,
+    reloader: Option<Arc<Reloader>>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
-        let (entry, host) = (Arc::clone(&entry), Arc::clone(&host));
-        tokio::spawn(answer(stream, entry, host));
+        let (entry, host, reloader) = (Arc::clone(&entry), Arc::clone(&host), reloader.clone());
+        tokio::spawn(answer(stream, entry, host, reloader));
     }
 }
 
-async fn answer(mut stream: UnixStream, entry: Arc<EntryPoint>, host: Arc<dyn EntryHost>) {
+async fn answer(
+    mut stream: UnixStream,
+    entry: Arc<EntryPoint>,
+    host: Arc<dyn EntryHost>,
+    reloader: Option<Arc<Reloader>>,
+) {
     // The socket is root's; a process that got in regardless (it raced the chmod) is not.
     // SAFETY: geteuid has no preconditions and cannot fail.
     let ours = unsafe { libc::geteuid() };
@@ -149,9 +168,16 @@ async fn answer(mut stream: UnixStream, entry: Arc<EntryPoint>, host: Arc<dyn En
         Ok(Ok(_)) => match serde_json::from_slice::<Request>(&text) {
             Err(e) => Response::Error(format!("bad request: {e}")),
             // Saving syncs the disk: off the runtime's thread.
-            Ok(request) => tokio::task::spawn_blocking(move || handle(&entry, &*host, request))
-                .await
-                .unwrap_or_else(|e| Response::Error(format!("the request failed: {e}"))),
+            Ok(request) => tokio::task::spawn_blocking(move || match (request, reloader) {
+                (Request::Reload, Some(reloader)) => {
+                    let result = reloader.reload();
+                    super::reload::log(&result, "gateway reload");
+                    result.map_or_else(Response::Error, Response::Reloaded)
+                }
+                (request, _) => handle(&entry, &*host, request),
+            })
+            .await
+            .unwrap_or_else(|e| Response::Error(format!("the request failed: {e}"))),
         },
     };
     let _ = write_response(&mut stream, &response).await;

@@ -39,7 +39,7 @@ pub trait EntryHost: Send + Sync {
 }
 
 pub struct EntryPoint {
-    directory: PathBuf,
+    home: store::ForwardsHome,
     /// The table as saved and published. Held for the whole of a change: changes are made
     /// one at a time.
     table: Mutex<Arc<ForwardTable>>,
@@ -57,14 +57,20 @@ impl EntryPoint {
         let table = store::load(&directory).map_err(|e| e.to_string())?;
         ForwardPlan::of(&table)
             .map_err(|e| format!("{}: {e}", store::path_in(&directory).display()))?;
-        let table = Arc::new(table);
-        let (changes, _) = watch::channel(Arc::clone(&table));
-        let traffic = Arc::default();
-        Ok(EntryPoint { directory, table: Mutex::new(table), changes, traffic })
+        Ok(EntryPoint::with_table(store::ForwardsHome::StateDirectory(directory), table))
     }
 
-    pub fn directory(&self) -> &Path {
-        &self.directory
+    /// `table` (already checked, as `config::load` checks a file's forwards), kept in `home`
+    /// from the next change on.
+    pub fn with_table(home: store::ForwardsHome, table: ForwardTable) -> EntryPoint {
+        let table = Arc::new(table);
+        let (changes, _) = watch::channel(Arc::clone(&table));
+        EntryPoint { home, table: Mutex::new(table), changes, traffic: Arc::default() }
+    }
+
+    /// Where the forwards are kept.
+    pub fn home(&self) -> &store::ForwardsHome {
+        &self.home
     }
 
     /// The forwards now.
@@ -113,6 +119,13 @@ impl EntryPoint {
         Ok(removed)
     }
 
+    /// Replaces the whole table with `table`, already checked (a reloaded configuration file's
+    /// forwards, `config::load`); saved where the forwards are kept, then published.
+    pub fn replace(&self, host: &dyn EntryHost, table: ForwardTable) -> Result<(), String> {
+        let mut current = self.lock();
+        self.commit(host, &mut current, table)
+    }
+
     /// Makes the data plane carry the forwards as they are (at start, once it exists).
     pub fn publish(&self, host: &dyn EntryHost) {
         host.publish(&self.lock());
@@ -125,7 +138,7 @@ impl EntryPoint {
         current: &mut Arc<ForwardTable>,
         table: ForwardTable,
     ) -> Result<(), String> {
-        store::save(&self.directory, &table).map_err(|e| e.to_string())?;
+        self.home.save(&table).map_err(|e| e.to_string())?;
         host.publish(&table);
         *current = Arc::new(table);
         self.changes.send_replace(Arc::clone(current));

@@ -8,6 +8,7 @@
 //! taken, metrics address taken, missing privileges, no eBPF) fails before the process
 //! detaches, with one line naming the problem and nothing left behind.
 
+pub mod config_file;
 pub mod control;
 pub mod core;
 pub mod ebpf;
@@ -18,6 +19,7 @@ pub mod link;
 pub mod masquerade;
 pub mod notify;
 pub mod proxy_nat;
+pub mod reload;
 pub mod status;
 pub mod steering;
 pub mod udp;
@@ -60,6 +62,9 @@ pub struct Options {
     pub metrics: Option<std::net::SocketAddr>,
     /// `--masquerade OUTIF`: peers' traffic out of OUTIF leaves with its address.
     pub masquerade: Option<String>,
+    /// What `--config` applies at start (keys, peers, addresses, routes, forwards); None: the
+    /// interface starts empty and is configured over UAPI.
+    pub config: Option<config_file::StartConfig>,
 }
 
 #[derive(Debug)]
@@ -76,6 +81,8 @@ pub enum DaemonError {
     Metrics(crate::metrics::server::BindError),
     /// `--masquerade` cannot be set up.
     Masquerade(String),
+    /// The configuration file (`--config`) could not be applied.
+    Config(String),
 }
 
 impl std::fmt::Display for DaemonError {
@@ -92,6 +99,7 @@ impl std::fmt::Display for DaemonError {
             DaemonError::Forwards(e) => f.write_str(e),
             DaemonError::Metrics(e) => e.fmt(f),
             DaemonError::Masquerade(e) => f.write_str(e),
+            DaemonError::Config(e) => f.write_str(e),
         }
     }
 }
@@ -130,7 +138,14 @@ fn acquire(options: &Options) -> Result<Setup, DaemonError> {
         return Err(DaemonError::Privileges);
     }
     // The saved forwards before anything is created: a damaged file is the operator's to fix.
-    let entry = EntryPoint::open(options.state_directory.clone()).map_err(DaemonError::Forwards)?;
+    let entry = match &options.config {
+        // The file's forwards, already checked with it, and kept in it from now on.
+        Some(start) => EntryPoint::with_table(
+            crate::entry::store::ForwardsHome::ConfigFile(start.path.clone()),
+            start.forwards.clone(),
+        ),
+        None => EntryPoint::open(options.state_directory.clone()).map_err(DaemonError::Forwards)?,
+    };
     let socket_path = uapi::socket_path(&options.interface).map_err(DaemonError::Uapi)?;
     // The socket first: if another daemon owns the name, say so rather than "interface exists".
     let uapi = uapi::bind_listener(&socket_path).map_err(DaemonError::Uapi)?;
@@ -147,8 +162,12 @@ fn acquire(options: &Options) -> Result<Setup, DaemonError> {
         .map_err(DaemonError::Masquerade)?;
     let queues = std::thread::available_parallelism().map_or(1, |n| n.get());
     let tun = Tun::create(&options.interface, queues).map_err(DaemonError::Tun)?;
-    tun.set_mtu(tun::DEFAULT_MTU).map_err(|e| DaemonError::Io("set the interface MTU", e))?;
-    let sockets = Sockets::bind(0, 0).map_err(DaemonError::Udp)?;
+    let mtu = options.config.as_ref().map_or(tun::DEFAULT_MTU, |start| start.mtu);
+    tun.set_mtu(mtu).map_err(|e| DaemonError::Io("set the interface MTU", e))?;
+    // The file's port and mark from the first bind: a port in use fails here, before detaching.
+    let (port, fwmark) =
+        options.config.as_ref().map_or((0, 0), |start| (start.listen_port, start.fwmark));
+    let sockets = Sockets::bind(port, fwmark).map_err(DaemonError::Udp)?;
     let mut ebpf = match &options.ebpf {
         None => None,
         Some(ebpf_options) => {
@@ -181,6 +200,9 @@ fn acquire(options: &Options) -> Result<Setup, DaemonError> {
         .map(|target| masquerade::Masquerade::start(target, &options.interface, ebpf.as_mut()))
         .transpose()
         .map_err(DaemonError::Masquerade)?;
+    if let Some(start) = &options.config {
+        config_file::configure_link(&options.interface, start).map_err(DaemonError::Config)?;
+    }
     Ok(Setup { tun, sockets, uapi, ebpf, entry, metrics, masquerade })
 }
 
@@ -264,16 +286,75 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
     io::start_tun_readers(&shared).map_err(|e| DaemonError::Io("start a thread", e))?;
     io::start_timer(&shared).map_err(|e| DaemonError::Io("start a thread", e))?;
 
-    let control = Arc::new(Control { shared: Arc::clone(&shared), rebind: Box::new(start_udp) });
-    let server = UapiServer::from_listener(uapi.0, uapi.1, control).map_err(DaemonError::Uapi)?;
+    let mut control =
+        Control { shared: Arc::clone(&shared), rebind: Box::new(start_udp), config_file: None };
+    if let Some(start) = &options.config {
+        // Through the same path as `wg set`, before anything is served or announced ready;
+        // written back from then on (not now: the file is what was just applied).
+        uapi::UapiHandler::set(&control, start.update.clone()).map_err(|e| {
+            DaemonError::Config(format!("{}: cannot apply it: {e}", start.path.display()))
+        })?;
+        control.config_file = Some(start.path.clone());
+    }
+    let control = Arc::new(control);
+    let server = UapiServer::from_listener(uapi.0, uapi.1, Arc::clone(&control))
+        .map_err(DaemonError::Uapi)?;
 
     // The forwards: published as loaded, then changed over the control socket.
     let entry = Arc::new(entry);
     let host: Arc<dyn forwards::EntryHost> = Arc::new(DaemonHost(Arc::clone(&shared)));
     entry.publish(&*host);
+
+    // The metrics endpoint, started again on another listener when a reload moves it.
+    let start_metrics: reload::MetricsStarter = {
+        let (shared, entry) = (Arc::clone(&shared), Arc::clone(&entry));
+        let interface = options.interface.clone();
+        Box::new(move |listener| {
+            let metrics = crate::metrics::DaemonMetrics {
+                shared: Arc::clone(&shared),
+                entry: Arc::clone(&entry),
+                interface: interface.clone(),
+                programs: programs.clone(),
+            };
+            tokio::spawn(crate::metrics::serve(listener, metrics)).abort_handle()
+        })
+    };
+    let metrics_task = metrics.map(&start_metrics);
+    let names: config_file::PeerNames = Arc::new(std::sync::RwLock::new(
+        options.config.as_ref().map(|start| start.peer_names.clone()).unwrap_or_default(),
+    ));
+    let reloader = options.config.clone().map(|start| {
+        let targets = reload::Targets {
+            interface: options.interface.clone(),
+            control: Arc::clone(&control),
+            entry: Arc::clone(&entry),
+            host: Arc::clone(&host),
+            start_metrics,
+            names: Arc::clone(&names),
+        };
+        Arc::new(reload::Reloader::new(targets, start, metrics_task))
+    });
     let (control_listener, _control_guard) = forward_socket::bind(&options.interface)
         .map_err(|e| DaemonError::Io("bind the forwards' control socket", e))?;
-    tokio::spawn(forward_socket::serve(control_listener, Arc::clone(&entry), Arc::clone(&host)));
+    tokio::spawn(forward_socket::serve(
+        control_listener,
+        Arc::clone(&entry),
+        Arc::clone(&host),
+        reloader.clone(),
+    ));
+    if let Some(reloader) = reloader {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| DaemonError::Io("install the SIGHUP handler", e))?;
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                let reloader = Arc::clone(&reloader);
+                let result = tokio::task::spawn_blocking(move || reloader.reload())
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
+                reload::log(&result, "SIGHUP");
+            }
+        });
+    }
     // The proxy follows the same table; dropped (listening sockets closed) when serve ends.
     let _proxy = steering::start_proxy(&shared, entry.subscribe(), Arc::clone(entry.traffic()));
 
@@ -284,18 +365,8 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
         Arc::clone(&shared),
         Arc::clone(&entry),
         options.interface.clone(),
+        names,
     ));
-    if let Some(listener) = metrics {
-        tokio::spawn(crate::metrics::serve(
-            listener,
-            crate::metrics::DaemonMetrics {
-                shared: Arc::clone(&shared),
-                entry: Arc::clone(&entry),
-                interface: options.interface.clone(),
-                programs,
-            },
-        ));
-    }
 
     let link_shared = Arc::clone(&shared);
     let name = options.interface.clone();

@@ -100,6 +100,9 @@ pub struct EntryDataplane {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PeerStatus {
     pub public_key: String,
+    /// The operator's name for it (`name` in the configuration file), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub endpoint: Option<String>,
     /// An entry point: its packets may carry public sources (see `wg::device::entry`).
     #[serde(default)]
@@ -150,16 +153,25 @@ pub async fn serve(
     shared: Arc<Shared>,
     entry: Arc<EntryPoint>,
     interface: String,
+    names: super::config_file::PeerNames,
 ) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else { continue };
         let shared = Arc::clone(&shared);
         let entry = Arc::clone(&entry);
         let interface = interface.clone();
+        let names = Arc::clone(&names);
         tokio::spawn(async move {
-            let status =
-                tokio::task::spawn_blocking(move || snapshot(&shared, &entry, interface).status)
-                    .await;
+            let status = tokio::task::spawn_blocking(move || {
+                let mut status = snapshot(&shared, &entry, interface).status;
+                let names = names.read().unwrap_or_else(|e| e.into_inner());
+                for peer in &mut status.peers {
+                    let key = crate::uapi::Key::from_base64(&peer.public_key).ok();
+                    peer.name = key.and_then(|key| names.get(&key).cloned());
+                }
+                status
+            })
+            .await;
             if let Ok(status) = status
                 && let Ok(json) = serde_json::to_vec_pretty(&status)
             {
@@ -193,6 +205,7 @@ pub fn snapshot(shared: &Shared, entry: &EntryPoint, interface: String) -> Snaps
             let ebpf = core.sink.as_ref().map(|s| s.path_counters(id)).unwrap_or_default();
             let status = PeerStatus {
                 public_key: crate::uapi::Key(p.public_key).to_base64(),
+                name: None,
                 endpoint: p.endpoint.map(|e| e.to_string()),
                 entry_point: device.is_entry_peer(id),
                 userspace: PathCounters {

@@ -115,6 +115,35 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// Where an interface's forwards are kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForwardsHome {
+    /// `forwards.json` in the interface's state directory (gatewayd without `--config`).
+    StateDirectory(PathBuf),
+    /// The `[[forward]]` tables of the interface's configuration file (`gatewayd --config`).
+    ConfigFile(PathBuf),
+}
+
+impl ForwardsHome {
+    /// Replaces the forwards kept here with `table`'s.
+    pub fn save(&self, table: &ForwardTable) -> Result<(), StoreError> {
+        match self {
+            ForwardsHome::StateDirectory(directory) => save(directory, table),
+            ForwardsHome::ConfigFile(path) => {
+                crate::config::write_back::save_forwards(path, table).map_err(StoreError)
+            }
+        }
+    }
+
+    /// The file the forwards are kept in.
+    pub fn file(&self) -> PathBuf {
+        match self {
+            ForwardsHome::StateDirectory(directory) => path_in(directory),
+            ForwardsHome::ConfigFile(path) => path.clone(),
+        }
+    }
+}
+
 pub fn path_in(directory: &Path) -> PathBuf {
     directory.join(FILE_NAME)
 }

@@ -13,9 +13,9 @@
 
 mod daemon;
 mod dns;
-mod network;
+pub(crate) mod network;
 mod save;
-mod system;
+pub(crate) mod system;
 
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::os::unix::fs::PermissionsExt as _;
@@ -77,9 +77,53 @@ struct Progress {
     default_route_table: Option<u32>,
 }
 
-/// `gateway up`: brings the interface of `argument` (a file, or a name in /etc/wireguard)
-/// up. `daemon_args` go to gatewayd before the interface name.
+/// Where gatewayd's own configuration files live (`gatewayd --config`).
+pub const GATEWAY_CONFIG_DIRECTORY: &str = "/etc/gateway";
+
+/// The gateway TOML file and interface an argument of `up`/`down` names, if it names one: a
+/// path ending in `.toml` (the interface its file name before that), or a bare interface name
+/// whose `/etc/gateway/<name>.toml` exists (else the name is wg-quick's, in /etc/wireguard).
+fn gateway_file(argument: &str) -> Result<Option<(PathBuf, String)>, String> {
+    if let Some(stem) = argument.strip_suffix(".toml") {
+        let path = PathBuf::from(argument);
+        let name = Path::new(stem).file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if !wg_quick::is_interface_name(name) {
+            return Err(format!(
+                "`{argument}': the file name must be an interface name (1 to 15 of A-Z a-z 0-9 \
+                 _ = + . -) followed by .toml"
+            ));
+        }
+        return Ok(Some((path, name.to_string())));
+    }
+    let by_name = Path::new(GATEWAY_CONFIG_DIRECTORY).join(format!("{argument}.toml"));
+    Ok((wg_quick::is_interface_name(argument) && by_name.is_file())
+        .then(|| (by_name, argument.to_string())))
+}
+
+/// `gateway up` of a gateway TOML file: gatewayd applies the whole file itself
+/// (`gatewayd --config`), after it is checked here.
+fn up_gateway_file(path: &Path, interface: &str, daemon_args: &[String]) -> Result<(), String> {
+    crate::config::load::load(path).map_err(|e| e.to_string())?;
+    warn_if_world_accessible(path);
+    require_privileges("gateway up")?;
+    if network::link_exists(interface) {
+        return Err(format!("`{interface}' already exists"));
+    }
+    if daemon::is_running(interface) {
+        return Err(format!("a daemon already serves `{interface}'"));
+    }
+    let mut args = vec!["--config".to_string(), path.to_string_lossy().into_owned()];
+    args.extend(daemon_args.iter().cloned());
+    daemon::start(interface, &args)
+}
+
+/// `gateway up`: brings the interface of `argument` (a wg-quick file, a gateway TOML file, or
+/// a name in /etc/gateway or /etc/wireguard) up. `daemon_args` go to gatewayd before the
+/// interface name.
 pub fn up(argument: &str, daemon_args: &[String]) -> Result<(), String> {
+    if let Some((path, interface)) = gateway_file(argument)? {
+        return up_gateway_file(&path, &interface, daemon_args);
+    }
     let Loaded { interface, config, .. } = load(argument)?;
     require_privileges("gateway up")?;
     if network::link_exists(&interface) {
@@ -196,6 +240,14 @@ fn undo(interface: &str, progress: &Progress) -> Result<(), String> {
 
 /// `gateway down`: takes the interface of `argument` down again.
 pub fn down(argument: &str) -> Result<(), String> {
+    if let Some((_, interface)) = gateway_file(argument)? {
+        // Everything gatewayd set up from the file goes with the interface.
+        require_privileges("gateway down")?;
+        if !daemon::is_running(&interface) {
+            return Err(format!("`{interface}' is not an interface gatewayd serves"));
+        }
+        return daemon::stop(&interface);
+    }
     let Loaded { path, interface, config } = load(argument)?;
     require_privileges("gateway down")?;
     if !daemon::is_running(&interface) {

@@ -26,6 +26,30 @@ pub fn add_address(interface: &str, address: &IpNet) -> Result<(), String> {
         .map_err(|e| format!("cannot add Address {address}: {e}"))
 }
 
+/// Removes one of the interface's addresses (a reloaded configuration file dropped it).
+pub fn remove_address(interface: &str, address: &IpNet) -> Result<(), String> {
+    let family = Family::of(address).ip_flag();
+    system::run("ip", &[family, "address", "del", &address.to_string(), "dev", interface])
+        .map(drop)
+        .map_err(|e| format!("cannot remove the address {address}: {e}"))
+}
+
+/// Removes one planned route (a reloaded configuration file no longer routes it); one that is
+/// not there (skipped as covered when it was planned) is not an error.
+pub fn remove_route(interface: &str, route: &Route) -> Result<(), String> {
+    let family = Family::of(&route.prefix).ip_flag();
+    let prefix = route.prefix.to_string();
+    let mut args = vec![family, "route", "del", &prefix, "dev", interface];
+    if let Some(table) = &route.table {
+        args.extend(["table", table]);
+    }
+    match system::run("ip", &args) {
+        Ok(_) => Ok(()),
+        Err(e) if e.contains("No such process") => Ok(()),
+        Err(e) => Err(format!("cannot remove the route to {prefix}: {e}")),
+    }
+}
+
 /// `mtu N` on an `ip` output line, or the MTU of the device it names (`dev X`).
 fn mtu_of_route(output: &str) -> Option<u32> {
     let words: Vec<&str> = output.split_whitespace().collect();
