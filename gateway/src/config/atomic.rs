@@ -1,7 +1,12 @@
-//! Replacing a configuration file so that a crash or a full disk at any moment leaves either
-//! the old file or the new one, whole: a temporary file beside it is written and synced, renamed
-//! over it, and the folder synced (the rename is durable only then). The file keeps its mode:
-//! an operator who made it 0600 for its private key, or 0640 for a group, keeps that.
+//! Replacing a file so that a crash or a full disk at any moment leaves either the old file or
+//! the new one, whole: a temporary file beside it is written and synced, renamed over it, and
+//! the folder synced (the rename is durable only then). Every file the daemon and the CLI
+//! rewrite goes through here: the configuration file, SaveConfig's wg-quick file, the
+//! forwards' state.
+//!
+//! A configuration file keeps its mode ([`replace_file`]): an operator who made it 0640 for a
+//! group keeps that. Files that are the program's own ([`replace_private_file`]) are root's
+//! alone whatever they were, as wg-quick's SaveConfig makes them.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
@@ -11,11 +16,23 @@ use std::path::Path;
 /// The mode of a file written where none was: it may hold a private key.
 const NEW_FILE_MODE: u32 = 0o600;
 
-/// Replaces the file at `path` (through symlinks: the file they point at) with `contents`.
+/// Replaces the file at `path` (through symlinks: the file they point at) with `contents`,
+/// keeping its mode (0600 for a new file).
 pub fn replace_file(path: &Path, contents: &str) -> Result<(), String> {
+    replace(path, contents, |target| {
+        fs::metadata(target).map_or(NEW_FILE_MODE, |meta| meta.permissions().mode() & 0o7777)
+    })
+}
+
+/// Replaces the file at `path` with `contents`, readable and writable by its owner alone
+/// whatever its mode was.
+pub fn replace_private_file(path: &Path, contents: &str) -> Result<(), String> {
+    replace(path, contents, |_| NEW_FILE_MODE)
+}
+
+fn replace(path: &Path, contents: &str, mode_of: impl FnOnce(&Path) -> u32) -> Result<(), String> {
     let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let mode =
-        fs::metadata(&target).map_or(NEW_FILE_MODE, |meta| meta.permissions().mode() & 0o7777);
+    let mode = mode_of(&target);
     let mut temporary = target.clone().into_os_string();
     temporary.push(".tmp");
     let temporary = Path::new(&temporary);
@@ -67,6 +84,21 @@ mod tests {
 
         let error = replace_file(&folder.join("absent/wg2.toml"), "x").unwrap_err();
         assert!(error.starts_with("cannot create "), "{error}");
+        fs::remove_dir_all(&folder).unwrap();
+    }
+
+    #[test]
+    fn a_private_file_is_the_owners_alone_whatever_it_was() {
+        let folder =
+            std::env::temp_dir().join(format!("gateway-atomic-private-{}", std::process::id()));
+        fs::create_dir_all(&folder).unwrap();
+        let path = folder.join("wg9.conf");
+        fs::write(&path, "old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        replace_private_file(&path, "[Interface]\nnew\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "[Interface]\nnew\n");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(!folder.join("wg9.conf.tmp").exists());
         fs::remove_dir_all(&folder).unwrap();
     }
 }

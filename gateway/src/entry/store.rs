@@ -14,14 +14,14 @@
 //!
 //! Each forward is recorded as the `forward add` arguments that make it, and loading reads
 //! them back through the same parser and the same table, so a file edited by hand, or damaged,
-//! is held to exactly the rules the CLI is. Writing is atomic (a temporary file beside it,
+//! is held to exactly the rules the CLI is. Writing is atomic (`config::atomic`: a temporary file beside it,
 //! synced, renamed over it, the directory synced), readable by root alone: a crash or a full
 //! disk leaves the previous document whole.
 
 use std::fmt;
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::{ErrorKind, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::fs::{self, DirBuilder};
+use std::io::ErrorKind;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -189,33 +189,13 @@ pub fn save(directory: &Path, table: &ForwardTable) -> Result<(), StoreError> {
         .mode(0o700)
         .create(directory)
         .map_err(|e| StoreError(format!("cannot create {}: {e}", directory.display())))?;
-    let path = path_in(directory);
-    let temporary = directory.join(format!("{FILE_NAME}.tmp"));
-    let fail = |action: &str, error: std::io::Error| {
-        let _ = fs::remove_file(&temporary);
-        StoreError(format!("cannot {action} {} to save the forwards: {error}", temporary.display()))
-    };
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(|e| fail("create", e))?;
-    // `mode` applies only to a file it creates; a leftover of a crash keeps its own until this.
-    file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(|e| fail("restrict", e))?;
-    file.write_all(text.as_bytes()).map_err(|e| fail("write", e))?;
-    file.sync_all().map_err(|e| fail("sync", e))?;
-    drop(file);
-    fs::rename(&temporary, &path).map_err(|e| fail("rename", e))?;
-    // The rename itself survives a crash only once the directory is synced.
-    fs::File::open(directory)
-        .and_then(|directory| directory.sync_all())
-        .map_err(|e| StoreError(format!("cannot sync {}: {e}", directory.display())))
+    crate::config::atomic::replace_private_file(&path_in(directory), &text).map_err(StoreError)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
 
     /// A fresh directory for one test, removed when dropped.

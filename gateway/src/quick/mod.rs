@@ -14,7 +14,6 @@
 mod daemon;
 mod dns;
 pub(crate) mod network;
-mod save;
 pub(crate) mod system;
 
 use std::net::{SocketAddr, ToSocketAddrs as _};
@@ -291,5 +290,5 @@ fn save_config(
     eprintln!("[#] saving the configuration of {interface} to {}", path.display());
     let lines =
         config.saved_interface_lines(&network::addresses(interface), network::mtu(interface));
-    save::write_atomically(path, &showconf::format(snapshot, &lines))
+    crate::config::atomic::replace_private_file(path, &showconf::format(snapshot, &lines))
 }
