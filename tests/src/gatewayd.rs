@@ -62,6 +62,8 @@ pub struct GatewaydOptions {
     pub metrics: Option<String>,
     /// `--masquerade OUTIF`: the host as an exit node out of OUTIF.
     pub masquerade: Option<String>,
+    /// `--config FILE`: the interface's configuration file, applied at start.
+    pub config: Option<PathBuf>,
 }
 
 impl GatewaydOptions {
@@ -75,6 +77,7 @@ impl GatewaydOptions {
             entry_peers: Vec::new(),
             metrics: None,
             masquerade: None,
+            config: None,
         }
     }
 
@@ -106,6 +109,9 @@ impl GatewaydOptions {
         }
         if let Some(outif) = &self.masquerade {
             args.extend(["--masquerade".to_string(), outif.clone()]);
+        }
+        if let Some(file) = &self.config {
+            args.extend(["--config".to_string(), file.to_string_lossy().into_owned()]);
         }
         args
     }

@@ -18,7 +18,7 @@ use gateway_tests::traffic::{
 use gateway_tests::wg::{Implementation, KeyPair, WgPeer};
 use gateway_tests::{Probe, Process, TestDir, unique_ifname};
 
-use topology::{CGNAT_PUBLIC, CLIENT_PUBLIC, HOME_LAN_IF, NAS, VPS_PUBLIC, VPS_UPLINK, World};
+use topology::{CGNAT_PUBLIC, CLIENT_PUBLIC, HOME_LAN_IF, NAS, VPS_PUBLIC, World};
 
 const PORT: u16 = 51820;
 const WEB_PORT: u16 = 80;
@@ -52,6 +52,78 @@ fn app_config(conf: &str) -> (String, Vec<String>) {
     (wg, addresses)
 }
 
+/// The VPS's file: the home as its peer (with the home's LAN behind it), and the port forward.
+fn vps_config(vps: &KeyPair, home: &KeyPair) -> String {
+    format!(
+        "# The VPS: a hub for the phone and the home, and the home's public entry point.\n\
+         [interface]\n\
+         private_key = \"{}\"\n\
+         listen_port = {PORT}\n\
+         addresses = [\"10.88.0.1/24\"]\n\
+         mtu = 1420\n\
+         \n\
+         [[peer]]\n\
+         name = \"home\"\n\
+         public_key = \"{}\"\n\
+         allowed_ips = [\"10.88.0.2/32\", \"192.168.1.0/24\"]\n\
+         \n\
+         # The NAS's web server on the VPS's public port {FORWARDED_PORT}: the NAS sees each\n\
+         # client's own address.\n\
+         [[forward]]\n\
+         protocol = \"tcp\"\n\
+         ports = \"{FORWARDED_PORT}\"\n\
+         to = \"{NAS}:{WEB_PORT}\"\n",
+        vps.private_key, home.public_key
+    )
+}
+
+/// The home router's file: the VPS as its one peer, named an entry point so that replies to
+/// the clients the VPS forwards go back through it, and the LAN port served in XDP.
+fn home_config(home: &KeyPair, vps: &KeyPair) -> String {
+    format!(
+        "# The home router, behind CGNAT: it keeps the path to the VPS open.\n\
+         [interface]\n\
+         private_key = \"{}\"\n\
+         addresses = [\"10.88.0.2/24\"]\n\
+         mtu = 1420\n\
+         \n\
+         [dataplane]\n\
+         lan = [\"{HOME_LAN_IF}\"]\n\
+         entry_peers = [\"{}\"]\n\
+         \n\
+         [[peer]]\n\
+         name = \"vps\"\n\
+         public_key = \"{}\"\n\
+         endpoint = \"{VPS_PUBLIC}:{PORT}\"\n\
+         allowed_ips = [\"10.88.0.0/24\"]\n\
+         persistent_keepalive = 25\n",
+        home.private_key, vps.public_key, vps.public_key
+    )
+}
+
+/// Writes a file only its owner may read: it holds a private key.
+fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Prints a configuration file, its private key hidden.
+fn show_file(path: &std::path::Path) -> Result<()> {
+    for line in std::fs::read_to_string(path)?.lines() {
+        let shown = if line.starts_with("private_key") { "private_key = (hidden)" } else { line };
+        println!("         | {shown}");
+    }
+    Ok(())
+}
+
 fn run() -> Result<()> {
     let gateway_cli = gateway_cli_binary()?;
     let dir = TestDir::new("demo")?;
@@ -61,37 +133,30 @@ fn run() -> Result<()> {
     let home_if = unique_ifname("wgh")?;
     let phone_if = unique_ifname("wgp")?;
 
-    say(format!(
-        "VPS {VPS_PUBLIC}: gatewayd {vps_if} (eBPF data path, hub for the phone and the home)"
-    ));
-    let vps = Gatewayd::start(&world.vps, &dir, &vps_if, &GatewaydOptions::new(DataPath::Ebpf))?;
-    say(format!(
-        "home router (behind CGNAT {CGNAT_PUBLIC}): gatewayd {home_if} with LAN interface {HOME_LAN_IF}"
-    ));
-    let home_options = GatewaydOptions {
-        lan_ifaces: vec![HOME_LAN_IF.to_string()],
-        ..GatewaydOptions::new(DataPath::Ebpf)
-    };
-    let home = Gatewayd::start(&world.home, &dir, &home_if, &home_options)?;
-
     let vps_keys = KeyPair::generate()?;
     let home_keys = KeyPair::generate()?;
-    vps.setconf(&format!(
-        "[Interface]\nPrivateKey = {}\nListenPort = {PORT}\n\n\
-         [Peer]\n# home\nPublicKey = {}\nAllowedIPs = 10.88.0.2/32, 192.168.1.0/24\n",
-        vps_keys.private_key, home_keys.public_key
-    ))?;
-    vps.bring_up(&[(IpAddr::from([10, 88, 0, 1]), 24)], 1420)?;
-    world.vps.add_route_dev("192.168.1.0/24", &vps_if)?;
-    // Replies from the home to internet clients whose connections the VPS forwarded come back
-    // through the tunnel, so the NAS sees (and answers) the real client address.
-    home.setconf(&format!(
-        "[Interface]\nPrivateKey = {}\n\n[Peer]\n# VPS\nPublicKey = {}\nEndpoint = {VPS_PUBLIC}:{PORT}\n\
-         AllowedIPs = 10.88.0.0/24, 203.0.113.0/24\nPersistentKeepalive = 25\n",
-        home_keys.private_key, vps_keys.public_key
-    ))?;
-    home.bring_up(&[(IpAddr::from([10, 88, 0, 2]), 24)], 1420)?;
-    world.home.add_route_dev("203.0.113.0/24", &home_if)?;
+    // Each gatewayd reads one file: keys, addresses, peers, data path, forwards.
+    let vps_file = dir.file(&format!("{vps_if}.toml"));
+    write_private(&vps_file, &vps_config(&vps_keys, &home_keys))?;
+    say(format!(
+        "VPS {VPS_PUBLIC}: gatewayd --config {vps_if}.toml (eBPF data path, hub for the phone and \
+         the home, public entry point):"
+    ));
+    show_file(&vps_file)?;
+    let vps_options =
+        GatewaydOptions { config: Some(vps_file.clone()), ..GatewaydOptions::new(DataPath::Ebpf) };
+    let vps = Gatewayd::start(&world.vps, &dir, &vps_if, &vps_options)?;
+
+    let home_file = dir.file(&format!("{home_if}.toml"));
+    write_private(&home_file, &home_config(&home_keys, &vps_keys))?;
+    say(format!(
+        "home router (behind CGNAT {CGNAT_PUBLIC}): gatewayd --config {home_if}.toml, LAN port \
+         {HOME_LAN_IF}:"
+    ));
+    show_file(&home_file)?;
+    let home_options =
+        GatewaydOptions { config: Some(home_file), ..GatewaydOptions::new(DataPath::Ebpf) };
+    let home = Gatewayd::start(&world.home, &dir, &home_if, &home_options)?;
 
     say(
         "provisioning the phone on the VPS: gateway add-peer (prints the app's config and a QR code)",
@@ -117,6 +182,12 @@ fn run() -> Result<()> {
         println!("           {line}");
     }
     let (phone_conf, _) = app_config(conf);
+    say(format!("the VPS wrote the new peer into {vps_if}.toml (atomically, comments kept):"));
+    let written = std::fs::read_to_string(&vps_file)?;
+    let phone_peer = written.rfind("[[peer]]").map_or("", |at| &written[at..]);
+    for line in phone_peer.lines().take_while(|line| !line.is_empty()) {
+        println!("         | {line}");
+    }
     say(format!(
         "phone {}: wireguard-go {phone_if} with that config (a stock WireGuard app)",
         topology::PHONE_PUBLIC
@@ -128,7 +199,8 @@ fn run() -> Result<()> {
     world.phone.add_route_dev("192.168.1.0/24", &phone_if)?;
 
     say(format!(
-        "the NAS serves http on {NAS}:{WEB_PORT}; the VPS forwards {VPS_PUBLIC}:{FORWARDED_PORT} to it"
+        "the NAS serves http on {NAS}:{WEB_PORT}; the VPS forwards {VPS_PUBLIC}:{FORWARDED_PORT} to \
+         it (the [[forward]] in its file)"
     ));
     let _web = Process::spawn(
         &dir,
@@ -137,10 +209,6 @@ fn run() -> Result<()> {
             "read -r request; printf 'HTTP/1.0 200 OK\\r\\n\\r\\nhello from the NAS at home; you are %s\\n' \"$NCAT_REMOTE_ADDR\"",
         ),
     )?;
-    world.vps.load_nftables(&format!(
-        "table ip portforward {{\n\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat;\n\
-         \t\tiifname \"{VPS_UPLINK}\" tcp dport {FORWARDED_PORT} dnat to {NAS}:{WEB_PORT}\n\t}}\n}}\n"
-    ))?;
 
     let hold = Hold;
     say("waiting for the home router's handshake through the CGNAT");
