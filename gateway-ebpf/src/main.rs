@@ -20,6 +20,7 @@ mod encap;
 mod entry;
 mod flow;
 mod maps;
+mod mss;
 mod nat;
 mod packet;
 mod parse;

@@ -24,7 +24,8 @@ use crate::crypto::{self, MAX_PLAINTEXT};
 use crate::encap;
 use crate::maps::{allowed, config, count, peer, redirect_iface, rx_session_slot, session};
 use crate::packet::{L3, Packet};
-use crate::parse::{self, ETH_P_IP, ETH_P_IPV6, Inner, Outer, Parsed};
+use crate::mss;
+use crate::parse::{self, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, Inner, Outer, Parsed};
 use crate::reply_to;
 use crate::rewrite;
 use crate::route::{self, FIB_NO_NEIGH, FIB_SUCCESS};
@@ -149,6 +150,13 @@ pub unsafe fn receive<P: Packet>(ctx: *mut c_void, s: &mut Scratch, ingress: u32
     .is_err()
     {
         return drop(Stat::Error);
+    }
+    if inner.proto == IPPROTO_TCP {
+        match unsafe { mss::clamp_received::<P>(ctx, s, inner.len, payload) } {
+            0 => {}
+            1 => count(Stat::RxMssClamped),
+            _ => return drop(Stat::Error),
+        }
     }
     if is_entry(peer) {
         reply_to::remember(s, inner.len, peer_slot, now);

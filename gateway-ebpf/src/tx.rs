@@ -18,6 +18,7 @@ use crate::crypto::MAX_PLAINTEXT;
 use crate::csum;
 use crate::encap::{self, EncapError, Handover, OuterChecksum, Verify};
 use crate::maps::{allowed, config, count, count_index};
+use crate::mss;
 use crate::packet::{L3, Packet, TcL3, Xdp};
 use crate::parse::{self, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, Inner};
 use crate::partial::{self, InnerChecksum};
@@ -96,6 +97,10 @@ pub unsafe fn from_tun(ctx: *mut c_void, s: &mut Scratch) -> i32 {
     };
     if cfg.tun_mtu != 0 && len > cfg.tun_mtu {
         count(Stat::TxPassTooBig);
+        return ok;
+    }
+    if unsafe { mss::is_syn::<TcL3>(ctx, s, &inner, 0) } {
+        count(Stat::TxPassSyn);
         return ok;
     }
     // Locally generated TCP: the stack left its checksum to the device (see `partial`).
@@ -288,6 +293,16 @@ pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
             unsafe { reply_to_tunnel(ctx, &inner) }
         } else {
             too_big()
+        };
+    }
+    if unsafe { mss::is_syn::<Xdp>(ctx, s, &inner, eth) } {
+        // The stack routes it into the tunnel (or, a reply to an entry peer, the TUN's
+        // egress takes it): the daemon clamps it.
+        return if reply_to.is_some() {
+            unsafe { reply_to_tunnel(ctx, &inner) }
+        } else {
+            count(Stat::TxPassSyn);
+            pass
         };
     }
     // In memory across the seal (see `Scratch::outcome`): the verifier's cost doubled with it

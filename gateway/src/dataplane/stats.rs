@@ -67,6 +67,8 @@ stats! {
     reply_to_sent => ReplyToSent,
     reply_to_tunnel => ReplyToTunnel,
     reply_to_dropped => ReplyToDropped,
+    tx_pass_syn => TxPassSyn,
+    rx_mss_clamped => RxMssClamped,
     error => Error,
 }
 

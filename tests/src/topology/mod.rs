@@ -6,10 +6,12 @@
 //!   relays between phone and home, and the home reaches it only through a masquerade.
 //! - [`Entry`]: client — internet — two VPSes, and a home behind carrier NAT with a NAS and a
 //!   second host on its LAN: services on the home LAN exposed on the VPSes' addresses.
+//! - [`Narrow`]: LAN host — home — (an underlay of MTU 1280) — VPS — client.
 
 mod direct;
 mod entry;
 mod hub;
+mod narrow;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -19,6 +21,7 @@ use anyhow::{Context as _, Result};
 pub use direct::Direct;
 pub use entry::Entry;
 pub use hub::Hub;
+pub use narrow::Narrow;
 
 use crate::Netns;
 use crate::traffic::wait_for_ping;
