@@ -12,7 +12,10 @@
 //!
 //! With eBPF (the send programs leave SYNs and too-large packets to the daemon, the receive
 //! programs clamp decrypted SYNs), with eBPF and the home's LAN served in XDP (`--lan-iface`,
-//! `wg_tx_lan`), and with `--no-ebpf`.
+//! `wg_tx_lan`), and with `--no-ebpf`. Where both ends clamp, each end's clamp hides the
+//! other's; so the home also runs behind a stock VPS (wireguard-go, which clamps nothing and
+//! fragments its outer datagrams): the SYN the home receives is clamped by the home alone,
+//! on its receive path, and the ICMP is checked in the direction the home answers for.
 
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -24,10 +27,11 @@ use gateway_common::maps::Stat;
 use gateway_tests::gatewayd::{DataPath, Gatewayd, GatewaydOptions, XdpPass};
 use gateway_tests::topology::{Narrow, TopologyOptions};
 use gateway_tests::traffic::{PingOptions, ping_with, wait_for_ping};
-use gateway_tests::wg::KeyPair;
+use gateway_tests::wg::{Implementation, KeyPair, WgPeer};
 use gateway_tests::{Netns, TestDir, require_root, require_tools, unique_ifname};
 
 const TOOLS: &[&str] = &["ip", "ping", "wg"];
+const STOCK_TOOLS: &[&str] = &["ip", "ping", "wg", "wireguard-go"];
 const PORT: u16 = 51820;
 const TCP_PORT: u16 = 5301;
 const TIMEOUT: Duration = Duration::from_secs(15);
@@ -51,25 +55,44 @@ enum Path {
     Userspace,
 }
 
+/// What runs on the VPS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Vps {
+    /// gatewayd, on the same data path as the home.
+    Gatewayd,
+    /// wireguard-go.
+    Stock,
+}
+
 #[test]
 fn a_narrow_underlay_is_no_black_hole_with_ebpf() -> Result<()> {
-    narrow_underlay(Path::Ebpf)
+    narrow_underlay(Path::Ebpf, Vps::Gatewayd)
 }
 
 #[test]
 fn a_narrow_underlay_is_no_black_hole_with_ebpf_on_the_lan() -> Result<()> {
-    narrow_underlay(Path::EbpfLan)
+    narrow_underlay(Path::EbpfLan, Vps::Gatewayd)
 }
 
 #[test]
 fn a_narrow_underlay_is_no_black_hole_without_ebpf() -> Result<()> {
-    narrow_underlay(Path::Userspace)
+    narrow_underlay(Path::Userspace, Vps::Gatewayd)
 }
 
-fn narrow_underlay(path: Path) -> Result<()> {
+#[test]
+fn a_home_with_ebpf_clamps_what_a_stock_vps_sends() -> Result<()> {
+    narrow_underlay(Path::Ebpf, Vps::Stock)
+}
+
+#[test]
+fn a_home_without_ebpf_clamps_what_a_stock_vps_sends() -> Result<()> {
+    narrow_underlay(Path::Userspace, Vps::Stock)
+}
+
+fn narrow_underlay(path: Path, vps_kind: Vps) -> Result<()> {
     require_root()?;
-    require_tools(TOOLS)?;
-    let dir = TestDir::new(&format!("mtu-{path:?}"))?;
+    require_tools(if vps_kind == Vps::Stock { STOCK_TOOLS } else { TOOLS })?;
+    let dir = TestDir::new(&format!("mtu-{path:?}-{vps_kind:?}"))?;
     let net = Narrow::build(&TopologyOptions::default())?;
     // Frames the programs build are complete, and so are the hosts' own (no checksum left
     // to a veth peer); hosts behind a gateway take what its XDP programs send them.
@@ -94,16 +117,42 @@ fn narrow_underlay(path: Path) -> Result<()> {
         home_options.lan_ifaces = vec![net.home_lan.name.clone()];
     }
     let home = Gatewayd::start(&net.home, &dir, &unique_ifname("gw")?, &home_options)?;
-    let vps =
-        Gatewayd::start(&net.vps, &dir, &unique_ifname("gw")?, &GatewaydOptions::new(data_path))?;
+    let vps = match vps_kind {
+        Vps::Gatewayd => VpsDaemon::Gatewayd(Gatewayd::start(
+            &net.vps,
+            &dir,
+            &unique_ifname("gw")?,
+            &GatewaydOptions::new(data_path),
+        )?),
+        Vps::Stock => VpsDaemon::Stock(WgPeer::start(
+            Implementation::WireguardGo,
+            &net.vps,
+            &dir,
+            &unique_ifname("wg")?,
+        )?),
+    };
     let world = World { net: &net, home: &home, vps: &vps };
     world.run(path).map_err(|error| dir.attach_logs(error))
+}
+
+enum VpsDaemon {
+    Gatewayd(Gatewayd),
+    Stock(WgPeer),
+}
+
+impl VpsDaemon {
+    fn peer(&self) -> &WgPeer {
+        match self {
+            VpsDaemon::Gatewayd(gatewayd) => gatewayd,
+            VpsDaemon::Stock(peer) => peer,
+        }
+    }
 }
 
 struct World<'a> {
     net: &'a Narrow,
     home: &'a Gatewayd,
-    vps: &'a Gatewayd,
+    vps: &'a VpsDaemon,
 }
 
 impl World<'_> {
@@ -114,16 +163,19 @@ impl World<'_> {
             .context("LAN host → client through the tunnel")?;
         let home_before = self.stats(self.home, path)?;
 
-        refused_with_the_path_mtu(&self.net.lan_host, client).context("LAN host → client")?;
-        refused_with_the_path_mtu(&self.net.client, lan_host).context("client → LAN host")?;
-        fitting_datagrams_pass(&self.net.lan_host, client)?;
-
-        // The client connects to the LAN host (its SYN sealed by the VPS, its SYN-ACK by the
-        // home), then the other way round.
+        // TCP first: an ICMP error would teach the hosts the path MTU, and their segment
+        // size would then fit whatever the SYNs said. The client connects to the LAN host
+        // (its SYN sealed by the VPS, its SYN-ACK by the home), then the other way round.
         transfer(&self.net.client, &self.net.lan_host, lan_host)
             .context("client → LAN host connection")?;
         transfer(&self.net.lan_host, &self.net.client, client)
             .context("LAN host → client connection")?;
+
+        refused_with_the_path_mtu(&self.net.lan_host, client).context("LAN host → client")?;
+        if matches!(self.vps, VpsDaemon::Gatewayd(_)) {
+            refused_with_the_path_mtu(&self.net.client, lan_host).context("client → LAN host")?;
+        }
+        fitting_datagrams_pass(&self.net.lan_host, client)?;
 
         if let Some(before) = home_before {
             // The home's LAN traffic reached the send programs: on the LAN port itself
@@ -141,13 +193,22 @@ impl World<'_> {
                 "the home's programs sealed nothing: {}",
                 since.nonzero()
             );
+            if let VpsDaemon::Stock(_) = self.vps {
+                // The client's SYN came unclamped: the receive program clamped it.
+                ensure!(
+                    since.get(Stat::RxMssClamped) > 0,
+                    "no SYN clamped on receipt: {}",
+                    since.nonzero()
+                );
+            }
         }
         Ok(())
     }
 
     fn configure(&self) -> Result<()> {
         let (home_keys, vps_keys) = (KeyPair::generate()?, KeyPair::generate()?);
-        self.vps.setconf(&format!(
+        let vps = self.vps.peer();
+        vps.setconf(&format!(
             "[Interface]\nPrivateKey = {}\nListenPort = {PORT}\n\n\
              [Peer]\nPublicKey = {}\nAllowedIPs = {HOME_TUNNEL}/32, {}\n",
             vps_keys.private_key,
@@ -163,9 +224,9 @@ impl World<'_> {
             Narrow::VPS_LAN_V4,
         ))?;
         self.home.bring_up(&[(IpAddr::V4(HOME_TUNNEL), 24)], TUNNEL_MTU)?;
-        self.vps.bring_up(&[(IpAddr::V4(VPS_TUNNEL), 24)], TUNNEL_MTU)?;
+        vps.bring_up(&[(IpAddr::V4(VPS_TUNNEL), 24)], TUNNEL_MTU)?;
         self.net.home.add_route_dev(Narrow::VPS_LAN_V4, self.home.ifname())?;
-        self.net.vps.add_route_dev(Narrow::HOME_LAN_V4, self.vps.ifname())
+        self.net.vps.add_route_dev(Narrow::HOME_LAN_V4, vps.ifname())
     }
 
     /// The programs' counters, when they run.
