@@ -369,8 +369,9 @@ pub enum Stat {
     ReplyToTunnel,
     /// As `ReplyToTunnel`, but the driver keeps no XDP metadata to hand it over with: dropped.
     ReplyToDropped,
-    /// A TCP SYN on its way into the tunnel: left to the daemon (LAN XDP: to the stack, then
-    /// the TUN's egress, then the daemon), which clamps its MSS to the peer's path MTU.
+    /// A TCP SYN on its way into the tunnel announcing an MSS larger than the tunnel's path
+    /// MTU carries: left to the daemon (LAN XDP: to the stack, then the TUN's egress, then
+    /// the daemon), which clamps it to the peer's path MTU.
     TxPassSyn,
     /// A decrypted SYN whose MSS was lowered to the tunnel's path MTU (`CONFIG.tun_mtu`).
     RxMssClamped,

@@ -151,13 +151,6 @@ pub unsafe fn receive<P: Packet>(ctx: *mut c_void, s: &mut Scratch, ingress: u32
     {
         return drop(Stat::Error);
     }
-    if inner.proto == IPPROTO_TCP {
-        match unsafe { mss::clamp_received::<P>(ctx, s, inner.len, payload) } {
-            0 => {}
-            1 => count(Stat::RxMssClamped),
-            _ => return drop(Stat::Error),
-        }
-    }
     if is_entry(peer) {
         reply_to::remember(s, inner.len, peer_slot, now);
     }
@@ -166,6 +159,14 @@ pub unsafe fn receive<P: Packet>(ctx: *mut c_void, s: &mut Scratch, ingress: u32
         match unsafe { translate::reply::<P>(ctx, s, inner.len, payload, now) } {
             Ok(t) => translation = t,
             Err(()) => return drop(Stat::Error),
+        }
+    }
+    // A forwarded flow's reply had its MSS clamped with its translation.
+    if inner.proto == IPPROTO_TCP && translation != Translation::Forwarded {
+        match unsafe { mss::clamp_received::<P>(ctx, s, inner.len, payload) } {
+            0 => {}
+            1 => count(Stat::RxMssClamped),
+            _ => return drop(Stat::Error),
         }
     }
     unsafe { deliver::<P>(ctx, s, cfg, &o, &inner, peer_slot, ingress, now, translation) }

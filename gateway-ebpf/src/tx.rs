@@ -99,7 +99,7 @@ pub unsafe fn from_tun(ctx: *mut c_void, s: &mut Scratch) -> i32 {
         count(Stat::TxPassTooBig);
         return ok;
     }
-    if unsafe { mss::is_syn::<TcL3>(ctx, s, &inner, 0) } {
+    if unsafe { mss::needs_clamping::<TcL3>(ctx, s, &inner, 0, cfg.tun_mtu) } {
         count(Stat::TxPassSyn);
         return ok;
     }
@@ -295,7 +295,7 @@ pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
             too_big()
         };
     }
-    if unsafe { mss::is_syn::<Xdp>(ctx, s, &inner, eth) } {
+    if unsafe { mss::needs_clamping::<Xdp>(ctx, s, &inner, eth, cfg.tun_mtu) } {
         // The stack routes it into the tunnel (or, a reply to an entry peer, the TUN's
         // egress takes it): the daemon clamps it.
         return if reply_to.is_some() {
