@@ -295,15 +295,14 @@ pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
             too_big()
         };
     }
-    if unsafe { mss::needs_clamping::<Xdp>(ctx, s, &inner, eth, cfg.tun_mtu) } {
-        // The stack routes it into the tunnel (or, a reply to an entry peer, the TUN's
-        // egress takes it): the daemon clamps it.
-        return if reply_to.is_some() {
-            unsafe { reply_to_tunnel(ctx, &inner) }
-        } else {
-            count(Stat::TxPassSyn);
-            pass
-        };
+    // An entry peer's flow had its MSS clamped by the entry point, which clamps the replies
+    // too as it translates them back; the daemon could not send it to that peer.
+    if reply_to.is_none() && unsafe { mss::needs_clamping::<Xdp>(ctx, s, &inner, eth, cfg.tun_mtu) }
+    {
+        // The stack routes it into the tunnel, and the TUN's egress leaves it to the daemon,
+        // which clamps it.
+        count(Stat::TxPassSyn);
+        return pass;
     }
     // In memory across the seal (see `Scratch::outcome`): the verifier's cost doubled with it
     // in a register.
