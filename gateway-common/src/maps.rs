@@ -161,6 +161,9 @@ pub const CONFIG_REPLY_TO: u32 = 1 << 3;
 pub struct Config {
     /// The TUN interface: decrypted packets are delivered as if received on it.
     pub tun_ifindex: u32,
+    /// The tunnel's path MTU: the TUN's MTU, lowered to what the narrowest peer's underlay
+    /// carries (the daemon learns it; see docs/ARCHITECTURE.md, "MTU"). Larger packets go to
+    /// the daemon, which answers them with ICMP; SYNs are clamped to it.
     pub tun_mtu: u32,
     /// Our UDP listen port, network byte order.
     pub listen_port: u16,
@@ -413,6 +416,12 @@ pub enum Stat {
     /// Masquerade: a packet from a tunnel peer the program cannot translate (a fragment, IP
     /// options, IPv6, neither TCP, UDP nor ICMP echo): left to the stack untouched.
     MasqueradeUntranslated,
+    /// A TCP SYN on its way into the tunnel announcing an MSS larger than the tunnel's path
+    /// MTU carries: left to the daemon (LAN XDP: to the stack, then the TUN's egress, then
+    /// the daemon), which clamps it to the peer's path MTU.
+    TxPassSyn,
+    /// A decrypted SYN whose MSS was lowered to the tunnel's path MTU (`CONFIG.tun_mtu`).
+    RxMssClamped,
     /// A program hit an error it could not attribute (a helper failed).
     Error,
 }

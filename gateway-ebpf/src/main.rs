@@ -23,6 +23,7 @@ mod entry;
 mod flow;
 mod maps;
 mod masquerade;
+mod mss;
 mod nat;
 mod packet;
 mod parse;

@@ -23,8 +23,9 @@ use crate::activity;
 use crate::crypto::{self, MAX_PLAINTEXT};
 use crate::encap;
 use crate::maps::{allowed, config, count, peer, redirect_iface, rx_session_slot, session};
+use crate::mss;
 use crate::packet::{L3, Packet};
-use crate::parse::{self, ETH_P_IP, ETH_P_IPV6, Inner, Outer, Parsed};
+use crate::parse::{self, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, Inner, Outer, Parsed};
 use crate::reply_to;
 use crate::rewrite;
 use crate::route::{self, FIB_NO_NEIGH, FIB_SUCCESS};
@@ -158,6 +159,14 @@ pub unsafe fn receive<P: Packet>(ctx: *mut c_void, s: &mut Scratch, ingress: u32
         match unsafe { translate::reply::<P>(ctx, s, inner.len, payload, now) } {
             Ok(t) => translation = t,
             Err(()) => return drop(Stat::Error),
+        }
+    }
+    // A forwarded flow's reply had its MSS clamped with its translation.
+    if inner.proto == IPPROTO_TCP && translation != Translation::Forwarded {
+        match unsafe { mss::clamp_received::<P>(ctx, s, inner.len, payload) } {
+            0 => {}
+            1 => count(Stat::RxMssClamped),
+            _ => return drop(Stat::Error),
         }
     }
     unsafe { deliver::<P>(ctx, s, cfg, &o, &inner, peer_slot, ingress, now, translation) }

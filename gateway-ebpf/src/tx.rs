@@ -18,6 +18,7 @@ use crate::crypto::MAX_PLAINTEXT;
 use crate::csum;
 use crate::encap::{self, EncapError, Handover, OuterChecksum, Verify};
 use crate::maps::{allowed, config, count, count_index};
+use crate::mss;
 use crate::packet::{L3, Packet, TcL3, Xdp};
 use crate::parse::{self, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, Inner};
 use crate::partial::{self, InnerChecksum};
@@ -96,6 +97,10 @@ pub unsafe fn from_tun(ctx: *mut c_void, s: &mut Scratch) -> i32 {
     };
     if cfg.tun_mtu != 0 && len > cfg.tun_mtu {
         count(Stat::TxPassTooBig);
+        return ok;
+    }
+    if unsafe { mss::needs_clamping::<TcL3>(ctx, s, &inner, 0, cfg.tun_mtu) } {
+        count(Stat::TxPassSyn);
         return ok;
     }
     // Locally generated TCP: the stack left its checksum to the device (see `partial`).
@@ -289,6 +294,15 @@ pub unsafe fn from_lan(ctx: *mut c_void, s: &mut Scratch, ingress: u32) -> u32 {
         } else {
             too_big()
         };
+    }
+    // An entry peer's flow had its MSS clamped by the entry point, which clamps the replies
+    // too as it translates them back; the daemon could not send it to that peer.
+    if reply_to.is_none() && unsafe { mss::needs_clamping::<Xdp>(ctx, s, &inner, eth, cfg.tun_mtu) }
+    {
+        // The stack routes it into the tunnel, and the TUN's egress leaves it to the daemon,
+        // which clamps it.
+        count(Stat::TxPassSyn);
+        return pass;
     }
     // In memory across the seal (see `Scratch::outcome`): the verifier's cost doubled with it
     // in a register.

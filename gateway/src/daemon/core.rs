@@ -93,6 +93,21 @@ impl Core {
             tracing::trace!(?event, "device event");
             events.push(event);
         }
+        // A new endpoint may be behind a narrower underlay: learn it now, and pass the path
+        // MTU change it makes on with this step's events.
+        let moved: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::EndpointChanged(id) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        if !moved.is_empty() {
+            super::path_mtu::refresh(self, moved);
+            while let Some(event) = self.device.poll_event() {
+                events.push(event);
+            }
+        }
         if let Some(sink) = self.sink.as_mut()
             && !events.is_empty()
         {

@@ -18,6 +18,7 @@ pub mod io;
 pub mod link;
 pub mod masquerade;
 pub mod notify;
+pub mod path_mtu;
 pub mod proxy_nat;
 pub mod reload;
 pub mod status;
@@ -383,6 +384,9 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
                 if let Some(sink) = c.sink.as_mut() {
                     sink.link_changed(index);
                 }
+                // Perhaps an underlay's MTU.
+                let peers: Vec<_> = c.device.peer_ids().collect();
+                path_mtu::refresh(c, peers);
             }),
             link::LinkEvent::AddressesChanged => {
                 if let Ok((v4, v6)) = link::addresses(&name) {

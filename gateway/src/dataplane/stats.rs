@@ -71,6 +71,8 @@ stats! {
     masquerade_in => MasqueradeIn,
     masquerade_no_port => MasqueradeNoPort,
     masquerade_untranslated => MasqueradeUntranslated,
+    tx_pass_syn => TxPassSyn,
+    rx_mss_clamped => RxMssClamped,
     error => Error,
 }
 

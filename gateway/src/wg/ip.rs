@@ -1,6 +1,6 @@
 //! The little the protocol needs to know about the IP packets it carries: version, source,
 //! destination, the length the header claims and the ECN bits; and the ICMP errors the
-//! kernel sends for packets it cannot route into the tunnel.
+//! kernel sends for packets it cannot route into the tunnel or that do not fit it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -138,46 +138,92 @@ pub fn destination_unreachable(
         return None;
     }
     match header.src {
-        IpAddr::V4(to) => {
-            let from = source_v4?;
-            let quoted = &packet[..packet.len().min(ICMPV4_MAX_TOTAL - IPV4_MIN_HEADER - 8)];
-            let total = IPV4_MIN_HEADER + 8 + quoted.len();
-            let mut out = Vec::with_capacity(total);
-            out.extend_from_slice(&[0x45, 0xc0]);
-            out.extend_from_slice(&(total as u16).to_be_bytes());
-            out.extend_from_slice(&[0, 0, 0, 0, DEFAULT_TTL, 1, 0, 0]);
-            out.extend_from_slice(&from.octets());
-            out.extend_from_slice(&to.octets());
-            let ip_sum = checksum_fold(checksum_add(0, &out[..IPV4_MIN_HEADER]));
-            out[10..12].copy_from_slice(&ip_sum.to_be_bytes());
-            // type 3 (destination unreachable), code 1 (host unreachable)
-            out.extend_from_slice(&[3, 1, 0, 0, 0, 0, 0, 0]);
-            out.extend_from_slice(quoted);
-            let icmp_sum = checksum_fold(checksum_add(0, &out[IPV4_MIN_HEADER..]));
-            out[IPV4_MIN_HEADER + 2..IPV4_MIN_HEADER + 4].copy_from_slice(&icmp_sum.to_be_bytes());
-            Some(out)
-        }
-        IpAddr::V6(to) => {
-            let from = source_v6?;
-            let quoted = &packet[..packet.len().min(ICMPV6_MAX_TOTAL - IPV6_HEADER - 8)];
-            let payload_len = 8 + quoted.len();
-            let mut out = Vec::with_capacity(IPV6_HEADER + payload_len);
-            out.extend_from_slice(&[0x60, 0, 0, 0]);
-            out.extend_from_slice(&(payload_len as u16).to_be_bytes());
-            out.extend_from_slice(&[58, DEFAULT_TTL]);
-            out.extend_from_slice(&from.octets());
-            out.extend_from_slice(&to.octets());
-            // type 1 (destination unreachable), code 3 (address unreachable)
-            out.extend_from_slice(&[1, 3, 0, 0, 0, 0, 0, 0]);
-            out.extend_from_slice(quoted);
-            let mut sum = checksum_add(0, &out[8..40]);
-            sum += payload_len as u32;
-            sum += 58;
-            let sum = checksum_fold(checksum_add(sum, &out[IPV6_HEADER..]));
-            out[IPV6_HEADER + 2..IPV6_HEADER + 4].copy_from_slice(&sum.to_be_bytes());
-            Some(out)
-        }
+        // type 3 (destination unreachable), code 1 (host unreachable)
+        IpAddr::V4(to) => Some(icmpv4_error(packet, source_v4?, to, [3, 1], 0)),
+        // type 1 (destination unreachable), code 3 (address unreachable)
+        IpAddr::V6(to) => Some(icmpv6_error(packet, source_v6?, to, [1, 3], 0)),
     }
+}
+
+/// Whether an IPv4 packet says "don't fragment" (IPv6 packets are never fragmented on the
+/// way, so every one does).
+pub fn dont_fragment(packet: &[u8]) -> bool {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => packet.get(6).is_some_and(|b| b & 0x40 != 0),
+        Some(6) => true,
+        _ => false,
+    }
+}
+
+/// The error a router sends when a packet does not fit the next hop (`mtu` bytes): ICMP
+/// "fragmentation needed" with the next-hop MTU (RFC 1191) for an IPv4 packet that says
+/// "don't fragment", ICMPv6 "packet too big" (RFC 4443) for an IPv6 one. `None` for an IPv4
+/// packet that may be fragmented, or when no error may be sent about the packet.
+///
+/// It comes from the packet's destination: written to the TUN it arrives at the stack on
+/// the tunnel, from an address routed through the tunnel, which the stack's source checks
+/// accept (an address of this host would be dropped as martian), and which is where the
+/// packet was going. The sender's stack matches the error to its flow by the quoted
+/// header, whatever its source.
+pub fn too_big(packet: &[u8], mtu: usize) -> Option<Vec<u8>> {
+    let header = parse(packet)?;
+    if !dont_fragment(packet) || !may_answer(packet, &header) {
+        return None;
+    }
+    match (header.src, header.dst) {
+        // type 3 (destination unreachable), code 4 (fragmentation needed and DF set); the
+        // next-hop MTU in the low 16 bits of the rest of the header.
+        (IpAddr::V4(to), IpAddr::V4(from)) => {
+            Some(icmpv4_error(packet, from, to, [3, 4], mtu.min(0xffff) as u32))
+        }
+        // type 2 (packet too big), code 0; the MTU in the rest of the header.
+        (IpAddr::V6(to), IpAddr::V6(from)) => {
+            Some(icmpv6_error(packet, from, to, [2, 0], mtu.min(u32::MAX as usize) as u32))
+        }
+        _ => None,
+    }
+}
+
+/// An ICMP error (`kind`: type and code; `rest`: the header's last four bytes) from `from` to
+/// `to` quoting as much of `packet` as RFC 1812 allows.
+fn icmpv4_error(packet: &[u8], from: Ipv4Addr, to: Ipv4Addr, kind: [u8; 2], rest: u32) -> Vec<u8> {
+    let quoted = &packet[..packet.len().min(ICMPV4_MAX_TOTAL - IPV4_MIN_HEADER - 8)];
+    let total = IPV4_MIN_HEADER + 8 + quoted.len();
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&[0x45, 0xc0]);
+    out.extend_from_slice(&(total as u16).to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0, DEFAULT_TTL, 1, 0, 0]);
+    out.extend_from_slice(&from.octets());
+    out.extend_from_slice(&to.octets());
+    let ip_sum = checksum_fold(checksum_add(0, &out[..IPV4_MIN_HEADER]));
+    out[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+    out.extend_from_slice(&[kind[0], kind[1], 0, 0]);
+    out.extend_from_slice(&rest.to_be_bytes());
+    out.extend_from_slice(quoted);
+    let icmp_sum = checksum_fold(checksum_add(0, &out[IPV4_MIN_HEADER..]));
+    out[IPV4_MIN_HEADER + 2..IPV4_MIN_HEADER + 4].copy_from_slice(&icmp_sum.to_be_bytes());
+    out
+}
+
+/// An ICMPv6 error, as `icmpv4_error`, at most the minimum IPv6 MTU long (RFC 4443).
+fn icmpv6_error(packet: &[u8], from: Ipv6Addr, to: Ipv6Addr, kind: [u8; 2], rest: u32) -> Vec<u8> {
+    let quoted = &packet[..packet.len().min(ICMPV6_MAX_TOTAL - IPV6_HEADER - 8)];
+    let payload_len = 8 + quoted.len();
+    let mut out = Vec::with_capacity(IPV6_HEADER + payload_len);
+    out.extend_from_slice(&[0x60, 0, 0, 0]);
+    out.extend_from_slice(&(payload_len as u16).to_be_bytes());
+    out.extend_from_slice(&[58, DEFAULT_TTL]);
+    out.extend_from_slice(&from.octets());
+    out.extend_from_slice(&to.octets());
+    out.extend_from_slice(&[kind[0], kind[1], 0, 0]);
+    out.extend_from_slice(&rest.to_be_bytes());
+    out.extend_from_slice(quoted);
+    let mut sum = checksum_add(0, &out[8..40]);
+    sum += payload_len as u32;
+    sum += 58;
+    let sum = checksum_fold(checksum_add(sum, &out[IPV6_HEADER..]));
+    out[IPV6_HEADER + 2..IPV6_HEADER + 4].copy_from_slice(&sum.to_be_bytes());
+    out
 }
 
 #[cfg(test)]
@@ -298,5 +344,40 @@ mod tests {
         let b: Ipv6Addr = "fd00:9::9".parse().unwrap();
         let e6 = v6_packet(a, b, 58, &[1, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(destination_unreachable(&e6, None, Some(a)), None);
+    }
+
+    #[test]
+    fn fragmentation_needed_carries_the_mtu_and_comes_from_the_destination() {
+        let orig = v4_packet([10, 0, 0, 1], [10, 9, 9, 9], 17, &[7; 1400]);
+        let icmp = too_big(&orig, 1220).unwrap();
+        let h = parse(&icmp).unwrap();
+        assert_eq!(h.src, IpAddr::from([10, 9, 9, 9]));
+        assert_eq!(h.dst, IpAddr::from([10, 0, 0, 1]));
+        assert!(verify_sum(&icmp[..20], 0), "IP header checksum");
+        assert!(verify_sum(&icmp[20..], 0), "ICMP checksum");
+        assert_eq!(&icmp[20..22], &[3, 4]);
+        assert_eq!(&icmp[24..28], &[0, 0, 1220u16.to_be_bytes()[0], 1220u16.to_be_bytes()[1]]);
+        assert_eq!(&icmp[28..48], &orig[..20]);
+        let mut may_fragment = orig.clone();
+        may_fragment[6] = 0;
+        assert_eq!(too_big(&may_fragment, 1220), None, "no DF: fragmented, not refused");
+        let err = v4_packet([10, 0, 0, 1], [10, 9, 9, 9], 1, &[3, 4, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(too_big(&err, 1220), None, "never about an ICMP error");
+    }
+
+    #[test]
+    fn packet_too_big_carries_the_mtu() {
+        let a: Ipv6Addr = "fd00::1".parse().unwrap();
+        let b: Ipv6Addr = "fd00:9::9".parse().unwrap();
+        let orig = v6_packet(a, b, 17, &[1; 1400]);
+        let icmp = too_big(&orig, 1200).unwrap();
+        assert_eq!(icmp.len(), 1280);
+        let h = parse(&icmp).unwrap();
+        assert_eq!((h.src, h.dst), (b.into(), a.into()));
+        let mut pseudo = checksum_add(0, &icmp[8..40]);
+        pseudo += (icmp.len() - 40) as u32 + 58;
+        assert!(verify_sum(&icmp[40..], pseudo));
+        assert_eq!(&icmp[40..42], &[2, 0]);
+        assert_eq!(&icmp[44..48], &1200u32.to_be_bytes());
     }
 }

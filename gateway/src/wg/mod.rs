@@ -9,6 +9,7 @@ pub mod index_table;
 pub mod ip;
 pub mod keypair;
 pub mod messages;
+pub mod mss;
 pub mod noise;
 pub mod peer;
 pub mod projection;

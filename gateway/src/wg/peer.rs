@@ -44,6 +44,9 @@ pub struct Peer {
     pub(super) keypairs: Keypairs,
     pub(super) timers: Timers,
     pub(super) endpoint: Option<Endpoint>,
+    /// The MTU of the underlay's route to the endpoint, as the daemon last learned it; None
+    /// while unknown (the tunnel MTU alone applies).
+    pub(super) underlay_mtu: Option<usize>,
     pub(super) persistent_keepalive: u16,
     /// Packets waiting for a usable session, oldest first (the kernel's staged queue).
     pub(super) staged: VecDeque<Vec<u8>>,
@@ -78,6 +81,7 @@ impl Peer {
             keypairs: Keypairs::default(),
             timers: Timers::new(scale),
             endpoint: None,
+            underlay_mtu: None,
             persistent_keepalive: 0,
             staged: VecDeque::new(),
             last_sent_handshake: None,

@@ -8,11 +8,13 @@
 //!   second host on its LAN: services on the home LAN exposed on the VPSes' addresses.
 //! - [`Exit`]: phone — internet — VPS: the phone's traffic leaves through the VPS
 //!   (`--masquerade`) to a site on the internet.
+//! - [`Narrow`]: LAN host — home — (an underlay of MTU 1280) — VPS — client.
 
 mod direct;
 mod entry;
 mod exit;
 mod hub;
+mod narrow;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -23,6 +25,7 @@ pub use direct::Direct;
 pub use entry::Entry;
 pub use exit::Exit;
 pub use hub::Hub;
+pub use narrow::Narrow;
 
 use crate::Netns;
 use crate::traffic::wait_for_ping;

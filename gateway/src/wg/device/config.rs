@@ -145,6 +145,7 @@ impl Device {
         self.allowed_ips.remove_by_value(&id);
         self.free_peer_ids.push(id.0);
         self.events.push_back(Event::PeerRemoved(id));
+        self.publish_path_mtu();
     }
 
     pub fn remove_all_peers(&mut self) {

@@ -3,14 +3,16 @@
 //!
 //! One concern per file: `receive` (datagrams from the network), `send` (packets from the
 //! TUN, handshakes, keepalives), `config` (what the UAPI changes), `expiry` (timers),
-//! `activity` (what the eBPF data plane reports), `counters` (handshakes and drops), `entry` (peers that bring in traffic from
-//! public sources).
+//! `activity` (what the eBPF data plane reports), `counters` (handshakes and drops), `entry`
+//! (peers that bring in traffic from public sources), `mtu` (each peer's path MTU, and what
+//! does not fit it).
 
 mod activity;
 mod config;
 mod counters;
 mod entry;
 mod expiry;
+mod mtu;
 mod receive;
 mod send;
 #[cfg(test)]
@@ -66,6 +68,8 @@ pub enum Event {
     /// The listen port changed: sockets must be rebound.
     ListenPortChanged(u16),
     FwmarkChanged(u32),
+    /// The tunnel's path MTU changed: the TUN's MTU, lowered to what the narrowest peer's
+    /// underlay carries (`Device::path_mtu`).
     MtuChanged(usize),
     HandshakeCompleted(PeerId),
 }
@@ -97,6 +101,8 @@ pub enum DropReason {
     NoEndpoint,
     StagedOverflow,
     NotRunning,
+    /// Larger than the peer's path MTU and not to be fragmented: answered with ICMP.
+    TooBig,
 }
 
 /// Settings fixed at creation.
@@ -148,6 +154,8 @@ pub struct Device {
     handshakes: HandshakeCounts,
     icmp_source_v4: Option<Ipv4Addr>,
     icmp_source_v6: Option<Ipv6Addr>,
+    /// The last `Event::MtuChanged` value (see `mtu.rs`).
+    published_path_mtu: usize,
 }
 
 impl Device {
@@ -187,6 +195,7 @@ impl Device {
             handshakes: HandshakeCounts::default(),
             icmp_source_v4: None,
             icmp_source_v6: None,
+            published_path_mtu: crate::tun::DEFAULT_MTU as usize,
         }
     }
 
@@ -216,11 +225,12 @@ impl Device {
         self.mtu
     }
 
-    /// The tunnel MTU: plaintext is padded up to it, never beyond.
+    /// The tunnel MTU (the TUN's): plaintext is padded up to it, never beyond, nor beyond
+    /// the peer's path MTU (see `mtu.rs`).
     pub fn set_mtu(&mut self, mtu: usize) {
         if mtu != self.mtu {
             self.mtu = mtu;
-            self.events.push_back(Event::MtuChanged(mtu));
+            self.publish_path_mtu();
         }
     }
 

@@ -276,6 +276,7 @@ impl Device {
         debug_assert_eq!(message_len, DATA_MIN_LEN + plain_len);
         let inner = DATA_HEADER_LEN..DATA_HEADER_LEN + header.claimed_len;
         ip::decapsulate_ecn(&mut datagram[inner.clone()], outer_ds);
+        self.clamp_mss(id, &mut datagram[inner.clone()]);
         Received::Tun(inner)
     }
 

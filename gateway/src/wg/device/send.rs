@@ -41,7 +41,14 @@ impl Device {
             self.answer_unreachable(packet);
             return;
         }
-        let dropped = peer.stage(packet.to_vec());
+        if !self.fits_path(id, packet) {
+            self.count(DropReason::TooBig);
+            return;
+        }
+        let mut packet = packet.to_vec();
+        self.clamp_mss(id, &mut packet);
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let dropped = peer.stage(packet);
         for _ in 0..dropped {
             self.count_for_peer(id, DropReason::StagedOverflow);
         }
@@ -60,7 +67,7 @@ impl Device {
     /// the current keypair, or put it back and ask for a handshake.
     pub(super) fn send_staged(&mut self, id: PeerId, now: Instant) {
         let reject_after = self.scaled(REJECT_AFTER_TIME);
-        let mtu = self.mtu;
+        let mtu = self.peer_mtu(id);
         let Some(peer) = self.peers.get_mut(&id) else { return };
         if peer.staged.is_empty() {
             return;
