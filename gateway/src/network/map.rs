@@ -226,6 +226,20 @@ impl HeldMap {
         Ok(HeldMap { map, trusted })
     }
 
+    /// Starts from a map that came over a channel already authenticated as its signer's (the
+    /// enrollment's answer, through the tunnel to the controller the invitation named), or
+    /// from the member's own saved copy: the signer's key is the map's own entry for it, and
+    /// the signature is checked against that (the map arrived whole).
+    pub fn from_authenticated(signed: &SignedMap) -> Result<HeldMap, MapError> {
+        let unverified: NetworkMap =
+            serde_json::from_str(&signed.map).map_err(|e| MapError::Malformed(e.to_string()))?;
+        let keys = signing_keys(&unverified)?;
+        let key = keys
+            .get(&signed.signer)
+            .ok_or_else(|| MapError::UnknownSigner(signed.signer.clone()))?;
+        HeldMap::first(signed, *key)
+    }
+
     pub fn map(&self) -> &NetworkMap {
         &self.map
     }

@@ -8,6 +8,8 @@
 //! - [`dns`]: the network's names (`member.network`), served with Hickory DNS.
 //! - [`invite`]: invitations (the token `invite` prints and `join` reads).
 //! - [`map`]: the network map (signed, versioned) and the peers it gives each machine.
+//! - [`membership`]: what a member keeps of its network (saved: it restarts without a
+//!   controller).
 //! - [`peers`]: an interface's network-managed peers kept in step, as one `wg set` update.
 //! - [`store`]: the controller's state in SQLite, behind one interface, with migrations.
 
@@ -16,6 +18,7 @@ pub mod controller;
 pub mod dns;
 pub mod invite;
 pub mod map;
+pub mod membership;
 pub mod name;
 pub mod peers;
 pub mod store;
