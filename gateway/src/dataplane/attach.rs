@@ -293,6 +293,9 @@ impl Attachments {
     /// Reads how an underlay completes checksums (ethtool) and tells the send program, with
     /// one log line when TCP this host sends cannot leave through it from the program.
     fn describe_underlay(&mut self, ifindex: u32, name: &str) {
+        if !self.underlay_checksums.contains_key(&ifindex) {
+            note_veth(name);
+        }
         let checksum = netdev::tx_checksum(name).unwrap_or_else(|e| {
             warn!("data plane: reading {name}'s checksum offload: {e}");
             TxChecksum::ByProtocol
@@ -465,6 +468,7 @@ impl Attachments {
         }
         self.lan.push(ifindex);
         info!("data plane: LAN interface {name} with {mode}");
+        note_veth(&name);
         Ok(mode)
     }
 
@@ -536,5 +540,18 @@ impl Attachments {
     /// (interface index, program) pairs currently attached.
     pub(super) fn attached(&self) -> Vec<(u32, Program)> {
         self.links.iter().map(|a| (a.ifindex, a.program)).collect()
+    }
+}
+
+/// Says, once per interface, what a veth needs for frames the programs send out of it in XDP
+/// (hub and LAN forwarding, replies of the entry point's flows): the veth hands them to its
+/// peer only if the peer runs an XDP program, and drops them, uncounted, if not. Containers
+/// and network namespaces are where gatewayd meets veths; a physical interface needs nothing.
+fn note_veth(name: &str) {
+    if netdev::driver(name).is_ok_and(|driver| driver == "veth") {
+        info!(
+            "data plane: {name} is a veth: frames the programs send out of it in XDP reach its \
+             peer only if the peer runs an XDP program (attach one that passes packets)"
+        );
     }
 }

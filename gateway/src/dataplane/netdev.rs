@@ -13,6 +13,7 @@ use netlink_packet_route::{
 use super::netlink;
 
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GDRVINFO: u32 = 0x03;
 const ETHTOOL_GSTRINGS: u32 = 0x1b;
 const ETHTOOL_GSSET_INFO: u32 = 0x37;
 const ETHTOOL_GFEATURES: u32 = 0x3a;
@@ -75,6 +76,26 @@ fn ethtool(socket: libc::c_int, ifname: &str, cmd: &mut [u8]) -> io::Result<()> 
 
 fn word(buf: &[u8], at: usize) -> u32 {
     u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// The name of `ifname`'s driver (`ethtool -i`), e.g. `veth`.
+pub fn driver(ifname: &str) -> io::Result<String> {
+    // struct ethtool_drvinfo: cmd, then driver[32], version[32], fw_version[32], bus_info[32],
+    // erom_version[32], reserved2[12] and five u32 counts.
+    let mut info = [0u8; 196];
+    info[..4].copy_from_slice(&ETHTOOL_GDRVINFO.to_ne_bytes());
+    // SAFETY: a plain socket call; the fd is closed below.
+    let socket = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if socket < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let result = ethtool(socket, ifname, &mut info);
+    // SAFETY: our own fd.
+    unsafe { libc::close(socket) };
+    result?;
+    let driver = &info[4..36];
+    let end = driver.iter().position(|&b| b == 0).unwrap_or(driver.len());
+    Ok(String::from_utf8_lossy(&driver[..end]).into_owned())
 }
 
 /// The transmit checksum offload `ifname` has on now (`ethtool -k`).
