@@ -420,19 +420,27 @@ impl Attachments {
 
     /// Detaches one program from one interface (nothing if it is not there).
     fn detach_program(&mut self, ifindex: u32, program: Program) {
-        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.links)
-            .into_iter()
-            .partition(|a| a.ifindex == ifindex && a.program == program);
+        for error in self.detach_links(|a| a.ifindex == ifindex && a.program == program) {
+            warn!("data plane: {error}");
+        }
+    }
+
+    /// Detaches the links `which` selects and forgets them; the failures, one each.
+    fn detach_links(&mut self, which: impl Fn(&Attached) -> bool) -> Vec<DataplaneError> {
+        let (gone, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.links).into_iter().partition(|a| which(a));
         self.links = kept;
+        let mut errors = Vec::new();
         for a in gone {
             let r = match a.link {
                 AttachedLink::Xdp(l) => l.detach(),
                 AttachedLink::Tc(l) => l.detach(),
             };
             if let Err(e) = r {
-                warn!("data plane: detaching {}: {e}", program.name());
+                errors.push(DataplaneError::kernel(format!("detaching {}", a.program.name()), e));
             }
         }
+        errors
     }
 
     /// Puts the LAN send program on a LAN interface (driver XDP, else generic) and lets the
@@ -485,22 +493,7 @@ impl Attachments {
 
     /// Detaches every program from one interface (and forgets it as a LAN interface).
     pub(super) fn detach_interface(&mut self, ifindex: u32) -> Result<()> {
-        let mut first_error = None;
-        let (gone, kept): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.links).into_iter().partition(|a| a.ifindex == ifindex);
-        self.links = kept;
-        for a in gone {
-            let r = match a.link {
-                AttachedLink::Xdp(l) => l.detach(),
-                AttachedLink::Tc(l) => l.detach(),
-            };
-            if let Err(e) = r {
-                first_error.get_or_insert(DataplaneError::kernel(
-                    format!("detaching {}", a.program.name()),
-                    e,
-                ));
-            }
-        }
+        let mut first_error = self.detach_links(|a| a.ifindex == ifindex).into_iter().next();
         // Not every interface is in UNDERLAYS.
         let _ = self.underlays.remove(&ifindex);
         self.underlay_checksums.remove(&ifindex);
