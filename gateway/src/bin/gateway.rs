@@ -16,6 +16,9 @@
 //! - `gateway forward add/list/remove wg0 ...` (and `gateway forwards wg0`) — the public entry
 //!   point: ports and names of this host's public addresses forwarded to hosts behind the
 //!   tunnel, the clients' own addresses kept (see `gateway::entry::forward` for the syntax);
+//! - `gateway network create/invite/join/members/remove/status wg0 ...` and `gateway route
+//!   advertise/list/approve/reject wg0 ...` — one network run from the VPS: members enrolled
+//!   with a token, addresses and names given by the controller, routes it approves;
 //! - `gateway completions bash|zsh|fish` — a completion script for the shell.
 //!
 //! The pieces live in `gateway::cli`; this file is the command tree.
@@ -132,6 +135,17 @@ enum Command {
         #[command(subcommand)]
         command: ForwardCommand,
     },
+    /// One network run from the VPS: create it, invite and enroll members, list and remove
+    /// them (see docs/NETWORK.md).
+    Network {
+        #[command(subcommand)]
+        command: NetworkCommand,
+    },
+    /// Routes members advertise into the network, approved or rejected on the controller.
+    Route {
+        #[command(subcommand)]
+        command: RouteCommand,
+    },
     /// Print a new private key (base64).
     Genkey,
     /// Read a private key on stdin, print its public key.
@@ -202,6 +216,129 @@ enum ForwardCommand {
         #[command(flatten)]
         select: SelectOptions,
     },
+}
+
+#[derive(Subcommand)]
+enum NetworkCommand {
+    /// Make the interface the controller of a new network NETWORK (also its DNS domain).
+    Create {
+        interface: String,
+        network: String,
+        /// Where members reach this host's WireGuard port (host:port; the interface's listen
+        /// port).
+        #[arg(long)]
+        endpoint: String,
+        /// This controller's name in the network.
+        #[arg(long)]
+        name: String,
+        /// The pool members' IPv4 addresses come from [default: 100.64.0.0/10].
+        #[arg(long, value_name = "CIDR")]
+        ipv4_pool: Option<ipnet::Ipv4Net>,
+    },
+    /// Print a join token (single-use unless --reusable).
+    Invite {
+        interface: String,
+        #[arg(long)]
+        reusable: bool,
+        /// How long the token holds: 90s, 10m, 1h, 2d.
+        #[arg(long, default_value = "1h")]
+        expires: String,
+    },
+    /// Enroll the interface with a token from `network invite`; its own key never leaves it.
+    Join {
+        interface: String,
+        token: String,
+        /// The member's name in the network (`NAME.NETWORK` resolves to it).
+        #[arg(long)]
+        name: String,
+    },
+    /// List the members (controller).
+    Members {
+        interface: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a member: its peer goes at once, the others learn it from the next map.
+    Remove { interface: String, name: String },
+    /// The interface's role in its network.
+    Status {
+        interface: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RouteCommand {
+    /// Ask the controller to route PREFIX (a LAN behind this member, or 0.0.0.0/0 and ::/0 for
+    /// an exit node) to this member.
+    Advertise { interface: String, prefix: IpNet },
+    /// Every advertised route and its state (controller).
+    List {
+        interface: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a member's advertised route: the other members route PREFIX to it.
+    Approve { interface: String, member: String, prefix: IpNet },
+    /// Reject a member's advertised route (or withdraw an approval).
+    Reject { interface: String, member: String, prefix: IpNet },
+}
+
+fn network(command: NetworkCommand) -> Result<(), String> {
+    use gateway::cli::network::{self as cli, ask};
+    use gateway::daemon::network::NetworkRequest as Ask;
+    match command {
+        NetworkCommand::Create { interface, network, endpoint, name, ipv4_pool } => {
+            let created = ask(&interface, Ask::Create { network, name, endpoint, ipv4_pool })?;
+            print!("{}", cli::created(&created));
+        }
+        NetworkCommand::Invite { interface, reusable, expires } => {
+            let expires_seconds = cli::parse_duration(&expires)?.as_secs();
+            let invitation = ask(&interface, Ask::Invite { reusable, expires_seconds })?;
+            println!("{}", invitation["token"].as_str().unwrap_or_default());
+        }
+        NetworkCommand::Join { interface, token, name } => {
+            print!("{}", cli::joined(&ask(&interface, Ask::Join { token, name })?));
+        }
+        NetworkCommand::Members { interface, json } => {
+            gateway::cli::print(json, &ask(&interface, Ask::Members)?, cli::members_table)?;
+        }
+        NetworkCommand::Remove { interface, name } => {
+            let removed = ask(&interface, Ask::Remove { name })?;
+            println!("removed {}", removed["removed"].as_str().unwrap_or_default());
+        }
+        NetworkCommand::Status { interface, json } => {
+            gateway::cli::print(json, &ask(&interface, Ask::Status)?, cli::status_text)?;
+        }
+    }
+    Ok(())
+}
+
+fn route(command: RouteCommand) -> Result<(), String> {
+    use gateway::cli::network::{ask, routes_table};
+    use gateway::daemon::network::NetworkRequest as Ask;
+    let decide = |interface: &str, member: String, prefix: IpNet, approve: bool| {
+        let route = ask(interface, Ask::DecideRoute { member, prefix, approve })?;
+        print!("{}", routes_table(&serde_json::Value::Array(vec![route])));
+        Ok(())
+    };
+    match command {
+        RouteCommand::Advertise { interface, prefix } => {
+            let route = ask(&interface, Ask::Advertise { prefix })?;
+            print!("{}", routes_table(&serde_json::Value::Array(vec![route])));
+            Ok(())
+        }
+        RouteCommand::List { interface, json } => {
+            gateway::cli::print(json, &ask(&interface, Ask::Routes)?, routes_table)
+        }
+        RouteCommand::Approve { interface, member, prefix } => {
+            decide(&interface, member, prefix, true)
+        }
+        RouteCommand::Reject { interface, member, prefix } => {
+            decide(&interface, member, prefix, false)
+        }
+    }
 }
 
 /// What besides protocol and ports tells forwards apart.
@@ -294,6 +431,8 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Up { config, daemon_args } => gateway::quick::up(&config, &daemon_args),
         Command::Down { config } => gateway::quick::down(&config),
         Command::Forward { command } => forward(command),
+        Command::Network { command } => network(command),
+        Command::Route { command } => route(command),
         Command::Reload { interface } => gateway::cli::reload::reload(&interface),
         Command::Genkey => {
             println!("{}", keys::new_private_key().to_base64());

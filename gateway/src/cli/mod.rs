@@ -6,7 +6,8 @@
 //! - [`status`], [`peers`], [`routes`], [`forwards`]: each read command, as text and as JSON;
 //! - [`export`]: a stock WireGuard client's configuration for a peer, as text, a terminal QR
 //!   code or a PNG;
-//! - [`edit`]: `add-peer` and `remove-peer`; [`keys`]: `genkey` and `pubkey`.
+//! - [`edit`]: `add-peer` and `remove-peer`; [`keys`]: `genkey` and `pubkey`;
+//! - [`network`]: `network …` and `route …`, the interface's place in its network.
 //!
 //! Every function returns the one line an operator reads on failure as its error.
 
@@ -15,6 +16,7 @@ pub mod export;
 pub mod forwards;
 pub mod human;
 pub mod keys;
+pub mod network;
 pub mod peers;
 pub mod reload;
 pub mod routes;

@@ -29,6 +29,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::forwards::{EntryHost, EntryPoint};
+use super::network::{NetworkRequest, NetworkService};
 use super::reload::Reloader;
 use super::status::{STATUS_DIRECTORY, SocketGuard};
 use crate::entry::forward::{Selector, SelectorArgs};
@@ -80,6 +81,8 @@ pub enum Request {
     Remove(SelectorRecord),
     List,
     Reload,
+    /// `gateway network …` and `gateway route …` (`daemon::network`).
+    Network(NetworkRequest),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +92,7 @@ pub enum Response {
     Removed(ForwardRecord),
     Forwards(Vec<ForwardRecord>),
     Reloaded(String),
+    Network(serde_json::Value),
     Error(String),
 }
 
@@ -108,6 +112,9 @@ pub fn handle(entry: &EntryPoint, host: &dyn EntryHost, request: Request) -> Res
             entry.table().forwards().iter().map(ForwardRecord::from).collect(),
         )),
         Request::Reload => Err("gatewayd was not started with --config: nothing to reload".into()),
+        Request::Network(_) => {
+            Err("the network is answered by the daemon's network service".into())
+        }
     };
     result.unwrap_or_else(Response::Error)
 }
@@ -131,11 +138,12 @@ pub async fn serve(
     entry: Arc<EntryPoint>,
     host: Arc<dyn EntryHost>,
     reloader: Option<Arc<Reloader>>,
+    network: Arc<NetworkService>,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let (entry, host, reloader) = (Arc::clone(&entry), Arc::clone(&host), reloader.clone());
-        tokio::spawn(answer(stream, entry, host, reloader));
+        tokio::spawn(answer(stream, entry, host, reloader, Arc::clone(&network)));
     }
 }
 
@@ -144,6 +152,7 @@ async fn answer(
     entry: Arc<EntryPoint>,
     host: Arc<dyn EntryHost>,
     reloader: Option<Arc<Reloader>>,
+    network: Arc<NetworkService>,
 ) {
     // The socket is root's; a process that got in regardless (it raced the chmod) is not.
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -167,6 +176,10 @@ async fn answer(
         }
         Ok(Ok(_)) => match serde_json::from_slice::<Request>(&text) {
             Err(e) => Response::Error(format!("bad request: {e}")),
+            // Enrolling waits on the controller: answered on the runtime.
+            Ok(Request::Network(request)) => {
+                network.handle(request).await.map_or_else(Response::Error, Response::Network)
+            }
             // Saving syncs the disk: off the runtime's thread.
             Ok(request) => tokio::task::spawn_blocking(move || match (request, reloader) {
                 (Request::Reload, Some(reloader)) => {
@@ -197,7 +210,8 @@ pub fn request(interface: &str, request: &Request) -> Result<Response, String> {
     let mut stream = connect(&path, interface)?;
     let json = serde_json::to_vec(request).map_err(|e| e.to_string())?;
     let mut exchange = || -> std::io::Result<String> {
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        // An enrollment takes up to 20 seconds.
+        stream.set_read_timeout(Some(Duration::from_secs(45)))?;
         stream.write_all(&json)?;
         stream.shutdown(std::net::Shutdown::Write)?;
         let mut answer = String::new();

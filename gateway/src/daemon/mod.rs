@@ -17,6 +17,7 @@ pub mod forwards;
 pub mod io;
 pub mod link;
 pub mod masquerade;
+pub mod network;
 pub mod notify;
 pub mod path_mtu;
 pub mod proxy_nat;
@@ -335,6 +336,13 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
         };
         Arc::new(reload::Reloader::new(targets, start, metrics_task))
     });
+    // The interface's network role, resumed before anything is announced ready: a member's
+    // saved peers and addresses are back without a controller.
+    let network = Arc::new(network::NetworkService::start(
+        &options.interface,
+        Arc::clone(&control),
+        options.state_directory.clone(),
+    ));
     let (control_listener, _control_guard) = forward_socket::bind(&options.interface)
         .map_err(|e| DaemonError::Io("bind the forwards' control socket", e))?;
     tokio::spawn(forward_socket::serve(
@@ -342,6 +350,7 @@ async fn serve(options: Options, setup: Setup) -> Result<(), DaemonError> {
         Arc::clone(&entry),
         Arc::clone(&host),
         reloader.clone(),
+        Arc::clone(&network),
     ));
     if let Some(reloader) = reloader {
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())

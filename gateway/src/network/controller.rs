@@ -14,12 +14,13 @@ use ipnet::IpNet;
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 
-use super::addressing::{DEFAULT_IPV4_POOL, NetworkPrefix, controller_address};
+use super::addressing::{NetworkPrefix, controller_address};
 use super::invite::{ControllerContact, Invitation, secret_hash};
 use super::map::{NetworkMap, SignedMap, peers_for};
 use super::name::Name;
 use super::store::{
-    Invite, Member, MemberKind, Network, NetworkStore, NewController, NewMember, StoreError,
+    Invite, Member, MemberKind, Network, NetworkStore, NewController, NewMember, Route, RouteState,
+    StoreError,
 };
 use crate::uapi::Key;
 use crate::wg::noise::StaticIdentity;
@@ -100,6 +101,7 @@ impl<S: NetworkStore> Controller<S> {
     pub fn create(
         mut store: S,
         network: Name,
+        ipv4_pool: ipnet::Ipv4Net,
         me: Name,
         public_key: [u8; 32],
         endpoint: String,
@@ -109,7 +111,7 @@ impl<S: NetworkStore> Controller<S> {
         store.create_network(&Network {
             name: network,
             prefix: NetworkPrefix::random(rng),
-            ipv4_pool: DEFAULT_IPV4_POOL,
+            ipv4_pool,
             map_version: 0,
         })?;
         store.add_controller(&NewController {
@@ -139,6 +141,16 @@ impl<S: NetworkStore> Controller<S> {
 
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// This controller's name.
+    pub fn me(&self) -> &Name {
+        &self.me
+    }
+
+    /// The key this controller signs maps with (the daemon keeps it, root's alone).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing
     }
 
     /// This controller's own address in the tunnel (where its API listens).
@@ -290,6 +302,67 @@ impl<S: NetworkStore> Controller<S> {
         let _ = tunnel.remove_peer(member.public_key);
         self.audit(now, &format!("`{name}' removed"));
         Ok(member)
+    }
+
+    /// A member's request, sent from `from`, that the network carry `prefix` to it: recorded
+    /// as advertised, for the operator to approve. Refused unless `from` is a member's own
+    /// address (cryptokey routing vouches that only its key sends from there).
+    pub fn advertise_route(&mut self, from: IpAddr, prefix: IpNet, now: u64) -> Result<Route> {
+        let member = self
+            .store
+            .members()?
+            .into_iter()
+            .find(|member| IpAddr::V6(member.ipv6) == from || IpAddr::V4(member.ipv4) == from);
+        let result = match &member {
+            None => Err(ControllerError::Refused(format!("{from} is no member's address"))),
+            Some(_) if prefix != prefix.trunc() => Err(ControllerError::Refused(format!(
+                "{prefix} has host bits set (did you mean {}?)",
+                prefix.trunc()
+            ))),
+            Some(member) => self.store.advertise_route(&member.name, prefix).map_err(Into::into),
+        };
+        let who = member.map_or_else(|| from.to_string(), |m| format!("`{}'", m.name));
+        match &result {
+            Ok(route) if route.state == RouteState::Advertised => {
+                self.audit(now, &format!("{who} advertises {prefix}"))
+            }
+            Ok(_) => {}
+            Err(e) => self.audit(now, &format!("route {prefix} from {who} refused: {e}")),
+        }
+        result
+    }
+
+    /// Approves or rejects a member's advertised route; the controller's own peer for the
+    /// member follows at once (the other members through the map).
+    pub fn decide_route(
+        &mut self,
+        member: &Name,
+        prefix: IpNet,
+        approve: bool,
+        now: u64,
+        tunnel: &mut impl Tunnel,
+    ) -> Result<Route> {
+        let state = if approve { RouteState::Approved } else { RouteState::Rejected };
+        let route = self.store.decide_route(member, prefix, state)?;
+        let verb = if approve { "approved" } else { "rejected" };
+        self.audit(now, &format!("route {prefix} of `{member}' {verb}"));
+        let holder = self.store.members()?.into_iter().find(|m| &m.name == member);
+        if let Some(holder) = holder.filter(|holder| holder.controller == self.me) {
+            let mut ips = member_ips(&holder);
+            ips.extend(self.approved_routes(&holder.name)?);
+            tunnel.set_peer(holder.public_key, &ips).map_err(ControllerError::Tunnel)?;
+        }
+        Ok(route)
+    }
+
+    fn approved_routes(&self, member: &Name) -> Result<Vec<IpNet>> {
+        Ok(self
+            .store
+            .routes()?
+            .into_iter()
+            .filter(|route| &route.member == member && route.state == RouteState::Approved)
+            .map(|route| route.prefix)
+            .collect())
     }
 
     /// Forgets invitations past their expiry, and their enrollment peers.

@@ -14,6 +14,7 @@
 //! - [`store`]: the controller's state in SQLite, behind one interface, with migrations.
 
 pub mod addressing;
+pub mod api;
 pub mod controller;
 pub mod dns;
 pub mod invite;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use rand_core::OsRng;
 
 use super::*;
+use crate::network::addressing::DEFAULT_IPV4_POOL;
 use crate::network::map::HeldMap;
 use crate::network::store::sqlite::SqliteStore;
 
@@ -34,7 +35,16 @@ fn name(text: &str) -> Name {
 fn controller() -> Controller<SqliteStore> {
     let store = SqliteStore::in_memory().unwrap();
     let endpoint = "vps.example.net:51820".to_string();
-    Controller::create(store, name("home"), name("vps"), [1; 32], endpoint, &mut OsRng).unwrap()
+    Controller::create(
+        store,
+        name("home"),
+        DEFAULT_IPV4_POOL,
+        name("vps"),
+        [1; 32],
+        endpoint,
+        &mut OsRng,
+    )
+    .unwrap()
 }
 
 /// What a member sends with `invitation`, as `name` with key `key`.
@@ -168,9 +178,16 @@ fn a_controller_reopens_with_its_own_signing_key_only() {
     let path = dir.join("network.db");
     let store = SqliteStore::open(&path).unwrap();
     let endpoint = "vps.example.net:51820".to_string();
-    let created =
-        Controller::create(store, name("home"), name("vps"), [1; 32], endpoint, &mut OsRng)
-            .unwrap();
+    let created = Controller::create(
+        store,
+        name("home"),
+        DEFAULT_IPV4_POOL,
+        name("vps"),
+        [1; 32],
+        endpoint,
+        &mut OsRng,
+    )
+    .unwrap();
     let signing = created.signing.clone();
     drop(created);
     assert!(
@@ -185,4 +202,45 @@ fn a_controller_reopens_with_its_own_signing_key_only() {
     let stranger = Controller::open(SqliteStore::open(&path).unwrap(), name("vps2"), signing);
     assert_eq!(stranger.err().unwrap().to_string(), "`vps2' is not a controller of this network");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn routes_come_from_members_addresses_only_and_reach_the_map_once_approved() {
+    let mut controller = controller();
+    let mut tunnel = FakeTunnel::default();
+    let invitation = controller.invite(NOW, HOUR, false, &mut OsRng, &mut tunnel).unwrap();
+    let answer = controller
+        .join(invitation.enrollment_address, &request(&invitation, "nas", 7), NOW, &mut tunnel)
+        .unwrap();
+    let lan: IpNet = "192.168.50.0/24".parse().unwrap();
+
+    let stranger: IpAddr = "fd00::99".parse().unwrap();
+    let refused = controller.advertise_route(stranger, lan, NOW).unwrap_err();
+    assert_eq!(refused.to_string(), "fd00::99 is no member's address");
+    let host_bits =
+        controller.advertise_route(answer.ipv4.into(), "192.168.50.1/24".parse().unwrap(), NOW);
+    assert!(host_bits.unwrap_err().to_string().contains("did you mean 192.168.50.0/24"));
+
+    let version = controller
+        .signed_map()
+        .map(|s| HeldMap::from_authenticated(&s).unwrap().map().version)
+        .unwrap();
+    let route = controller.advertise_route(answer.ipv6.into(), lan, NOW).unwrap();
+    assert_eq!(route.state, RouteState::Advertised);
+    let map = HeldMap::from_authenticated(&controller.signed_map().unwrap()).unwrap().map().clone();
+    assert_eq!(map.version, version, "an advertised route changes no member's map");
+    assert!(map.members[0].routes.is_empty());
+    assert!(!tunnel.peers[&[7; 32]].contains(&lan));
+
+    controller.decide_route(&name("nas"), lan, true, NOW, &mut tunnel).unwrap();
+    let map = HeldMap::from_authenticated(&controller.signed_map().unwrap()).unwrap().map().clone();
+    assert!(map.version > version);
+    assert_eq!(map.members[0].routes, vec![lan]);
+    assert!(tunnel.peers[&[7; 32]].contains(&lan), "the controller routes the LAN to nas at once");
+
+    controller.decide_route(&name("nas"), lan, false, NOW, &mut tunnel).unwrap();
+    assert!(!tunnel.peers[&[7; 32]].contains(&lan), "a withdrawn approval takes the route away");
+    let log = controller.store().audit_log(10).unwrap();
+    assert!(log.iter().any(|(_, line)| line.contains("fd00::99") && line.contains("refused")));
+    assert!(log.iter().any(|(_, line)| line == "route 192.168.50.0/24 of `nas' rejected"));
 }

@@ -54,9 +54,16 @@ fn join(
 fn a_member_follows_the_maps_and_restarts_from_its_saved_one() {
     let store = SqliteStore::in_memory().unwrap();
     let endpoint = "127.0.0.1:51820".to_string();
-    let mut controller =
-        Controller::create(store, name("home"), name("vps"), [1; 32], endpoint, &mut OsRng)
-            .unwrap();
+    let mut controller = Controller::create(
+        store,
+        name("home"),
+        crate::network::addressing::DEFAULT_IPV4_POOL,
+        name("vps"),
+        [1; 32],
+        endpoint,
+        &mut OsRng,
+    )
+    .unwrap();
     let mut tunnel = FakeTunnel::default();
     let mut nas = join(&mut controller, &mut tunnel, "nas", 7);
     assert!(nas.is_member().unwrap());
